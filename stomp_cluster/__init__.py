@@ -1,5 +1,68 @@
-"""STOMP over WebSocket for Django Channels, across a cluster of nodes."""
+"""STOMP over WebSocket for Django Channels, across a cluster of nodes.
+
+Public names are imported lazily (module ``__getattr__``), so that importing the package
+touches neither models nor settings before Django's apps are ready.
+"""
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 __version__ = "0.1.0.dev0"
+
+__all__ = [
+    "Delivery",
+    "adisconnect_session",
+    "asend_to_destination",
+    "asend_to_session",
+    "asend_to_user",
+    "connection_token",
+    "disconnect_session",
+    "message_mapping",
+    "send_to_destination",
+    "send_to_session",
+    "send_to_user",
+]
+
+_LAZY = {
+    "Delivery": "stomp_cluster.send",
+    "adisconnect_session": "stomp_cluster.send",
+    "asend_to_destination": "stomp_cluster.send",
+    "asend_to_session": "stomp_cluster.send",
+    "asend_to_user": "stomp_cluster.send",
+    "disconnect_session": "stomp_cluster.send",
+    "send_to_destination": "stomp_cluster.send",
+    "send_to_session": "stomp_cluster.send",
+    "send_to_user": "stomp_cluster.send",
+    "connection_token": "stomp_cluster.tokens",
+    "message_mapping": "stomp_cluster.handlers",
+}
+
+if TYPE_CHECKING:
+    from stomp_cluster.handlers import message_mapping
+    from stomp_cluster.send import (
+        Delivery,
+        adisconnect_session,
+        asend_to_destination,
+        asend_to_session,
+        asend_to_user,
+        disconnect_session,
+        send_to_destination,
+        send_to_session,
+        send_to_user,
+    )
+    from stomp_cluster.tokens import connection_token
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

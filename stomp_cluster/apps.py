@@ -1,0 +1,27 @@
+"""App config: registers system checks, presence receivers and /app handlers."""
+
+from __future__ import annotations
+
+from django.apps import AppConfig
+from django.core import checks
+
+
+class StompClusterConfig(AppConfig):
+    name = "stomp_cluster"
+    verbose_name = "STOMP cluster"
+    default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from django.utils.module_loading import autodiscover_modules
+
+        from stomp_cluster.checks import check_channel_layer, check_settings
+        from stomp_cluster.conf import DEFAULTS, user_settings
+
+        checks.register(check_settings, "stomp_cluster")
+        checks.register(check_channel_layer, "stomp_cluster")
+        from stomp_cluster.presence.receivers import connect_receivers
+
+        connect_receivers()
+        module = user_settings().get("HANDLER_MODULE", DEFAULTS["HANDLER_MODULE"])
+        if isinstance(module, str) and module:
+            autodiscover_modules(module)

@@ -1,0 +1,559 @@
+"""The Channels consumer that bridges WebSocket, the STOMP protocol core and the node.
+
+It is the only place doing I/O for a connection: bytes in go to
+:meth:`StompConnection.receive_data`, events out become signals, routing and handler
+calls, and :meth:`StompConnection.data_to_send` goes back to the socket. It holds the
+connection's heart-beat timers (the protocol only computes the intervals). It parses
+nothing and decides no protocol rule itself.
+
+Outgoing frames are written by a single flusher so that frames queued from several
+places (the node's fan-out, receipts, heart-beats) reach the socket in the order they
+were queued, and so that the node never waits on a slow socket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from typing import Any
+from urllib.parse import urlsplit
+
+from channels.consumer import AsyncConsumer
+from channels.exceptions import StopConsumer
+from django.contrib.auth.models import AnonymousUser
+from django.http.request import split_domain_port, validate_host
+
+from stomp_cluster import __version__, signals
+from stomp_cluster.auth import authenticate_connect, check_permission
+from stomp_cluster.conf import StompSettings, get_settings
+from stomp_cluster.handlers import HandlerError, StompRequest, call_handler, registry
+from stomp_cluster.node import Node, get_node
+from stomp_cluster.presence.base import SessionRecord, SubscriptionRecord
+from stomp_cluster.protocol import (
+    AckRequested,
+    ConnectRequested,
+    DisconnectRequested,
+    Limits,
+    NackRequested,
+    ProtocolFailed,
+    ReceiptRequested,
+    SendRequested,
+    StompConnection,
+    SubscribeRequested,
+    Subscription,
+    UnsubscribeRequested,
+    Version,
+)
+from stomp_cluster.typing import Headers
+
+__all__ = ["StompConsumer"]
+
+logger = logging.getLogger(__name__)
+
+#: Seconds a client may take between opening the WebSocket and sending CONNECT.
+CONNECT_TIMEOUT = 30.0
+
+#: Close code for "policy violation", used after an ERROR frame.
+CLOSE_POLICY = 1008
+
+_SUBPROTOCOLS = {v.subprotocol: v for v in Version}
+
+
+def _header(scope: dict[str, Any], name: bytes) -> str:
+    for key, value in scope.get("headers", ()):
+        if key == name:
+            return bytes(value).decode("latin-1")
+    return ""
+
+
+class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
+    """One STOMP session over one WebSocket.
+
+    Mount it with ``stomp_cluster.routing.websocket_urlpatterns``, behind Channels'
+    ``AuthMiddlewareStack`` so that browser sessions are authenticated by their cookie.
+    """
+
+    # No per-consumer channel: the node fans messages out to sockets directly, which
+    # saves a channel-layer receive task per connection (see stomp_cluster.node).
+    channel_layer_alias = "__stomp_cluster_consumer_has_no_channel__"
+
+    session_id: str = ""
+    user: Any = None
+    username: str = ""
+    user_key: str | None = None
+
+    async def websocket_connect(self, message: dict[str, Any]) -> None:
+        """Check the origin, pick the STOMP subprotocol and accept the WebSocket."""
+        self.settings: StompSettings = get_settings()
+        self.node: Node = get_node()
+        self._closed = False
+        self._connected = False
+        self._disconnect_reason = "client"
+        self._flushing = False
+        self._last_sent = self._last_received = time.monotonic()
+        self._timers: list[asyncio.TimerHandle] = []
+        # What the node routes to us: destination -> subscription ids, and the reverse.
+        # Only subscriptions that passed our checks are here, unlike the protocol's.
+        self._subs_by_destination: dict[str, list[str]] = {}
+        self._routed: dict[str, Subscription] = {}
+        if not self._origin_allowed():
+            logger.info("x refused WebSocket from origin %r", _header(self.scope, b"origin"))
+            await self.send({"type": "websocket.close", "code": 4003})
+            raise StopConsumer
+        offered = [p for p in self.scope.get("subprotocols", ()) if p in _SUBPROTOCOLS]
+        version = max((_SUBPROTOCOLS[p] for p in offered), key=lambda v: v.value, default=None)
+        s = self.settings
+        self.connection = StompConnection(
+            limits=Limits(
+                max_frame_size=s.MAX_FRAME_SIZE,
+                max_body_size=s.MAX_BODY_SIZE,
+                max_headers=s.MAX_HEADERS,
+                max_header_length=s.MAX_HEADER_LENGTH,
+                max_subscriptions=s.MAX_SUBSCRIPTIONS,
+                max_transactions=s.MAX_TRANSACTIONS,
+                max_transaction_frames=s.MAX_TRANSACTION_FRAMES,
+                max_pending_acks=s.MAX_PENDING_ACKS,
+            ),
+            heartbeat=(s.HEARTBEAT_SEND_MS, s.HEARTBEAT_RECEIVE_MS),
+            subprotocol=version,
+        )
+        self.debug = logger.isEnabledFor(logging.DEBUG)
+        await self.node.ensure_started()
+        accept: dict[str, Any] = {"type": "websocket.accept"}
+        if version is not None:
+            accept["subprotocol"] = version.subprotocol
+        await self.send(accept)
+        self._call_later(CONNECT_TIMEOUT, self._connect_timeout)
+
+    def _origin_allowed(self) -> bool:
+        # Browsers always send Origin on a WebSocket handshake; other clients (stomp.py,
+        # Node, Java) usually don't, and cross-site request forgery needs a browser, so
+        # a missing Origin is allowed.
+        origin = _header(self.scope, b"origin")
+        if not origin:
+            return True
+        allowed = self.settings.ALLOWED_ORIGINS
+        if allowed is None:
+            from django.conf import settings
+
+            allowed = tuple(settings.ALLOWED_HOSTS)
+            if settings.DEBUG and not allowed:
+                allowed = (".localhost", "127.0.0.1", "[::1]")
+        host, _ = split_domain_port(urlsplit(origin).netloc)
+        return bool(host) and validate_host(host, list(allowed))
+
+    async def websocket_receive(self, message: dict[str, Any]) -> None:
+        """Feed the bytes to the protocol and act on the events that come out."""
+        if self._closed:
+            return
+        self._last_received = time.monotonic()
+        data = message.get("bytes")
+        if data is None:
+            data = message.get("text") or ""
+        if self.debug:
+            logger.debug("< %s %r", self.session_id or "-", data[:200])
+        self.connection.receive_data(data)
+        await self._process()
+
+    async def websocket_disconnect(self, message: dict[str, Any]) -> None:
+        """The socket is gone: clean up once, then stop this consumer."""
+        code = message.get("code")
+        if code in (1001, 1012) and self._disconnect_reason == "client":
+            # 1001 "going away" / 1012 "service restart": the server is shutting down.
+            self._disconnect_reason = "shutdown"
+        await self._cleanup()
+        raise StopConsumer
+
+    # -- event handling ----------------------------------------------------------
+
+    async def _process(self) -> None:
+        try:
+            while not self._closed:
+                events = self.connection.events_received()
+                if not events:
+                    break
+                for event in events:
+                    await self._handle(event)
+        except Exception:
+            logger.exception("internal error on session %s", self.session_id or "-")
+            if not self.connection.close_expected:
+                self.connection.send_error("internal error")
+            self._disconnect_reason = "error"
+        await self._flush()
+
+    async def _handle(self, event: Any) -> None:
+        if self._disconnect_reason != "client":
+            # We already refused something (ERROR queued): the rest is moot, including
+            # the receipt of the refused frame, which the ERROR carries as receipt-id.
+            return
+        if self.connection.close_expected and not isinstance(
+            event, ReceiptRequested | DisconnectRequested | ProtocolFailed
+        ):
+            return
+        match event:
+            case ConnectRequested():
+                await self._on_connect(event)
+            case SendRequested():
+                await self._on_send(event)
+            case SubscribeRequested():
+                await self._on_subscribe(event.subscription)
+            case UnsubscribeRequested():
+                await self._on_unsubscribe(event.subscription)
+            case AckRequested() | NackRequested():
+                # At-most-once delivery for now: an ACK settles the message and a NACK
+                # drops it. Redelivery after NACK is not implemented yet.
+                pass
+            case ReceiptRequested():
+                self.connection.send_receipt(event.receipt_id)
+            case DisconnectRequested():
+                self._disconnect_reason = "client"
+            case ProtocolFailed():
+                logger.info(
+                    "x protocol error on session %s: %s", self.session_id or "-", event.error.message
+                )
+                self._disconnect_reason = "error"
+
+    def _refuse(self, message: str, frame: Any = None) -> None:
+        receipt = frame.get("receipt") if frame is not None else None
+        self.connection.send_error(message, receipt_id=receipt)
+        self._disconnect_reason = "error"
+
+    async def _on_connect(self, event: ConnectRequested) -> None:
+        scope_user = self.scope.get("user") or AnonymousUser()
+        user, error = await authenticate_connect(scope_user, event.login, event.passcode)
+        if error is not None:
+            self._refuse(error)
+            return
+        self.user = user
+        if user is not None and user.is_authenticated:
+            self.username = user.get_username()
+            self.user_key = self.username
+        self.session_id = uuid.uuid4().hex
+        self.connection.accept_connect(session=self.session_id, server=f"stomp_cluster/{__version__}")
+        self._connected = True
+        self._cancel_timers()
+        outgoing, incoming = self.connection.heartbeat_intervals
+        if outgoing:
+            self._call_later(outgoing / 1000, self._heartbeat_send, outgoing / 1000)
+        if incoming:
+            limit = (incoming + self.settings.HEARTBEAT_GRACE_MS) / 1000
+            self._call_later(limit, self._heartbeat_check, limit)
+        self.node.add_session(self)
+        logger.info("= session %s connected (user %r)", self.session_id, self.username)
+        await signals.fire(signals.stomp_connected, consumer=self, **self._signal_kwargs())
+
+    def _signal_kwargs(self) -> dict[str, Any]:
+        return {
+            "session_id": self.session_id,
+            "user": self.user,
+            "username": self.username,
+            "node_id": self.node.node_id,
+        }
+
+    async def _on_send(self, event: SendRequested) -> None:
+        destination = str(event.destination)
+        frame = event.frame
+        s = self.settings
+        app_prefix = next((p for p in s.APP_PREFIXES if destination.startswith(p)), None)
+        if app_prefix is not None:
+            await self._on_app_send(destination, app_prefix, frame)
+            return
+        if not await check_permission(self.user, "send", destination):
+            self._refuse(f"permission denied: cannot send to {destination}", frame)
+            return
+        headers = self._forwarded_headers(frame.headers)
+        from stomp_cluster.send import asend_to_destination, asend_to_user
+
+        if destination.startswith(s.USER_PREFIX):
+            # /user/<username>/queue/x: to another user's (or our own) user destination.
+            rest = destination[len(s.USER_PREFIX) :]
+            username, _, tail = rest.partition("/")
+            if not username or not self._is_broker("/" + tail):
+                self._refuse(f"unknown destination {destination}", frame)
+                return
+            await asend_to_user(username, "/" + tail, frame.body, dict(headers))
+            return
+        if not self._is_broker(destination):
+            self._refuse(f"unknown destination {destination}", frame)
+            return
+        await asend_to_destination(destination, frame.body, dict(headers))
+
+    def _is_broker(self, destination: str) -> bool:
+        return any(destination.startswith(p) for p in self.settings.BROKER_PREFIXES)
+
+    @staticmethod
+    def _forwarded_headers(headers: Headers) -> Headers:
+        from stomp_cluster.send import RESERVED_HEADERS
+
+        seen: set[str] = set()
+        result = []
+        for name, value in headers:
+            if name in RESERVED_HEADERS or name in seen:
+                continue
+            seen.add(name)
+            result.append((name, value))
+        return tuple(result)
+
+    async def _on_app_send(self, destination: str, prefix: str, frame: Any) -> None:
+        path = destination[len(prefix) - 1 :]
+        found = registry.resolve(path)
+        if found is None:
+            self._refuse(f"no handler for destination {destination}", frame)
+            return
+        handler, kwargs = found
+        request = StompRequest(
+            destination=destination,
+            frame=frame,
+            user=self.user if self.user is not None else AnonymousUser(),
+            session_id=self.session_id,
+            _consumer=self,
+        )
+        try:
+            await call_handler(handler, request, kwargs)
+        except HandlerError as exc:
+            self._refuse(exc.message, frame)
+        except Exception:
+            logger.exception("handler %r failed for %s", getattr(handler, "__qualname__", handler), destination)
+            self._refuse("internal error", frame)
+
+    def user_destination(self, destination: str) -> str:
+        """The ``/user/...`` form of *destination* (``/queue/x`` -> ``/user/queue/x``)."""
+        from stomp_cluster.send import user_destination
+
+        return user_destination(destination)
+
+    def user_destination_key(self, destination: str) -> str | None:
+        """The user key that routes *destination*, when it is a ``/user/`` one.
+
+        Anonymous sessions may subscribe to ``/user/`` destinations too; they receive
+        what is sent to their session (replies), never anything sent to a user.
+        """
+        if destination.startswith(self.settings.USER_PREFIX) and self.user_key is not None:
+            return self.user_key
+        return None
+
+    async def _on_subscribe(self, sub: Subscription) -> None:
+        destination = str(sub.destination)
+        s = self.settings
+        if destination.startswith(s.USER_PREFIX):
+            # Only /user/queue/x style: a session subscribes to its own user's queue and
+            # cannot name another user (Spring resolves it the same way).
+            if not self._is_broker("/" + destination[len(s.USER_PREFIX) :]):
+                self._refuse(f"cannot subscribe to {destination}: use {s.USER_PREFIX}queue/<name>")
+                return
+        elif not self._is_broker(destination):
+            self._refuse(f"unknown destination {destination}")
+            return
+        if not await check_permission(self.user, "subscribe", destination):
+            self._refuse(f"permission denied: cannot subscribe to {destination}")
+            return
+        self._subs_by_destination.setdefault(destination, []).append(str(sub.id))
+        self._routed[str(sub.id)] = sub
+        await self.node.subscribe(self, destination)
+        await signals.fire(
+            signals.stomp_subscribed,
+            destination=destination,
+            subscription_id=str(sub.id),
+            ack=sub.ack.value,
+            consumer=self,
+            **self._signal_kwargs(),
+        )
+
+    async def _on_unsubscribe(self, sub: Subscription) -> None:
+        if self._routed.pop(str(sub.id), None) is None:
+            return  # refused at SUBSCRIBE time: never routed
+        destination = str(sub.destination)
+        ids = self._subs_by_destination.get(destination, [])
+        if str(sub.id) in ids:
+            ids.remove(str(sub.id))
+        if not ids:
+            self._subs_by_destination.pop(destination, None)
+        await self.node.unsubscribe(self, destination)
+        await signals.fire(
+            signals.stomp_unsubscribed,
+            destination=destination,
+            subscription_id=str(sub.id),
+            ack=sub.ack.value,
+            consumer=self,
+            **self._signal_kwargs(),
+        )
+
+    # -- used by the node --------------------------------------------------------
+
+    def has_destination(self, destination: str) -> bool:
+        """Whether any subscription of this session is to *destination*."""
+        return destination in self._subs_by_destination
+
+    def has_user_subscriptions(self) -> bool:
+        """Whether this session still has a ``/user/`` subscription."""
+        prefix = self.settings.USER_PREFIX
+        return any(d.startswith(prefix) for d in self._subs_by_destination)
+
+    def subscription_list(self) -> list[Subscription]:
+        """The session's routed subscriptions."""
+        return list(self._routed.values())
+
+    def session_record(self) -> SessionRecord:
+        """This session as the presence registry stores it."""
+        client = self.scope.get("client") or ("", 0)
+        now = time.time()
+        version = self.connection.version
+        return SessionRecord(
+            session_id=self.session_id,
+            node_id=self.node.node_id,
+            channel_name=self.node.channel_name,
+            user_key=self.user_key,
+            username=self.username,
+            remote_addr=str(client[0] or ""),
+            user_agent=_header(self.scope, b"user-agent")[:256],
+            version=version.value if version is not None else "",
+            connected_at=now,
+            last_seen=now,
+            subscriptions=tuple(
+                SubscriptionRecord(id=str(s.id), destination=str(s.destination), ack=s.ack.value)
+                for s in self._routed.values()
+            ),
+        )
+
+    def deliver(self, destination: str, body: bytes, headers: Headers) -> int:
+        """Queue a MESSAGE on each subscription of this session to *destination*.
+
+        Called by the node from the event loop; never waits on the socket.
+
+        Returns:
+            How many subscriptions it was queued on.
+        """
+        if self._closed or not self._connected:
+            return 0
+        ids = self._subs_by_destination.get(destination, ())
+        count = 0
+        for sub_id in tuple(ids):
+            if self.connection.send_message(sub_id, body, headers=headers) is not None:  # type: ignore[arg-type]
+                count += 1
+        if count or self.connection.close_expected:
+            self._schedule_flush()
+        return count
+
+    def deliver_session(self, destination: str, body: bytes, headers: Headers) -> int:
+        """Deliver a session-addressed message: to *destination* or its ``/user/`` form."""
+        count = self.deliver(destination, body, headers)
+        if not count and not destination.startswith(self.settings.USER_PREFIX):
+            count = self.deliver(self.user_destination(destination), body, headers)
+        return count
+
+    def kick(self, message: str) -> None:
+        """Close this session with an ERROR frame saying *message* (admin, CLI)."""
+        if self._closed:
+            return
+        self.connection.send_error(message)
+        self._disconnect_reason = "kicked"
+        self._schedule_flush()
+
+    async def shutdown(self) -> None:
+        """Close this session because the node is shutting down."""
+        if self._closed:
+            return
+        self._disconnect_reason = "shutdown"
+        self.connection.send_error("server shutting down")
+        await self._flush()
+
+    # -- output, timers and cleanup ----------------------------------------------
+
+    def _schedule_flush(self) -> None:
+        if not self._flushing:
+            asyncio.get_running_loop().create_task(self._flush())
+
+    async def _flush(self) -> None:
+        if self._flushing:
+            return
+        self._flushing = True
+        try:
+            while not self._closed:
+                chunks = self.connection.data_to_send()
+                if not chunks:
+                    break
+                for chunk in chunks:
+                    if self.debug:
+                        logger.debug("> %s %r", self.session_id or "-", chunk[:200])
+                    await self.send(self._ws_message(chunk))
+                self._last_sent = time.monotonic()
+            if self.connection.close_expected and not self._closed:
+                await self._close()
+        finally:
+            self._flushing = False
+
+    @staticmethod
+    def _ws_message(chunk: bytes) -> dict[str, Any]:
+        # Text when the frame is valid UTF-8 (what browsers' STOMP clients expect),
+        # binary otherwise so that arbitrary bodies survive.
+        try:
+            return {"type": "websocket.send", "text": chunk.decode("utf-8")}
+        except UnicodeDecodeError:
+            return {"type": "websocket.send", "bytes": chunk}
+
+    async def _close(self) -> None:
+        await self._cleanup()
+        await self.send({"type": "websocket.close", "code": 1000})
+
+    def _call_later(self, delay: float, callback: Any, *args: Any) -> None:
+        self._timers.append(asyncio.get_running_loop().call_later(delay, callback, *args))
+
+    def _cancel_timers(self) -> None:
+        for timer in self._timers:
+            timer.cancel()
+        self._timers.clear()
+
+    def _connect_timeout(self) -> None:
+        if not self._connected and not self._closed:
+            self._refuse(f"no CONNECT frame within {CONNECT_TIMEOUT:.0f} seconds")
+            self._schedule_flush()
+
+    def _heartbeat_send(self, interval: float) -> None:
+        # STOMP 1.2 "Heart-beating": the server sends an EOL when it has sent nothing
+        # else for the negotiated interval.
+        if self._closed:
+            return
+        idle = time.monotonic() - self._last_sent
+        if idle >= interval * 0.95:
+            self.connection.send_heartbeat()
+            self._schedule_flush()
+            idle = 0.0
+        self._call_later(max(interval - idle, 0.01), self._heartbeat_send, interval)
+
+    def _heartbeat_check(self, limit: float) -> None:
+        if self._closed:
+            return
+        silent = time.monotonic() - self._last_received
+        if silent > limit:
+            logger.info("x session %s silent for %.1fs: closing", self.session_id, silent)
+            self.connection.send_error(f"no heart-beat from the client for {silent:.1f} seconds")
+            self._disconnect_reason = "heartbeat_timeout"
+            self._schedule_flush()
+            return
+        self._call_later(limit - silent + 0.01, self._heartbeat_check, limit)
+
+    async def _cleanup(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._cancel_timers()
+        if not self._connected:
+            return
+        for sub in self.subscription_list():
+            await self._on_unsubscribe_quietly(sub)
+        self.node.remove_session(self)
+        logger.info("= session %s closed (%s)", self.session_id, self._disconnect_reason)
+        await signals.fire(
+            signals.stomp_disconnected,
+            reason=self._disconnect_reason,
+            consumer=self,
+            **self._signal_kwargs(),
+        )
+
+    async def _on_unsubscribe_quietly(self, sub: Subscription) -> None:
+        try:
+            await self._on_unsubscribe(sub)
+        except Exception:
+            logger.exception("cleanup of subscription %s failed", sub.id)

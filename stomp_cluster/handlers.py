@@ -1,0 +1,207 @@
+"""Application handlers for ``/app/...`` destinations, in the spirit of Spring's
+``@MessageMapping``.
+
+A client SENDs to ``/app/<path>``; the handler registered for ``<path>`` runs with a
+:class:`StompRequest` and may reply to the sender, publish to a destination, or send to a
+user. Handlers live in a ``stomp_handlers`` module of any installed app (imported at
+startup, like ``admin.py``) and may be sync or async::
+
+    from stomp_cluster.handlers import message_mapping
+
+    @message_mapping("/chat/{room}")
+    async def chat(request, room):
+        await request.apublish(f"/topic/chat.{room}", request.body)
+
+Sync handlers run in a worker thread (``sync_to_async``), so they may use the ORM.
+
+Error policy: a :class:`HandlerError` raised by a handler sends its message to that
+client in an ERROR frame; any other exception is logged at ERROR with its traceback and
+the client gets a generic ``internal error`` ERROR frame. Either way, as STOMP requires
+after an ERROR frame, that one connection is closed and every other session carries on.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import re
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from asgiref.sync import async_to_sync, sync_to_async
+
+from stomp_cluster.exceptions import StompClusterError
+
+if TYPE_CHECKING:
+    from django.contrib.auth.base_user import AbstractBaseUser
+    from django.contrib.auth.models import AnonymousUser
+
+    from stomp_cluster.consumer import StompConsumer
+    from stomp_cluster.protocol import Frame
+    from stomp_cluster.send import Delivery
+
+__all__ = ["HandlerError", "StompRequest", "message_mapping", "registry"]
+
+Handler = Callable[..., Any]
+
+
+class HandlerError(StompClusterError):
+    """Raise from a handler to refuse a message with *message* shown to the client."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+@dataclass(frozen=True)
+class StompRequest:
+    """One SEND to an ``/app/`` destination, as given to a handler.
+
+    Attributes:
+        destination: the full destination, such as ``/app/chat/lobby``.
+        frame: the SEND frame, with all its headers.
+        user: the Django user of the session (``AnonymousUser`` when not logged in).
+        session_id: the session's cluster-wide id.
+    """
+
+    destination: str
+    frame: Frame
+    user: AbstractBaseUser | AnonymousUser
+    session_id: str
+    _consumer: StompConsumer = field(repr=False)
+
+    @property
+    def body(self) -> bytes:
+        """The raw body."""
+        return self.frame.body
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        """Headers by name; for a repeated header the first value wins, as in STOMP 1.2."""
+        result: dict[str, str] = {}
+        for name, value in self.frame.headers:
+            result.setdefault(name, value)
+        return result
+
+    def text(self) -> str:
+        """The body decoded as UTF-8."""
+        return self.frame.body.decode("utf-8")
+
+    def json(self) -> Any:
+        """The body parsed as JSON."""
+        return json.loads(self.frame.body)
+
+    async def areply(
+        self,
+        destination: str,
+        body: Any,
+        headers: Mapping[str, str] | None = None,
+        content_type: str | None = None,
+    ) -> int:
+        """Send to this session alone, on its subscriptions to *destination*.
+
+        *destination* may be given as ``/queue/echo`` or ``/user/queue/echo``; both
+        reach the sender's subscription to ``/user/queue/echo`` (Spring's
+        ``@SendToUser`` to the sending session).
+
+        Returns:
+            How many of the session's subscriptions received it.
+        """
+        from stomp_cluster.send import encode_body
+
+        payload, extra = encode_body(body, headers, content_type)
+        return self._consumer.deliver(
+            self._consumer.user_destination(destination), payload, extra
+        )
+
+    def reply(
+        self,
+        destination: str,
+        body: Any,
+        headers: Mapping[str, str] | None = None,
+        content_type: str | None = None,
+    ) -> int:
+        """Sync twin of :meth:`areply`, for sync handlers."""
+        result: int = async_to_sync(self.areply)(destination, body, headers, content_type)
+        return result
+
+    async def apublish(
+        self,
+        destination: str,
+        body: Any,
+        headers: Mapping[str, str] | None = None,
+        content_type: str | None = None,
+    ) -> Delivery:
+        """Publish to every subscriber of a broker destination, on every node."""
+        from stomp_cluster.send import asend_to_destination
+
+        return await asend_to_destination(destination, body, headers, content_type)
+
+    def publish(
+        self,
+        destination: str,
+        body: Any,
+        headers: Mapping[str, str] | None = None,
+        content_type: str | None = None,
+    ) -> Delivery:
+        """Sync twin of :meth:`apublish`."""
+        result: Delivery = async_to_sync(self.apublish)(destination, body, headers, content_type)
+        return result
+
+
+class HandlerRegistry:
+    """Maps ``/app/`` paths (with ``{name}`` placeholders) to handlers."""
+
+    def __init__(self) -> None:
+        self._routes: list[tuple[str, re.Pattern[str], Handler]] = []
+
+    def register(self, pattern: str, handler: Handler) -> None:
+        """Register *handler* for *pattern*, relative to the app prefix (``/echo``)."""
+        regex = "".join(
+            f"(?P<{part[1:-1]}>[^/]+)" if part.startswith("{") and part.endswith("}") else re.escape(part)
+            for part in re.split(r"(\{[A-Za-z_][A-Za-z0-9_]*\})", "/" + pattern.strip("/"))
+        )
+        self._routes = [r for r in self._routes if r[0] != pattern]
+        self._routes.append((pattern, re.compile(regex + r"\Z"), handler))
+
+    def resolve(self, path: str) -> tuple[Handler, dict[str, str]] | None:
+        """Find the handler for *path* (the destination without its app prefix)."""
+        path = "/" + path.lstrip("/")
+        for _, regex, handler in self._routes:
+            match = regex.match(path)
+            if match is not None:
+                return handler, match.groupdict()
+        return None
+
+    def clear(self) -> None:
+        """Forget every handler (tests)."""
+        self._routes.clear()
+
+
+#: The registry :func:`message_mapping` adds to.
+registry = HandlerRegistry()
+
+
+def message_mapping(pattern: str) -> Callable[[Handler], Handler]:
+    """Register the decorated function for SENDs to ``<app prefix><pattern>``.
+
+    Args:
+        pattern: a path such as ``"/echo"`` or ``"/chat/{room}"``; placeholders are
+            passed to the handler as keyword arguments.
+    """
+
+    def decorator(func: Handler) -> Handler:
+        registry.register(pattern, func)
+        return func
+
+    return decorator
+
+
+async def call_handler(handler: Handler, request: StompRequest, kwargs: dict[str, str]) -> None:
+    """Run *handler*, in a worker thread when it is a sync function."""
+    if inspect.iscoroutinefunction(handler):
+        await handler(request, **kwargs)
+    else:
+        runner: Callable[..., Awaitable[Any]] = sync_to_async(handler)
+        await runner(request, **kwargs)

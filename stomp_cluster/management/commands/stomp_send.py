@@ -1,0 +1,53 @@
+"""Send a STOMP message from the command line, through the same helpers as views."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from stomp_cluster.exceptions import DeliveryFailed
+from stomp_cluster.send import send_to_destination, send_to_session, send_to_user
+
+
+class Command(BaseCommand):
+    help = (
+        "Send a message to a user, a session or a destination on whichever node holds "
+        "them. The body is BODY, or standard input when BODY is '-' or missing."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        target = parser.add_mutually_exclusive_group(required=True)
+        target.add_argument("--user", help="username (or pk with --pk)")
+        target.add_argument("--session", help="session id (the CONNECTED session header)")
+        target.add_argument("--destination", help="broker destination, e.g. /topic/news")
+        parser.add_argument("--pk", action="store_true", help="--user is a primary key")
+        parser.add_argument(
+            "--to", default="/queue/notify",
+            help="destination for --user/--session (default /queue/notify)",
+        )
+        parser.add_argument("--header", "-H", action="append", default=[], metavar="NAME:VALUE")
+        parser.add_argument("--content-type", default=None)
+        parser.add_argument("body", nargs="?", default="-")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        body = sys.stdin.read() if options["body"] == "-" else options["body"]
+        headers: dict[str, str] = {}
+        for item in options["header"]:
+            name, sep, value = item.partition(":")
+            if not sep or not name:
+                raise CommandError(f"--header must be NAME:VALUE, not {item!r}")
+            headers[name.strip()] = value.strip()
+        ctype = options["content_type"]
+        try:
+            if options["user"] is not None:
+                user: Any = int(options["user"]) if options["pk"] else options["user"]
+                delivery = send_to_user(user, options["to"], body, headers, ctype)
+            elif options["session"] is not None:
+                delivery = send_to_session(options["session"], options["to"], body, headers, ctype)
+            else:
+                delivery = send_to_destination(options["destination"], body, headers, ctype)
+        except (DeliveryFailed, LookupError, ValueError) as exc:
+            raise CommandError(str(exc)) from exc
+        self.stdout.write(f"reached {delivery.sessions} session(s) on {delivery.nodes} node(s)")

@@ -1,0 +1,435 @@
+"""This process as one node of the cluster: node-level routing and fan-out.
+
+Theory of operation
+-------------------
+Each ASGI server process is a *node*. It owns one channel-layer channel (its *node
+channel*) and holds the table of its local STOMP sessions. Messages between nodes travel
+once per node, never once per socket:
+
+* A node joins the channel-layer group of a destination (:func:`destination_group`)
+  while at least one local session subscribes to it, and the group of a user
+  (:func:`user_group`) while one of that user's local sessions holds a ``/user/``
+  subscription. A publish is one ``group_send`` that reaches each interested node once;
+  that node then encodes a MESSAGE frame for each local subscription.
+* A session-addressed message goes to the node channel of the node that holds the
+  session, found in the presence registry.
+
+Measured on a 2-core machine (``shared/FINDINGS.md``), per-socket group fan-out delivers
+2.4–4.4k messages/s where node-level fan-out reaches tens of thousands, hence this design.
+It also means consumers need no channel of their own: :class:`StompConsumer` sets no
+channel layer, saving a receive task per socket.
+
+Group membership is reference counted per node and changed under a per-group lock, so a
+subscribe racing an unsubscribe on the same node cannot leave the node out of a group
+it needs. The SUBSCRIBE's RECEIPT is sent only after the ``group_add`` completed: a
+message published after the client holds that receipt reaches it.
+
+The node also keeps the presence registry current: it registers itself, refreshes its
+heartbeat with the ids of its live sessions, re-registers everything when the registry
+forgot it (Redis restarted) or when a registry call failed meanwhile, and sweeps the
+sessions of nodes whose heartbeat lapsed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import weakref
+from collections import defaultdict
+from collections.abc import Awaitable, Iterable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from channels.layers import get_channel_layer
+
+from stomp_cluster.conf import get_settings
+from stomp_cluster.exceptions import PresenceUnavailable
+from stomp_cluster.routing_keys import destination_group, user_group
+
+if TYPE_CHECKING:
+    from stomp_cluster.consumer import StompConsumer
+    from stomp_cluster.presence.base import PresenceBackend, SessionRecord
+
+__all__ = ["Node", "get_node", "get_presence"]
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: How often (seconds) a node re-adds itself to its groups, so that channels_redis's
+#: ``group_expiry`` (a day by default) never drops a live node from a group.
+GROUP_REFRESH_INTERVAL = 3600.0
+
+_presence: dict[str, PresenceBackend] = {}
+
+
+def get_presence() -> PresenceBackend:
+    """Return this process's presence backend, built from settings on first use."""
+    from django.utils.module_loading import import_string
+
+    settings = get_settings()
+    key = f"{settings.PRESENCE_BACKEND}:{sorted(settings.PRESENCE_OPTIONS.items())!r}"
+    backend = _presence.get(key)
+    if backend is None:
+        cls = import_string(settings.PRESENCE_BACKEND)
+        backend = _presence[key] = cls(**settings.PRESENCE_OPTIONS)
+    return backend
+
+
+class Node:
+    """The cluster node that this process is.
+
+    There is one per process and event loop (see :func:`get_node`). Consumers register
+    their sessions and subscriptions with it; it keeps channel-layer group membership,
+    the presence registry and the node channel listener.
+    """
+
+    def __init__(self) -> None:
+        settings = get_settings()
+        self.node_id = settings.NODE_ID
+        self.layer = get_channel_layer(settings.CHANNEL_LAYER)
+        if self.layer is None:
+            from django.core.exceptions import ImproperlyConfigured
+
+            raise ImproperlyConfigured(
+                f"stomp_cluster needs a channel layer named {settings.CHANNEL_LAYER!r} in "
+                "settings.CHANNEL_LAYERS (see `manage.py check`)."
+            )
+        self.presence = get_presence()
+        self.channel_name = ""
+        self.started_at = time.time()
+        self.sessions: dict[str, StompConsumer] = {}
+        # destination -> sessions with at least one subscription to it (broker destinations)
+        self._topic_sessions: dict[str, set[StompConsumer]] = defaultdict(set)
+        # user key -> sessions of that user with at least one /user/ subscription
+        self._user_sessions: dict[str, set[StompConsumer]] = defaultdict(set)
+        self._group_refs: dict[str, int] = defaultdict(int)
+        self._joined: set[str] = set()
+        self._group_locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._tasks: list[asyncio.Task[None]] = []
+        self._start_lock = asyncio.Lock()
+        self._started = False
+        self._resync = False
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    async def ensure_started(self) -> None:
+        """Create the node channel and start the background tasks, once."""
+        if self._started:
+            return
+        async with self._start_lock:
+            if self._started:
+                return
+            self.channel_name = await self.layer.new_channel()
+            await self._register()
+            loop = asyncio.get_running_loop()
+            self._tasks = [
+                loop.create_task(self._listen(), name="stomp_cluster.node.listen"),
+                loop.create_task(self._heartbeat(), name="stomp_cluster.node.heartbeat"),
+            ]
+            self._started = True
+            self._install_shutdown_hook()
+            logger.info("node %s started (channel %s)", self.node_id, self.channel_name)
+
+    def _install_shutdown_hook(self) -> None:
+        # Daphne runs on Twisted's asyncio reactor and, on SIGTERM, stops the reactor
+        # and cancels applications without sending them websocket.disconnect. A
+        # "before shutdown" trigger gives us the chance to close our sessions cleanly.
+        # Uvicorn instead closes each WebSocket with code 1012, which the consumer
+        # reports as reason "shutdown".
+        import sys
+
+        if "twisted.internet.reactor" not in sys.modules:
+            return
+        from twisted.internet import defer, reactor
+
+        def before_shutdown() -> Any:
+            return defer.Deferred.fromFuture(asyncio.ensure_future(self.shutdown()))
+
+        reactor.addSystemEventTrigger("before", "shutdown", before_shutdown)
+
+    async def shutdown(self) -> None:
+        """Close every local session (reason ``"shutdown"``) and leave the cluster."""
+        logger.info("node %s shutting down with %d sessions", self.node_id, len(self.sessions))
+        for consumer in list(self.sessions.values()):
+            try:
+                await consumer.shutdown()
+            except Exception:
+                logger.exception("node %s: closing session %s failed", self.node_id, consumer.session_id)
+        await self.stop()
+
+    async def stop(self) -> None:
+        """Stop background tasks and unregister (clean shutdown)."""
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks = []
+        with contextlib.suppress(PresenceUnavailable):
+            await self.presence.unregister_node(self.node_id)
+        self._started = False
+
+    async def _register(self) -> None:
+        from stomp_cluster.presence.base import NodeRecord
+
+        settings = get_settings()
+        now = time.time()
+        record = NodeRecord(
+            node_id=self.node_id,
+            channel_name=self.channel_name,
+            started_at=self.started_at,
+            last_heartbeat=now,
+            session_count=len(self.sessions),
+            alive=True,
+        )
+        try:
+            await self.presence.register_node(record, settings.NODE_TTL)
+        except PresenceUnavailable:
+            logger.warning("presence registry unavailable; node %s will retry", self.node_id)
+            self._resync = True
+
+    # -- sessions and subscriptions ----------------------------------------------
+
+    # The presence registry itself is written by the receivers in
+    # stomp_cluster.presence.receivers, on the signals the consumer fires; the node only
+    # routes.
+
+    def add_session(self, consumer: StompConsumer) -> None:
+        """Make a CONNECTED session reachable by session-addressed messages."""
+        self.sessions[consumer.session_id] = consumer
+
+    def remove_session(self, consumer: StompConsumer) -> None:
+        """Forget a session; its subscriptions must have been removed first."""
+        self.sessions.pop(consumer.session_id, None)
+
+    async def subscribe(self, consumer: StompConsumer, destination: str) -> None:
+        """Route *destination* to *consumer*; returns once other nodes can reach it."""
+        user_key = consumer.user_destination_key(destination)
+        if user_key is None:
+            self._topic_sessions[destination].add(consumer)
+            await self._join(destination_group(destination))
+        else:
+            self._user_sessions[user_key].add(consumer)
+            await self._join(user_group(user_key))
+
+    async def unsubscribe(self, consumer: StompConsumer, destination: str) -> None:
+        """Undo :meth:`subscribe` for one subscription."""
+        user_key = consumer.user_destination_key(destination)
+        if user_key is None:
+            if not consumer.has_destination(destination):
+                self._discard(self._topic_sessions, destination, consumer)
+            await self._leave(destination_group(destination))
+        else:
+            if not consumer.has_user_subscriptions():
+                self._discard(self._user_sessions, user_key, consumer)
+            await self._leave(user_group(user_key))
+
+    @staticmethod
+    def _discard(index: dict[str, set[StompConsumer]], key: str, consumer: StompConsumer) -> None:
+        members = index.get(key)
+        if members is not None:
+            members.discard(consumer)
+            if not members:
+                del index[key]
+
+    async def _join(self, group: str) -> None:
+        self._group_refs[group] += 1
+        await self._sync_group(group)
+
+    async def _leave(self, group: str) -> None:
+        self._group_refs[group] -= 1
+        await self._sync_group(group)
+
+    async def _sync_group(self, group: str) -> None:
+        # Under the group's lock, make membership match the reference count. Whatever
+        # order concurrent joins and leaves run in, the last one to get the lock leaves
+        # the node in the group exactly when some local subscription needs it.
+        async with self._group_locks[group]:
+            wanted = self._group_refs.get(group, 0) > 0
+            if wanted and group not in self._joined:
+                await self.layer.group_add(group, self.channel_name)
+                self._joined.add(group)
+            elif not wanted and group in self._joined:
+                await self.layer.group_discard(group, self.channel_name)
+                self._joined.discard(group)
+            if not wanted:
+                self._group_refs.pop(group, None)
+
+    async def presence_call(self, call: Awaitable[T]) -> T | None:
+        """Await a presence-registry call; on an outage log, mark for resync, return None.
+
+        A registry outage must not break the socket: the node serves locally and writes
+        everything again once the registry answers (see :meth:`resync`).
+        """
+        try:
+            return await call
+        except PresenceUnavailable:
+            if not self._resync:
+                logger.warning("presence registry unavailable; node %s keeps serving", self.node_id)
+            self._resync = True
+            return None
+
+    # -- delivery ----------------------------------------------------------------
+
+    async def _listen(self) -> None:
+        backoff = 0.1
+        while True:
+            try:
+                message = await self.layer.receive(self.channel_name)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.warning("node %s: channel layer receive failed; retrying", self.node_id, exc_info=True)
+                self._resync = True
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            backoff = 0.1
+            try:
+                self.dispatch(message)
+            except Exception:
+                logger.exception("node %s: could not dispatch %r", self.node_id, message.get("type"))
+
+    def dispatch(self, message: dict[str, Any]) -> int:
+        """Fan one node-level message out to the local sessions it concerns.
+
+        Returns:
+            How many subscriptions it was delivered to.
+        """
+        kind = message.get("type")
+        destination = message.get("destination", "")
+        body: bytes = message.get("body", b"")
+        headers = tuple((str(k), str(v)) for k, v in message.get("headers", ()))
+        if kind == "stomp.publish":
+            targets: Iterable[StompConsumer] = tuple(self._topic_sessions.get(destination, ()))
+        elif kind == "stomp.user":
+            targets = tuple(self._user_sessions.get(message["user"], ()))
+        elif kind == "stomp.session":
+            consumer = self.sessions.get(message["session"])
+            return consumer.deliver_session(destination, body, headers) if consumer else 0
+        elif kind == "stomp.kick":
+            consumer = self.sessions.get(message["session"])
+            if consumer is not None:
+                consumer.kick(message.get("message", "disconnected by the server"))
+                return 1
+            return 0
+        else:
+            logger.warning("node %s: unknown message type %r", self.node_id, kind)
+            return 0
+        return sum(consumer.deliver(destination, body, headers) for consumer in targets)
+
+    # -- heartbeat, resync and sweeping ------------------------------------------
+
+    async def _heartbeat(self) -> None:
+        settings = get_settings()
+        last_refresh = time.monotonic()
+        while True:
+            await asyncio.sleep(settings.NODE_HEARTBEAT_INTERVAL)
+            try:
+                known = await self.presence.heartbeat_node(
+                    self.node_id, settings.NODE_TTL, session_ids=list(self.sessions)
+                )
+                if not known or self._resync:
+                    await self.resync()
+                if time.monotonic() - last_refresh > GROUP_REFRESH_INTERVAL:
+                    await self._refresh_groups()
+                    last_refresh = time.monotonic()
+                await self.sweep()
+            except asyncio.CancelledError:
+                raise
+            except PresenceUnavailable:
+                if not self._resync:
+                    logger.warning("presence registry unavailable; node %s retries", self.node_id)
+                self._resync = True
+            except Exception:
+                logger.exception("node %s: heartbeat failed", self.node_id)
+                self._resync = True
+
+    async def _refresh_groups(self) -> None:
+        for group in list(self._joined):
+            await self.layer.group_add(group, self.channel_name)
+
+    async def resync(self) -> None:
+        """Write this node, its sessions, subscriptions and groups again.
+
+        Called when the registry forgot the node (Redis restarted empty) or when a
+        registry call failed meanwhile, so that entries written or removed during the
+        outage cannot be left half-done.
+        """
+        from stomp_cluster.presence.base import SubscriptionRecord
+
+        logger.info("node %s: re-registering %d sessions", self.node_id, len(self.sessions))
+        self._resync = False
+        await self.presence.unregister_node(self.node_id)
+        await self._register()
+        for consumer in list(self.sessions.values()):
+            await self.presence.add_session(consumer.session_record())
+            for sub in consumer.subscription_list():
+                await self.presence.add_subscription(
+                    consumer.session_id,
+                    self.node_id,
+                    SubscriptionRecord(id=sub.id, destination=sub.destination, ack=sub.ack.value),
+                )
+        await self._refresh_groups()
+
+    async def sweep(self) -> list[SessionRecord]:
+        """Remove the sessions of lost nodes, if this node holds the sweep lock.
+
+        Returns:
+            The sessions removed by this call; others may have been removed by another
+            node holding the lock.
+        """
+        from stomp_cluster import signals
+
+        settings = get_settings()
+        if not await self.presence.acquire_sweep_lock(self.node_id, settings.NODE_TTL):
+            return []
+        removed: list[SessionRecord] = []
+        lost = await self.presence.lost_nodes()
+        if not lost:
+            return removed
+        channels = {node.node_id: node.channel_name for node in await self.presence.nodes()}
+        for node_id in lost:
+            sessions = await self.presence.reap_node(node_id)
+            channel = channels.get(node_id)
+            logger.info("node %s lost: reaped %d sessions", node_id, len(sessions))
+            groups = set()
+            for record in sessions:
+                for sub in record.subscriptions:
+                    if sub.destination.startswith(settings.USER_PREFIX) and record.user_key:
+                        groups.add(user_group(record.user_key))
+                    else:
+                        groups.add(destination_group(sub.destination))
+            if channel:
+                for group in groups:
+                    await self.layer.group_discard(group, channel)
+            for record in sessions:
+                await signals.fire(
+                    signals.stomp_disconnected,
+                    session_id=record.session_id,
+                    user=None,
+                    username=record.username,
+                    node_id=node_id,
+                    reason="node_lost",
+                    consumer=None,
+                )
+            removed.extend(sessions)
+        return removed
+
+
+_nodes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Node] = weakref.WeakKeyDictionary()
+
+
+def get_node() -> Node:
+    """Return the node of the running event loop (one per process in practice).
+
+    Keyed by loop because channel-layer and Redis connections belong to one loop;
+    tests that run each case on a new loop get a fresh node.
+    """
+    loop = asyncio.get_running_loop()
+    node = _nodes.get(loop)
+    if node is None:
+        node = _nodes[loop] = Node()
+    return node

@@ -1,0 +1,52 @@
+"""Signals fired by the STOMP consumer and the node, from async code.
+
+Receivers may be sync or async functions; Django runs sync receivers in a thread. Each
+signal is sent robustly: a receiver that raises is logged at ERROR, naming the
+receiver, and neither the connection nor the other receivers notice.
+
+Every signal's ``sender`` is :class:`stomp_cluster.consumer.StompConsumer`, and every
+one carries ``session_id`` (the CONNECTED ``session`` header, unique in the cluster),
+``user`` (the Django user; ``None`` when fired by another node's sweeper),
+``username`` (``""`` for anonymous sessions) and ``node_id``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.dispatch import Signal
+
+__all__ = ["stomp_connected", "stomp_disconnected", "stomp_subscribed", "stomp_unsubscribed"]
+
+logger = logging.getLogger(__name__)
+
+#: After CONNECTED was queued. Extra kwargs: ``consumer``.
+stomp_connected = Signal()
+
+#: After a SUBSCRIBE was accepted and routed, before its RECEIPT. Extra kwargs:
+#: ``destination``, ``subscription_id``, ``ack`` and ``consumer``.
+stomp_subscribed = Signal()
+
+#: After an UNSUBSCRIBE, and for each subscription still open when the session ends
+#: (before ``stomp_disconnected``). Extra kwargs as ``stomp_subscribed``.
+stomp_unsubscribed = Signal()
+
+#: Exactly once per session that was CONNECTED, however it ended. Extra kwargs:
+#: ``reason`` (``"client"``, ``"error"``, ``"heartbeat_timeout"``, ``"kicked"``,
+#: ``"node_lost"``, ``"shutdown"``) and ``consumer`` (``None`` for ``"node_lost"``).
+stomp_disconnected = Signal()
+
+
+async def fire(signal: Signal, **kwargs: Any) -> None:
+    """Send *signal* to every receiver, logging each failure at ERROR.
+
+    Private helper for the consumer and node: user code never needs it.
+    """
+    from stomp_cluster.consumer import StompConsumer
+
+    for receiver, result in await signal.asend_robust(sender=StompConsumer, **kwargs):
+        if isinstance(result, Exception):
+            logger.error(
+                "signal receiver %r raised", receiver, exc_info=(type(result), result, result.__traceback__)
+            )

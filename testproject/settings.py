@@ -1,0 +1,128 @@
+"""Settings of the test and demo project.
+
+Read from the environment, so that the same project runs as any node of a cluster:
+
+* ``REDIS_URL``: channels_redis layer and Redis presence when set; the in-memory layer
+  and presence (a single node) otherwise.
+* ``STOMP_NODE_ID``: this node's id (default ``<hostname>-<pid>``).
+* ``STOMP_NODE_TTL``: node heartbeat TTL in seconds (default 10).
+* ``DATABASE_PATH``: the SQLite file (default ``db.sqlite3`` next to ``manage.py``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "stomp-cluster-demo-secret-key-not-for-production")
+DEBUG = os.environ.get("DJANGO_DEBUG", "1") == "1"
+ALLOWED_HOSTS = ["127.0.0.1", "localhost", "[::1]"]
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "channels",
+    "stomp_cluster",
+    "testproject",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "testproject.urls"
+ASGI_APPLICATION = "testproject.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {
+    "default": {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": os.environ.get("DATABASE_PATH", str(BASE_DIR / "testproject" / "db.sqlite3")),
+        # Several nodes share one SQLite file in the demo and tests: wait for locks.
+        "OPTIONS": {"timeout": 20},
+    }
+}
+
+# The demo users' passwords are not secrets; a fast hasher keeps the password login of
+# the demo cheap. Real projects keep Django's default (see docs: tokens).
+PASSWORD_HASHERS = os.environ.get(
+    "DJANGO_PASSWORD_HASHERS", "django.contrib.auth.hashers.PBKDF2PasswordHasher"
+).split(",")
+
+AUTH_PASSWORD_VALIDATORS: list[dict[str, str]] = []
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+STATIC_URL = "static/"
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+LOGIN_URL = "/login/"
+LOGIN_REDIRECT_URL = "/"
+
+REDIS_URL = os.environ.get("REDIS_URL", "")
+
+if REDIS_URL:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {
+                "hosts": [REDIS_URL],
+                "prefix": "stomp_demo",
+                # Node channels carry every message for a node: see docs/topics/delivery.
+                "capacity": 10_000,
+            },
+        }
+    }
+    PRESENCE_BACKEND = "stomp_cluster.presence.redis.RedisPresence"
+    PRESENCE_OPTIONS = {"hosts": [REDIS_URL]}
+else:
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    PRESENCE_BACKEND = "stomp_cluster.presence.memory.MemoryPresence"
+    PRESENCE_OPTIONS = {}
+
+STOMP_CLUSTER = {
+    "NODE_ID": os.environ.get("STOMP_NODE_ID") or None,
+    "NODE_TTL": float(os.environ.get("STOMP_NODE_TTL", "10")),
+    "PRESENCE_BACKEND": PRESENCE_BACKEND,
+    "PRESENCE_OPTIONS": PRESENCE_OPTIONS,
+    # The demo lets scripts log in with a password; tokens are the scalable way.
+    "PASSWORD_LOGIN": True,
+}
+if os.environ.get("STOMP_HEARTBEAT_GRACE_MS"):
+    STOMP_CLUSTER["HEARTBEAT_GRACE_MS"] = int(os.environ["STOMP_HEARTBEAT_GRACE_MS"])
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "loggers": {
+        "stomp_cluster": {"handlers": ["console"], "level": os.environ.get("STOMP_LOG_LEVEL", "INFO")},
+    },
+}

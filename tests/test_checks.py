@@ -1,0 +1,109 @@
+"""System checks: exact messages under override_settings."""
+
+from __future__ import annotations
+
+import pytest
+from django.core.checks import Error, Warning
+from django.core.exceptions import ImproperlyConfigured
+from django.test import override_settings
+
+from stomp_cluster.checks import check_channel_layer, check_settings
+from stomp_cluster.conf import get_settings
+
+
+def test_default_settings_pass():
+    assert check_settings() == []
+    assert check_channel_layer() == []
+
+
+@override_settings(STOMP_CLUSTER=["NODE_ID"])
+def test_not_a_dict():
+    assert check_settings() == [
+        Error(
+            "STOMP_CLUSTER must be a dict, not list.",
+            hint="Set STOMP_CLUSTER = {...} in your settings, or remove it to use the defaults.",
+            id="stomp_cluster.E001",
+        )
+    ]
+
+
+@override_settings(STOMP_CLUSTER={"NODE_TTLL": 5})
+def test_unknown_key_suggests_the_close_one():
+    assert check_settings() == [
+        Error(
+            "Unknown key 'NODE_TTLL' in STOMP_CLUSTER.",
+            hint="Did you mean 'NODE_TTL'?",
+            id="stomp_cluster.E002",
+        )
+    ]
+
+
+@override_settings(STOMP_CLUSTER={"HEARTBEAT_SEND_MS": -1})
+def test_wrong_value_says_what_to_set():
+    assert check_settings() == [
+        Error(
+            "STOMP_CLUSTER['HEARTBEAT_SEND_MS'] is -1.",
+            hint="Set it to a whole number of milliseconds, 0 or more.",
+            id="stomp_cluster.E003",
+        )
+    ]
+
+
+@override_settings(STOMP_CLUSTER={"PRESENCE_BACKEND": "nowhere.Backend"})
+def test_backend_not_importable():
+    [error] = check_settings()
+    assert error.id == "stomp_cluster.E004"
+    assert error.msg.startswith("PRESENCE_BACKEND 'nowhere.Backend' cannot be imported")
+
+
+@override_settings(STOMP_CLUSTER={"PERMISSION_HOOK": "stomp_cluster.conf.DEFAULTS"})
+def test_permission_hook_not_callable():
+    assert check_settings() == [
+        Error(
+            "PERMISSION_HOOK 'stomp_cluster.conf.DEFAULTS' is not callable.",
+            hint="Point it at a function hook(user, action, destination) -> bool.",
+            id="stomp_cluster.E005",
+        )
+    ]
+
+
+@override_settings(STOMP_CLUSTER={"NODE_TTL": 3, "NODE_HEARTBEAT_INTERVAL": 3})
+def test_heartbeat_interval_must_be_shorter_than_ttl():
+    [error] = check_settings()
+    assert error.id == "stomp_cluster.E007"
+
+
+@override_settings(CHANNEL_LAYERS={})
+def test_missing_channel_layer():
+    assert check_channel_layer() == [
+        Error(
+            "No channel layer named 'default' in settings.CHANNEL_LAYERS.",
+            hint="Configure channels_redis.core.RedisChannelLayer there (or "
+            "channels.layers.InMemoryChannelLayer for a single node).",
+            id="stomp_cluster.E006",
+        )
+    ]
+
+
+@override_settings(
+    CHANNEL_LAYERS={"default": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {}}}
+)
+def test_redis_layer_with_memory_presence_and_default_capacity_warns():
+    ids = [m.id for m in check_channel_layer()]
+    assert ids == ["stomp_cluster.W001", "stomp_cluster.W002"]
+    assert all(isinstance(m, Warning) for m in check_channel_layer())
+
+
+@override_settings(STOMP_CLUSTER={"MAX_FRAME_SIZE": "big"})
+def test_get_settings_raises_improperly_configured_with_the_hint():
+    with pytest.raises(ImproperlyConfigured, match="at least 1024"):
+        get_settings()
+
+
+@override_settings(STOMP_CLUSTER={"NODE_ID": "n1", "NODE_TTL": 6, "BROKER_PREFIXES": ["/topic/"]})
+def test_settings_merge_over_defaults_and_follow_override_settings():
+    s = get_settings()
+    assert s.NODE_ID == "n1"
+    assert s.NODE_HEARTBEAT_INTERVAL == 2.0
+    assert s.BROKER_PREFIXES == ("/topic/",)
+    assert s.MAX_BODY_SIZE == 1_048_576
