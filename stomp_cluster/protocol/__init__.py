@@ -1,0 +1,89 @@
+"""The STOMP 1.0, 1.1 and 1.2 server protocol, without I/O.
+
+Bytes go in through :meth:`StompConnection.receive_data`, typed events come out of
+:meth:`StompConnection.events_received`, and the bytes to write come out of
+:meth:`StompConnection.data_to_send`. This package uses only the standard library: no
+asyncio, Django, Channels or clock, so it can be tested with literal bytes and reused
+with any transport.
+
+Imports are eager: the package is small and pure, so laziness would buy nothing.
+"""
+
+from __future__ import annotations
+
+from stomp_cluster.protocol.connection import State, StompConnection
+from stomp_cluster.protocol.errors import (
+    FrameTooLarge,
+    InvalidState,
+    LimitExceeded,
+    MalformedFrame,
+    ProtocolError,
+    StompClusterError,
+    UnsupportedVersion,
+)
+from stomp_cluster.protocol.events import (
+    AckMode,
+    AckRequested,
+    ConnectRequested,
+    DisconnectRequested,
+    Event,
+    Limits,
+    NackRequested,
+    ProtocolFailed,
+    ReceiptRequested,
+    SendRequested,
+    SubscribeRequested,
+    Subscription,
+    UnsubscribeRequested,
+)
+from stomp_cluster.protocol.frames import (
+    CLIENT_COMMANDS,
+    SERVER_COMMANDS,
+    SUPPORTED_VERSIONS,
+    Command,
+    Frame,
+    Version,
+    encode_frame,
+    escape,
+    unescape,
+)
+from stomp_cluster.protocol.heartbeat import MAX_HEARTBEAT, negotiate_heartbeat, parse_heartbeat
+from stomp_cluster.protocol.reader import FrameReader
+
+__all__ = [
+    "CLIENT_COMMANDS",
+    "MAX_HEARTBEAT",
+    "SERVER_COMMANDS",
+    "SUPPORTED_VERSIONS",
+    "AckMode",
+    "AckRequested",
+    "Command",
+    "ConnectRequested",
+    "DisconnectRequested",
+    "Event",
+    "Frame",
+    "FrameReader",
+    "FrameTooLarge",
+    "InvalidState",
+    "LimitExceeded",
+    "Limits",
+    "MalformedFrame",
+    "NackRequested",
+    "ProtocolError",
+    "ProtocolFailed",
+    "ReceiptRequested",
+    "SendRequested",
+    "State",
+    "StompClusterError",
+    "StompConnection",
+    "SubscribeRequested",
+    "Subscription",
+    "UnsubscribeRequested",
+    "UnsupportedVersion",
+    "Version",
+    "encode_frame",
+    "escape",
+    "negotiate_heartbeat",
+    "parse_heartbeat",
+    "unescape",
+]

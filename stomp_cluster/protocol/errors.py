@@ -65,13 +65,25 @@ class MalformedFrame(ProtocolError):
 class FrameTooLarge(ProtocolError):
     """A frame (or its body) is larger than the configured limit.
 
+    Args:
+        size: how many bytes the frame or body has (or was announced by
+            ``content-length``).
+        limit: the configured maximum.
+        what: ``"frame"`` or ``"body"``, for the message.
+        at_least: ``size`` is a lower bound, because the frame was refused before it
+            was complete.
+
     Attributes:
-        size: how many bytes arrived (or were announced by ``content-length``).
+        size: see above.
         limit: the configured maximum.
     """
 
-    def __init__(self, size: int, limit: int, *, what: str = "frame") -> None:
-        super().__init__(f"{what} of {size} bytes exceeds limit of {limit}")
+    def __init__(
+        self, size: int, limit: int, *, what: str = "frame", at_least: bool = False
+    ) -> None:
+        # When a frame is refused before it is complete we only know a lower bound.
+        qualifier = "at least " if at_least else ""
+        super().__init__(f"{what} of {qualifier}{size} bytes exceeds limit of {limit}")
         self.size = size
         self.limit = limit
 
