@@ -22,7 +22,13 @@ async def on_connected(*, consumer: Any, **kwargs: Any) -> None:
 
 
 async def on_subscribed(
-    *, consumer: Any, session_id: str, destination: str, subscription_id: str, ack: str, **kwargs: Any
+    *,
+    consumer: Any,
+    session_id: str,
+    destination: str,
+    subscription_id: str,
+    ack: str,
+    **kwargs: Any,
 ) -> None:
     """Add the subscription to the session and the destination's index."""
     node = consumer.node
@@ -53,7 +59,9 @@ def connect_receivers() -> None:
     from stomp_cluster import signals
 
     signals.stomp_connected.connect(on_connected, dispatch_uid="stomp_cluster.presence.connected")
-    signals.stomp_subscribed.connect(on_subscribed, dispatch_uid="stomp_cluster.presence.subscribed")
+    signals.stomp_subscribed.connect(
+        on_subscribed, dispatch_uid="stomp_cluster.presence.subscribed"
+    )
     signals.stomp_unsubscribed.connect(
         on_unsubscribed, dispatch_uid="stomp_cluster.presence.unsubscribed"
     )

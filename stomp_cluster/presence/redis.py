@@ -1,0 +1,819 @@
+r"""Presence shared by the cluster through Redis.
+
+Key layout
+==========
+
+``P`` is the ``prefix`` option (default ``stomp_cluster``), ``{N}`` the node's hash tag: the
+first 20 hex digits of the SHA-1 of the node id, in braces. ``U`` and ``D`` are the same
+digest of a user key and of a destination. ::
+
+    P:n:{N}:info           hash    node_id, channel_name, started_at, last_heartbeat
+    P:n:{N}:alive          string  "1" with a PX TTL: the node is alive while it exists
+    P:n:{N}:sessions       zset    session_id -> connected_at (pages, node counts)
+    P:n:{N}:sess:<sid>     hash    one session: sid node_id channel_name user_key username
+                                   remote_addr user_agent version connected_at last_seen,
+                                   uh (= U, only when authenticated), seq (subscription
+                                   counter), and one field "s:<sub-id>" per subscription,
+                                   valued "<D><seq>:<json [destination, ack]>"
+    P:n:{N}:u:U            set     session ids of that user on that node
+    P:n:{N}:d:D            zset    "<sid>\0<sub-id>" -> connected_at, subscriptions of that
+                                   destination on that node
+    P:nodes                zset    node_id -> last heartbeat (the list of known nodes)
+    P:sweep-lock           string  the owner of the sweep lock, with a PX TTL
+
+Why it looks like this
+======================
+
+*Everything a session change touches carries its node's hash tag*, so each change is one
+Lua script on one Redis Cluster slot, atomic and one round trip. The price is that a
+cross-node query asks every node's keys: one command per known node, pipelined, so still one
+round trip (the node list is read in the same pipeline, from a cached guess; a second round
+trip happens only when the cluster membership changed). The one global key touched on a
+regular basis, ``P:nodes``, is written by node registrations and heartbeats, never per
+connection.
+
+*User keys and destinations are hashed into key names*, so no id can reach another key:
+``*``, ``}{``, ``:`` or a newline in a destination is just bytes fed to SHA-1. Session ids
+are ours but appear raw after ``sess:``, the only name space under which they are used (and
+may not contain NUL, which joins them to subscription ids); the prefix may not contain
+braces, which would move the hash tag. Twenty hex digits (80 bits) make a collision
+negligible, and lists are filtered on the real destination anyway.
+
+Scripts receive their first key in ``KEYS`` (what routes a script to its slot) and derive the
+other names from the node's key base, since a removal only learns from the session hash
+which user and destination indexes to clean. All of them share the node's slot, which is
+what Redis Cluster checks. Lua compares strings with ``strcoll``, which depends on the
+server's locale, so the page script compares session ids byte by byte itself.
+
+Liveness is the ``alive`` TTL key; ``P:nodes`` remembers nodes whose key expired, which is
+how lost nodes are found without any scan. Reaping checks ``alive`` and removes the sessions
+inside one script, so of two concurrent reapers exactly one gets them; the node is then
+unlisted only if its score did not move meanwhile (it did if the node came back).
+
+Cost of each call
+=================
+
+=======================================================  ========================  =======
+call                                                     commands                  trips
+=======================================================  ========================  =======
+add_session, remove_session, add/remove_subscription     1 script                  1
+acquire_sweep_lock, release_sweep_lock                   1 script                  1
+register_node, heartbeat_node, unregister_node           1 script + ZADD/ZREM      1
+reap_node                                                ZSCORE + 1 script (+1)    1 (+1)
+cross-node queries (sessions_of, subscribers, counts…)   ZRANGE + 1 per node       1
+nodes                                                    ZRANGE + 3 per node       1
+=======================================================  ========================  =======
+
+``reap_node`` takes a second trip to unlist the node when it reaped it. A script the server
+does not know yet (first use, or after a restart) costs one more trip, once. The layout is
+ready for Redis Cluster, but the fan-out pipeline needs a cluster-aware client, which this
+backend does not create yet: use a standalone Redis or Sentinel.
+
+Connections
+===========
+
+One client per running event loop, as in channels_redis: redis-py's asyncio connections
+belong to the loop that opened them, and ``async_to_sync`` may run a fresh loop per call.
+The pool is a :class:`~redis.asyncio.BlockingConnectionPool`, which waits up to
+``socket_timeout`` for a free connection instead of failing at once, and its size and the
+socket timeout are set explicitly: redis-py 8's defaults (100 connections, 5 s) are what
+broke channels_redis under load (see FINDINGS). redis-py's automatic retries are off: a
+script whose reply was lost may have run, and running ``reap_node`` twice would lose its
+sessions. We speak RESP2, under which the pool replaces connections that died while idle,
+so the first call after a Redis restart succeeds (under redis-py 8's default RESP3 it fails).
+After a failed call the idle connections are dropped, as they are likely dead too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import math
+import time
+import weakref
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, cast
+
+from django.core.exceptions import ImproperlyConfigured
+from redis import exceptions as redis_errors
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel
+from redis.backoff import NoBackoff
+
+from stomp_cluster.exceptions import PresenceUnavailable
+from stomp_cluster.presence.base import (
+    NodeRecord,
+    PresenceBackend,
+    SessionPage,
+    SessionRecord,
+    SubscriptionRecord,
+    check_session,
+    decode_cursor,
+    encode_cursor,
+    session_order,
+)
+
+__all__ = ["RedisPresence"]
+
+logger = logging.getLogger(__name__)
+
+#: Hex digits of SHA-1 kept in key names; the Lua below hard-codes the same 20.
+_HASH_LEN = 20
+
+_PRELUDE = r"""
+local base = ARGV[1]
+local function unindex(sid)
+  local skey = base .. 'sess:' .. sid
+  local fields = redis.call('HGETALL', skey)
+  if #fields == 0 then return nil end
+  for i = 1, #fields, 2 do
+    local f = fields[i]
+    if f == 'uh' then
+      redis.call('SREM', base .. 'u:' .. fields[i + 1], sid)
+    elseif string.sub(f, 1, 2) == 's:' then
+      redis.call('ZREM', base .. 'd:' .. string.sub(fields[i + 1], 1, 20),
+                 sid .. '\0' .. string.sub(f, 3))
+    end
+  end
+  redis.call('ZREM', base .. 'sessions', sid)
+  redis.call('DEL', skey)
+  return fields
+end
+local function unindex_all()
+  local out = {}
+  for _, sid in ipairs(redis.call('ZRANGE', base .. 'sessions', 0, -1)) do
+    local fields = unindex(sid)
+    if fields then out[#out + 1] = fields end
+  end
+  return out
+end
+"""
+
+# ARGV: base, sid, connected_at, user hash or "", n, n field/value pairs, then
+# (sub id, destination hash, json) triples.
+_ADD_SESSION = r"""
+local sid, score, uh, n = ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
+unindex(sid)
+redis.call('HSET', KEYS[1], unpack(ARGV, 6, 5 + 2 * n))
+redis.call('ZADD', base .. 'sessions', score, sid)
+if uh ~= '' then redis.call('SADD', base .. 'u:' .. uh, sid) end
+local seq = 0
+for i = 6 + 2 * n, #ARGV, 3 do
+  seq = seq + 1
+  redis.call('HSET', KEYS[1], 's:' .. ARGV[i], ARGV[i + 1] .. seq .. ':' .. ARGV[i + 2])
+  redis.call('ZADD', base .. 'd:' .. ARGV[i + 1], score, sid .. '\0' .. ARGV[i])
+end
+redis.call('HSET', KEYS[1], 'seq', seq)
+return 1
+"""
+
+# ARGV: base, sid, sub id, destination hash, json
+_ADD_SUBSCRIPTION = r"""
+local sid, subid = ARGV[2], ARGV[3]
+local score = redis.call('HGET', KEYS[1], 'connected_at')
+if not score then return 0 end
+local old = redis.call('HGET', KEYS[1], 's:' .. subid)
+if old then redis.call('ZREM', base .. 'd:' .. string.sub(old, 1, 20), sid .. '\0' .. subid) end
+local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
+redis.call('HSET', KEYS[1], 's:' .. subid, ARGV[4] .. seq .. ':' .. ARGV[5])
+redis.call('ZADD', base .. 'd:' .. ARGV[4], score, sid .. '\0' .. subid)
+return 1
+"""
+
+# ARGV: base, sid, sub id
+_REMOVE_SUBSCRIPTION = r"""
+local old = redis.call('HGET', KEYS[1], 's:' .. ARGV[3])
+if not old then return 0 end
+redis.call('ZREM', base .. 'd:' .. string.sub(old, 1, 20), ARGV[2] .. '\0' .. ARGV[3])
+redis.call('HDEL', KEYS[1], 's:' .. ARGV[3])
+return 1
+"""
+
+# ARGV: base, sid
+_REMOVE_SESSION = "return unindex(ARGV[2])"
+
+# KEYS: info. ARGV: base, ttl ms, node_id, channel_name, started_at, last_heartbeat.
+# A stored record with another started_at is a previous incarnation: drop its sessions.
+_REGISTER = r"""
+local old = redis.call('HGET', KEYS[1], 'started_at')
+local dropped = 0
+if old and old ~= ARGV[5] then dropped = #unindex_all() end
+redis.call('HSET', KEYS[1], 'node_id', ARGV[3], 'channel_name', ARGV[4],
+           'started_at', ARGV[5], 'last_heartbeat', ARGV[6])
+redis.call('SET', base .. 'alive', '1', 'PX', ARGV[2])
+return dropped
+"""
+
+# KEYS: info. ARGV: base, ttl ms, now, session ids...
+_HEARTBEAT = r"""
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('SET', base .. 'alive', '1', 'PX', ARGV[2])
+redis.call('HSET', KEYS[1], 'last_heartbeat', ARGV[3])
+for i = 4, #ARGV do
+  local skey = base .. 'sess:' .. ARGV[i]
+  if redis.call('EXISTS', skey) == 1 then redis.call('HSET', skey, 'last_seen', ARGV[3]) end
+end
+return 1
+"""
+
+# KEYS: info. ARGV: base
+_UNREGISTER = r"""
+local out = unindex_all()
+redis.call('DEL', KEYS[1], base .. 'alive', base .. 'sessions')
+return out
+"""
+
+# KEYS: alive. ARGV: base. nil (not an empty list) when the node is alive.
+_REAP = r"""
+if redis.call('EXISTS', KEYS[1]) == 1 then return nil end
+local out = unindex_all()
+redis.call('DEL', base .. 'info', base .. 'sessions')
+return out
+"""
+
+# KEYS: nodes. ARGV: node_id, the score it had before the reap.
+_UNLIST = r"""
+local s = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if s and tonumber(s) <= tonumber(ARGV[2]) then return redis.call('ZREM', KEYS[1], ARGV[1]) end
+return 0
+"""
+
+# KEYS: lock. ARGV: owner, ttl ms
+_LOCK_ACQUIRE = r"""
+local cur = redis.call('GET', KEYS[1])
+if cur == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+if cur then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+"""
+
+_LOCK_RELEASE = r"""
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+# ARGV: base, user hash
+_READ_USER = r"""
+local out = {}
+for _, sid in ipairs(redis.call('SMEMBERS', base .. 'u:' .. ARGV[2])) do
+  local fields = redis.call('HGETALL', base .. 'sess:' .. sid)
+  if #fields > 0 then out[#out + 1] = fields end
+end
+return out
+"""
+
+# ARGV: base, zset suffix ("sessions" or "d:<D>"), "1" if members are "<sid>\0<sub>",
+# cursor score or "", cursor sid, how many sessions (0: all). Returns session hashes
+# after the cursor in (connected_at, sid) order, each session once.
+_PAGE = r"""
+local key, dest, want = base .. ARGV[2], ARGV[3] == '1', tonumber(ARGV[6])
+local csid, cnum, min = ARGV[5], nil, '-inf'
+if ARGV[4] ~= '' then min, cnum = ARGV[4], tonumber(ARGV[4]) end
+local function after(a, b)
+  for i = 1, math.min(#a, #b) do
+    local x, y = string.byte(a, i), string.byte(b, i)
+    if x ~= y then return x > y end
+  end
+  return #a > #b
+end
+local out, prev, offset = {}, nil, 0
+local batch = want > 0 and want or 500
+while want == 0 or #out < want do
+  local items = redis.call('ZRANGEBYSCORE', key, min, '+inf', 'WITHSCORES', 'LIMIT', offset, batch)
+  if #items == 0 then break end
+  offset = offset + #items / 2
+  for i = 1, #items, 2 do
+    local sid = items[i]
+    if dest then sid = string.sub(sid, 1, string.find(sid, '\0', 1, true) - 1) end
+    local score = tonumber(items[i + 1])
+    if sid ~= prev and (cnum == nil or score > cnum or (score == cnum and after(sid, csid))) then
+      prev = sid
+      local fields = redis.call('HGETALL', base .. 'sess:' .. sid)
+      if #fields > 0 then out[#out + 1] = fields end
+      if want > 0 and #out >= want then break end
+    end
+  end
+end
+return out
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class _Script:
+    source: str
+    sha: str
+
+
+def _script(body: str, prelude: bool = True) -> _Script:
+    source = (_PRELUDE if prelude else "") + body
+    return _Script(source, hashlib.sha1(source.encode()).hexdigest())
+
+
+_S_ADD_SESSION = _script(_ADD_SESSION)
+_S_ADD_SUBSCRIPTION = _script(_ADD_SUBSCRIPTION)
+_S_REMOVE_SUBSCRIPTION = _script(_REMOVE_SUBSCRIPTION)
+_S_REMOVE_SESSION = _script(_REMOVE_SESSION)
+_S_REGISTER = _script(_REGISTER)
+_S_HEARTBEAT = _script(_HEARTBEAT)
+_S_UNREGISTER = _script(_UNREGISTER)
+_S_REAP = _script(_REAP)
+_S_UNLIST = _script(_UNLIST, prelude=False)
+_S_LOCK_ACQUIRE = _script(_LOCK_ACQUIRE, prelude=False)
+_S_LOCK_RELEASE = _script(_LOCK_RELEASE, prelude=False)
+_S_READ_USER = _script(_READ_USER)
+_S_PAGE = _script(_PAGE)
+
+
+@dataclass(frozen=True, slots=True)
+class _Call:
+    """One command of a pipeline; for a script, ``args`` are EVALSHA's."""
+
+    args: tuple[str | int, ...]
+    script: _Script | None = None
+
+    @classmethod
+    def lua(cls, script: _Script, key: str, *args: str | int) -> _Call:
+        return cls(("EVALSHA", script.sha, 1, key, *args), script)
+
+    def as_eval(self) -> tuple[str | int, ...]:
+        assert self.script is not None
+        return ("EVAL", self.script.source, *self.args[2:])
+
+
+def _digest(value: str) -> str:
+    return hashlib.sha1(value.encode()).hexdigest()[:_HASH_LEN]
+
+
+def _ms(ttl: float) -> int:
+    if not ttl > 0:
+        raise ValueError(f"ttl must be positive, got {ttl!r}")
+    return math.ceil(ttl * 1000)
+
+
+def _session_fields(session: SessionRecord) -> dict[str, str]:
+    fields = {
+        "sid": session.session_id,
+        "node_id": session.node_id,
+        "channel_name": session.channel_name,
+        "username": session.username,
+        "remote_addr": session.remote_addr,
+        "user_agent": session.user_agent,
+        "version": session.version,
+        "connected_at": repr(session.connected_at),
+        "last_seen": repr(session.last_seen),
+    }
+    if session.user_key is not None:
+        fields["user_key"] = session.user_key
+        fields["uh"] = _digest(session.user_key)
+    return fields
+
+
+def _session(raw: Sequence[str] | Mapping[str, str]) -> SessionRecord:
+    """Build a record from a session hash (HGETALL: a dict, or a flat list from Lua)."""
+    if isinstance(raw, Mapping):
+        fields = dict(raw)
+    else:
+        fields = dict(zip(raw[::2], raw[1::2], strict=True))
+    subs: list[tuple[int, SubscriptionRecord]] = []
+    for name, value in fields.items():
+        if name.startswith("s:"):
+            seq, _, payload = value[_HASH_LEN:].partition(":")
+            destination, ack = json.loads(payload)
+            subs.append((int(seq), SubscriptionRecord(name[2:], destination, ack)))
+    subs.sort(key=lambda item: item[0])
+    return SessionRecord(
+        session_id=fields["sid"],
+        node_id=fields["node_id"],
+        channel_name=fields["channel_name"],
+        user_key=fields.get("user_key"),
+        username=fields["username"],
+        remote_addr=fields["remote_addr"],
+        user_agent=fields["user_agent"],
+        version=fields["version"],
+        connected_at=float(fields["connected_at"]),
+        last_seen=float(fields["last_seen"]),
+        subscriptions=tuple(sub for _, sub in subs),
+    )
+
+
+def _sessions(raws: Iterable[Sequence[str]]) -> list[SessionRecord]:
+    return sorted((_session(raw) for raw in raws), key=session_order)
+
+
+def _unique_subs(subs: Iterable[SubscriptionRecord]) -> list[SubscriptionRecord]:
+    # Same rule in both backends: a repeated id keeps its first position and last value.
+    return list({sub.id: sub for sub in subs}.values())
+
+
+class RedisPresence(PresenceBackend):
+    """Presence in Redis (standalone or Sentinel), laid out for Redis Cluster.
+
+    Args:
+        hosts: Where Redis is, like channels_redis's ``hosts``; the first entry is used. A
+            ``redis://``/``rediss://``/``unix://`` URL, a ``(host, port)`` pair, a dict of
+            connection keyword arguments (with an optional ``"address"`` URL), or a Sentinel
+            dict ``{"sentinels": [(host, port)], "master_name": ..., "sentinel_kwargs":
+            {...}}`` plus connection keyword arguments. Default ``[("localhost", 6379)]``.
+        prefix: Prefix of every key; no braces. Default ``"stomp_cluster"``.
+        socket_timeout: Seconds to wait for Redis (connect, reply, or a free pooled
+            connection) before raising PresenceUnavailable. Default 3.
+        max_connections: Size of each event loop's connection pool. Default 50.
+    """
+
+    def __init__(
+        self,
+        *,
+        hosts: Sequence[str | tuple[str, int] | Mapping[str, Any]] = (("localhost", 6379),),
+        prefix: str = "stomp_cluster",
+        socket_timeout: float = 3.0,
+        max_connections: int = 50,
+        **options: Any,
+    ) -> None:
+        super().__init__(**options)
+        if not hosts:
+            raise ImproperlyConfigured("RedisPresence needs at least one entry in 'hosts'.")
+        if not prefix or "{" in prefix or "}" in prefix:
+            raise ImproperlyConfigured(
+                f"RedisPresence 'prefix' must be non-empty and without braces, got {prefix!r}: "
+                "braces would change the Redis Cluster hash tag of every key."
+            )
+        self.host = hosts[0]
+        self.prefix = prefix
+        self.socket_timeout = socket_timeout
+        self.max_connections = max_connections
+        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Redis]
+        self._clients = weakref.WeakKeyDictionary()
+        # Our guess of P:nodes, so that fan-out queries take one round trip (see _fanout).
+        self._known_nodes: list[str] = []
+
+    # -- plumbing ----------------------------------------------------------------------
+
+    def _make_client(self) -> Redis:
+        common: dict[str, Any] = {
+            "socket_timeout": self.socket_timeout,
+            "socket_connect_timeout": self.socket_timeout,
+            "retry": Retry(NoBackoff(), 0),
+            "decode_responses": True,
+            # redis-py 8 defaults to RESP3, which turns on "maintenance notifications",
+            # which skip the check that replaces pooled connections that died while idle:
+            # the first call after a Redis restart would fail. RESP2 keeps that check.
+            "protocol": 2,
+        }
+        host = self.host
+        if isinstance(host, str):
+            kwargs = {**common, "address": host}
+        elif isinstance(host, Mapping):
+            kwargs = {**common, **host}
+        else:
+            kwargs = {**common, "host": host[0], "port": host[1]}
+        if "sentinels" in kwargs:
+            # redis-py leaves Sentinel's constructor unannotated.
+            sentinel = Sentinel(  # type: ignore[no-untyped-call]
+                kwargs.pop("sentinels"),
+                sentinel_kwargs=kwargs.pop("sentinel_kwargs", None),
+                socket_timeout=self.socket_timeout,
+            )
+            name = kwargs.pop("master_name")
+            return cast(
+                Redis, sentinel.master_for(name, max_connections=self.max_connections, **kwargs)
+            )
+        pool_kwargs: dict[str, Any] = {
+            "max_connections": self.max_connections,
+            "timeout": self.socket_timeout,
+        }
+        if "address" in kwargs:
+            address = kwargs.pop("address")
+            pool = BlockingConnectionPool.from_url(address, **pool_kwargs, **kwargs)
+        else:
+            pool = BlockingConnectionPool(**pool_kwargs, **kwargs)
+        return Redis.from_pool(pool)
+
+    def _client(self) -> Redis:
+        loop = asyncio.get_running_loop()
+        client = self._clients.get(loop)
+        if client is None:
+            for old in [old for old in self._clients if old.is_closed()]:
+                del self._clients[old]  # its connections died with it
+            client = self._clients[loop] = self._make_client()
+        return client
+
+    async def _run(self, calls: Sequence[_Call]) -> list[Any]:
+        """Send *calls* in one pipeline (one round trip) and return their replies.
+
+        A script unknown to the server (first use, or Redis restarted) fails with NOSCRIPT
+        without running, so those calls alone are sent again as EVAL, which also caches the
+        script: a second round trip, once. Reply errors other than NOSCRIPT are bugs and
+        propagate; unreachable Redis becomes :class:`PresenceUnavailable`.
+        """
+        try:
+            replies = await self._pipeline([call.args for call in calls])
+            retry = [
+                i
+                for i, reply in enumerate(replies)
+                if isinstance(reply, redis_errors.NoScriptError)
+            ]
+            if retry:
+                again = await self._pipeline([calls[i].as_eval() for i in retry])
+                for i, reply in zip(retry, again, strict=True):
+                    replies[i] = reply
+        except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as exc:
+            # Idle connections are likely dead too (Redis restarted or failed over):
+            # drop them, so that the next call connects afresh instead of failing again.
+            with contextlib.suppress(Exception):
+                await self._client().connection_pool.disconnect(inuse_connections=False)
+            raise PresenceUnavailable(f"presence backend unreachable: {exc}") from exc
+        for reply in replies:
+            if isinstance(reply, redis_errors.ReadOnlyError):  # a replica, after a failover
+                raise PresenceUnavailable(f"presence backend read-only: {reply}") from reply
+            if isinstance(reply, Exception):
+                raise reply
+        return replies
+
+    async def _pipeline(self, commands: Sequence[tuple[str | int, ...]]) -> list[Any]:
+        pipe = self._client().pipeline(transaction=False)
+        for args in commands:
+            pipe.execute_command(*args)
+        replies: list[Any] = await pipe.execute(raise_on_error=False)
+        return replies
+
+    def _base(self, node_id: str) -> str:
+        return f"{self.prefix}:n:{{{_digest(node_id)}}}:"
+
+    @property
+    def _nodes_key(self) -> str:
+        return f"{self.prefix}:nodes"
+
+    async def _fanout(
+        self, per_node: Callable[[str], list[_Call]], node: str | None = None
+    ) -> dict[str, list[Any]]:
+        """Run *per_node*'s commands for every listed node (or just *node*), in one trip.
+
+        The pipeline starts with ``ZRANGE P:nodes`` and continues with the commands of the
+        nodes we listed last time, so the steady state is one round trip. Replies of nodes
+        no longer listed are dropped; nodes listed for the first time get a second trip.
+
+        Returns:
+            ``{node_id: replies}``, in ``P:nodes`` order (by last heartbeat). *per_node*
+            must return the same number of calls for every node.
+        """
+        if node is not None:
+            return {node: await self._run(per_node(node))}
+        guess = self._known_nodes
+        width = len(per_node(""))
+        calls = [c for node_id in guess for c in per_node(node_id)]
+        replies = await self._run([_Call(("ZRANGE", self._nodes_key, 0, -1)), *calls])
+        listed: list[str] = replies.pop(0)
+        out = {node_id: replies[i * width : (i + 1) * width] for i, node_id in enumerate(guess)}
+        missing = [node_id for node_id in listed if node_id not in out]
+        if missing:
+            replies = await self._run([c for node_id in missing for c in per_node(node_id)])
+            for i, node_id in enumerate(missing):
+                out[node_id] = replies[i * width : (i + 1) * width]
+        self._known_nodes = listed
+        return {node_id: out[node_id] for node_id in listed}
+
+    # -- nodes -------------------------------------------------------------------------
+
+    async def register_node(self, node: NodeRecord, ttl: float) -> None:
+        base = self._base(node.node_id)
+        args = (node.node_id, node.channel_name, repr(node.started_at), repr(node.last_heartbeat))
+        dropped, _ = await self._run(
+            [
+                _Call.lua(_S_REGISTER, base + "info", base, _ms(ttl), *args),
+                _Call(("ZADD", self._nodes_key, repr(node.last_heartbeat), node.node_id)),
+            ]
+        )
+        if dropped:
+            logger.info("Node %s restarted: dropped %d stale sessions", node.node_id, dropped)
+
+    async def heartbeat_node(
+        self,
+        node_id: str,
+        ttl: float,
+        *,
+        session_ids: Sequence[str] = (),
+        now: float | None = None,
+    ) -> bool:
+        # The ZADD runs even when the record is gone: the caller re-registers right away,
+        # and a node that dies in between is found lost (no alive key) and unlisted.
+        base = self._base(node_id)
+        stamp = repr(time.time() if now is None else now)
+        found, _ = await self._run(
+            [
+                _Call.lua(_S_HEARTBEAT, base + "info", base, _ms(ttl), stamp, *session_ids),
+                _Call(("ZADD", self._nodes_key, stamp, node_id)),
+            ]
+        )
+        return bool(found)
+
+    async def unregister_node(self, node_id: str) -> list[SessionRecord]:
+        base = self._base(node_id)
+        raws, _ = await self._run(
+            [
+                _Call.lua(_S_UNREGISTER, base + "info", base),
+                _Call(("ZREM", self._nodes_key, node_id)),
+            ]
+        )
+        return _sessions(raws)
+
+    async def nodes(self) -> list[NodeRecord]:
+        def per_node(node_id: str) -> list[_Call]:
+            base = self._base(node_id)
+            return [
+                _Call(("HGETALL", base + "info")),
+                _Call(("EXISTS", base + "alive")),
+                _Call(("ZCARD", base + "sessions")),
+            ]
+
+        # A node listed without a record is a leftover that reaping will unlist.
+        replies = await self._fanout(per_node)
+        return [
+            NodeRecord(
+                node_id=node_id,
+                channel_name=info["channel_name"],
+                started_at=float(info["started_at"]),
+                last_heartbeat=float(info["last_heartbeat"]),
+                session_count=int(count),
+                alive=bool(alive),
+            )
+            for node_id, (info, alive, count) in sorted(replies.items())
+            if info
+        ]
+
+    async def lost_nodes(self) -> list[str]:
+        replies = await self._fanout(lambda n: [_Call(("EXISTS", self._base(n) + "alive"))])
+        return sorted(node_id for node_id, (alive,) in replies.items() if not alive)
+
+    async def reap_node(self, node_id: str) -> list[SessionRecord]:
+        base = self._base(node_id)
+        score, raws = await self._run(
+            [
+                _Call(("ZSCORE", self._nodes_key, node_id)),
+                _Call.lua(_S_REAP, base + "alive", base),
+            ]
+        )
+        if raws is None:  # alive again: not ours to reap
+            return []
+        if score is not None:
+            # Unlist only if the score did not move: a node that came back since re-listed
+            # itself with a newer heartbeat, and must stay listed.
+            await self._run([_Call.lua(_S_UNLIST, self._nodes_key, node_id, repr(score))])
+        return _sessions(raws)
+
+    async def acquire_sweep_lock(self, owner: str, ttl: float) -> bool:
+        key = f"{self.prefix}:sweep-lock"
+        (got,) = await self._run([_Call.lua(_S_LOCK_ACQUIRE, key, owner, _ms(ttl))])
+        return bool(got)
+
+    async def release_sweep_lock(self, owner: str) -> bool:
+        key = f"{self.prefix}:sweep-lock"
+        (released,) = await self._run([_Call.lua(_S_LOCK_RELEASE, key, owner)])
+        return bool(released)
+
+    # -- sessions ----------------------------------------------------------------------
+
+    async def add_session(self, session: SessionRecord) -> None:
+        check_session(session)
+        base = self._base(session.node_id)
+        fields = _session_fields(session)
+        args: list[str | int] = [
+            base,
+            session.session_id,
+            fields["connected_at"],
+            fields.get("uh", ""),
+            len(fields),
+        ]
+        for pair in fields.items():
+            args.extend(pair)
+        for sub in _unique_subs(session.subscriptions):
+            args += [sub.id, _digest(sub.destination), json.dumps([sub.destination, sub.ack])]
+        await self._run([_Call.lua(_S_ADD_SESSION, f"{base}sess:{session.session_id}", *args)])
+
+    async def remove_session(self, session_id: str, node_id: str) -> SessionRecord | None:
+        base = self._base(node_id)
+        (raw,) = await self._run(
+            [_Call.lua(_S_REMOVE_SESSION, f"{base}sess:{session_id}", base, session_id)]
+        )
+        return None if raw is None else _session(raw)
+
+    async def add_subscription(
+        self, session_id: str, node_id: str, sub: SubscriptionRecord
+    ) -> None:
+        base = self._base(node_id)
+        args = (base, session_id, sub.id, _digest(sub.destination))
+        payload = json.dumps([sub.destination, sub.ack])
+        key = f"{base}sess:{session_id}"
+        await self._run([_Call.lua(_S_ADD_SUBSCRIPTION, key, *args, payload)])
+
+    async def remove_subscription(
+        self, session_id: str, node_id: str, subscription_id: str
+    ) -> None:
+        base = self._base(node_id)
+        key = f"{base}sess:{session_id}"
+        await self._run([_Call.lua(_S_REMOVE_SUBSCRIPTION, key, base, session_id, subscription_id)])
+
+    # -- queries -----------------------------------------------------------------------
+
+    async def get_session(self, session_id: str) -> SessionRecord | None:
+        replies = await self._fanout(
+            lambda n: [_Call(("HGETALL", f"{self._base(n)}sess:{session_id}"))]
+        )
+        found = [_session(raw) for (raw,) in replies.values() if raw]
+        return min(found, key=session_order) if found else None
+
+    def _user_calls(self, user_key: str) -> Callable[[str], list[_Call]]:
+        digest = _digest(user_key)
+        return lambda n: [
+            _Call.lua(_S_READ_USER, self._base(n) + "u:" + digest, self._base(n), digest)
+        ]
+
+    async def is_online(self, user_key: str) -> bool:
+        return bool(await self.user_nodes(user_key))
+
+    async def sessions_of(self, user_key: str) -> list[SessionRecord]:
+        replies = await self._fanout(self._user_calls(user_key))
+        found = _sessions(raw for (raws,) in replies.values() for raw in raws)
+        return [session for session in found if session.user_key == user_key]
+
+    async def user_nodes(self, user_key: str) -> dict[str, int]:
+        key = "u:" + _digest(user_key)
+        replies = await self._fanout(lambda n: [_Call(("SCARD", self._base(n) + key))])
+        return {node_id: int(count) for node_id, (count,) in replies.items() if count}
+
+    async def subscribers(self, destination: str) -> list[SessionRecord]:
+        page = await self._page(None, None, destination, None, 0)
+        return list(page.sessions)
+
+    async def subscriber_count(self, destination: str) -> int:
+        return sum((await self.destination_nodes(destination)).values())
+
+    async def destination_nodes(self, destination: str) -> dict[str, int]:
+        key = "d:" + _digest(destination)
+        replies = await self._fanout(lambda n: [_Call(("ZCARD", self._base(n) + key))])
+        return {node_id: int(count) for node_id, (count,) in replies.items() if count}
+
+    async def sessions(
+        self,
+        *,
+        node: str | None = None,
+        user: str | None = None,
+        destination: str | None = None,
+        cursor: str | None = None,
+        limit: int = 100,
+    ) -> SessionPage:
+        if limit < 1:
+            raise ValueError(f"limit must be at least 1, got {limit!r}")
+        position = decode_cursor(cursor) if cursor is not None else None
+        return await self._page(node, user, destination, position, limit)
+
+    async def _page(
+        self,
+        node: str | None,
+        user: str | None,
+        destination: str | None,
+        position: tuple[float, str] | None,
+        limit: int,
+    ) -> SessionPage:
+        """Do the work of :meth:`sessions`; ``limit=0`` means everything (subscribers)."""
+        if user is not None:
+            # A user's sessions are few: read them all and filter here.
+            replies = await self._fanout(self._user_calls(user), node)
+            found = _sessions(raw for (raws,) in replies.values() for raw in raws)
+            found = [s for s in found if s.user_key == user]
+        else:
+            suffix = "sessions" if destination is None else "d:" + _digest(destination)
+            score, sid = ("", "") if position is None else (repr(position[0]), position[1])
+            is_dest = "0" if destination is None else "1"
+            want = limit + 1 if limit else 0
+
+            def per_node(n: str) -> list[_Call]:
+                base = self._base(n)
+                return [_Call.lua(_S_PAGE, base + suffix, base, suffix, is_dest, score, sid, want)]
+
+            replies = await self._fanout(per_node, node)
+            found = _sessions(raw for (raws,) in replies.values() for raw in raws)
+        if destination is not None:
+            found = [
+                s for s in found if any(sub.destination == destination for sub in s.subscriptions)
+            ]
+        if position is not None:
+            found = [s for s in found if session_order(s) > position]
+        if limit and len(found) > limit:
+            page = found[:limit]
+            return SessionPage(tuple(page), encode_cursor(session_order(page[-1])))
+        return SessionPage(tuple(found), None)
+
+    async def count_sessions(self, *, node: str | None = None) -> int:
+        replies = await self._fanout(lambda n: [_Call(("ZCARD", self._base(n) + "sessions"))], node)
+        return sum(int(count) for (count,) in replies.values())
+
+    async def close(self) -> None:
+        """Close this event loop's client and its connections."""
+        client = self._clients.pop(asyncio.get_running_loop(), None)
+        if client is not None:
+            await client.aclose()
