@@ -1,0 +1,109 @@
+# Developer and CI entry points. `make test` installs what it needs, then runs every check.
+#
+#   make venv             .venv with the package (editable) and the test/docs/demo extras
+#   make deps             redis-server, Node packages of tests/js, Chromium (apt/npm, when missing)
+#   make lint             ruff check + ruff format --check
+#   make style            ruff format + ruff check --fix (rewrites files)
+#   make types            mypy (strict on stomp_cluster/, see setup.cfg)
+#   make checkmigrations  fail if a model change has no migration
+#   make test             all of the above, then pytest with coverage and its report
+#   make test-fast        pytest without cluster, browser and slow tests
+#   make demo             migrate, demo users, then the demo cluster
+#   make docs             Sphinx HTML, warnings are errors
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := test
+
+PYTHON3 ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+JS_DIR := tests/js
+CHROMIUM ?= /usr/bin/chromium
+PYTEST_ARGS ?=
+# Measure the daphne/uvicorn node processes too (coverage's a1_coverage.pth hook).
+COVERAGE_SUBPROCESSES ?= 1
+
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+export DEBIAN_FRONTEND := noninteractive
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: venv deps lint style types checkmigrations test test-fast demo docs clean
+
+# -- environment -----------------------------------------------------------------------------
+
+# The stamps live inside what they stand for, so deleting .venv or node_modules redoes it.
+VENV_STAMP := $(VENV)/.stamp-installed
+JS_STAMP := $(JS_DIR)/node_modules/.stamp-installed
+
+venv: $(VENV_STAMP)
+
+$(VENV_STAMP): setup.cfg pyproject.toml
+	test -x $(PY) || $(PYTHON3) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test,docs,demo]'
+	@touch $@
+
+# apt-get update runs only when a package is missing, and then once.
+deps: $(JS_STAMP)
+	@missing=""; \
+	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	command -v node >/dev/null || missing="$$missing nodejs npm"; \
+	test -x $(CHROMIUM) || missing="$$missing chromium"; \
+	if [ -n "$$missing" ]; then \
+		echo "apt-get install:$$missing"; \
+		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+	@# node may have just been installed: make sure the JS packages are there.
+	@test -f $(JS_STAMP) || $(MAKE) --no-print-directory $(JS_STAMP)
+
+$(JS_STAMP): $(JS_DIR)/package.json $(wildcard $(JS_DIR)/package-lock.json)
+	@if ! command -v npm >/dev/null; then \
+		echo "npm is missing: skipping $(JS_DIR) (the stompjs tests will be skipped)"; \
+	elif [ -f $(JS_DIR)/package-lock.json ]; then \
+		npm ci --prefix $(JS_DIR) --no-audit --no-fund --loglevel=error && touch $@; \
+	else \
+		npm install --prefix $(JS_DIR) --no-audit --no-fund --loglevel=error && touch $@; \
+	fi
+
+# -- checks ----------------------------------------------------------------------------------
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+style: venv
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+types: venv
+	$(VENV)/bin/mypy
+
+checkmigrations: venv
+	DJANGO_SETTINGS_MODULE=testproject.settings $(PY) manage.py makemigrations --check --dry-run
+
+test: venv deps lint types checkmigrations
+	@rm -f .coverage .coverage.*
+	@status=0; \
+	if [ "$(COVERAGE_SUBPROCESSES)" = 1 ]; then export COVERAGE_PROCESS_START="$(CURDIR)/setup.cfg"; fi; \
+	$(PY) -m coverage run -m pytest $(PYTEST_ARGS) || status=$$?; \
+	unset COVERAGE_PROCESS_START; \
+	$(PY) -m coverage combine --quiet || true; \
+	$(PY) -m coverage report || true; \
+	exit $$status
+
+test-fast: venv
+	$(PY) -m pytest -m "not cluster and not browser and not slow" $(PYTEST_ARGS)
+
+# -- demo and docs ---------------------------------------------------------------------------
+
+demo: venv
+	DJANGO_SETTINGS_MODULE=testproject.settings $(PY) manage.py migrate --noinput
+	DJANGO_SETTINGS_MODULE=testproject.settings $(PY) manage.py demo_users
+	$(PY) -m testproject.demo
+
+docs: venv
+	$(VENV)/bin/sphinx-build -W --keep-going -b html docs docs/_build/html
+
+clean:
+	rm -f $(VENV_STAMP) $(JS_STAMP)
+	rm -rf docs/_build .coverage .coverage.* htmlcov .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,620 @@
+"""End to end with stomp.py and a raw WebSocket against a real 2-node daphne cluster.
+
+Every test uses destinations of its own (``unique()``), since the nodes and the Redis are
+shared by the module. Waiting is always for an event (a frame, a receipt, a close); where
+a test must show that something did *not* arrive, it sends a marker after it on the same
+path and waits for the marker instead of sleeping.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import websocket
+
+from tests.support.clients import (
+    VERSIONS,
+    Closed,
+    RawStompClient,
+    StompPyClient,
+    encode_frame,
+    unique,
+)
+from tests.support.nodes import AsgiNode
+
+ClientFactory = Callable[..., StompPyClient]
+RawFactory = Callable[..., RawStompClient]
+
+MAX_FRAME = 1024 * 1024 + 64 * 1024  # the server's documented frame limit
+
+
+@pytest.fixture
+def client(tokens: Callable[[str], str]) -> Iterator[ClientFactory]:
+    """``client(node, version="1.2", user="alice", **kwargs)``: a connected StompPyClient."""
+    opened: list[StompPyClient] = []
+
+    def make(
+        node: AsgiNode,
+        version: str = "1.2",
+        user: str = "alice",
+        *,
+        connect: bool = True,
+        **kwargs: object,
+    ) -> StompPyClient:
+        c = StompPyClient(node.ws_url, version, **kwargs)
+        opened.append(c)
+        if connect:
+            c.connect(user, tokens(user))
+        return c
+
+    yield make
+    for c in opened:
+        c.close()
+
+
+@pytest.fixture
+def raw(tokens: Callable[[str], str]) -> Iterator[RawFactory]:
+    """``raw(node, connect=True, user="alice", version="1.2")``: a RawStompClient."""
+    opened: list[RawStompClient] = []
+
+    def make(
+        node: AsgiNode,
+        *,
+        connect: bool = True,
+        user: str = "alice",
+        version: str = "1.2",
+        heart_beat: str = "0,0",
+        **kwargs: object,
+    ) -> RawStompClient:
+        c = RawStompClient(node.ws_url, **kwargs)  # type: ignore[arg-type]
+        opened.append(c)
+        if connect:
+            c.connect(
+                login=user, passcode=tokens(user), accept_version=version, heart_beat=heart_beat
+            )
+        return c
+
+    yield make
+    for c in opened:
+        c.close()
+
+
+def heart_beat_header(frame_headers: dict[str, str]) -> tuple[int, int]:
+    sx, sy = frame_headers.get("heart-beat", "0,0").split(",")
+    return int(sx), int(sy)
+
+
+# -- connecting ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_every_version_connects_and_round_trips_a_message(two_nodes, client, version):
+    node_a, _ = two_nodes
+    c = client(node_a, version)
+    connected = c.connected_frame
+    assert connected is not None
+    # A 1.0 CONNECTED may leave out `version` (the header is new in 1.1).
+    assert connected.headers.get("version", "1.0") == version
+    assert connected.headers.get("session")
+    assert connected.headers.get("server")
+
+    dest = f"/topic/{unique('rt')}"
+    sub_id = c.subscribe(dest, "s-1")
+    c.send(dest, f"hello {version}")
+    message = c.wait_for_message()
+    assert message.body == f"hello {version}"
+    assert message.headers["destination"] == dest
+    assert message.headers["subscription"] == sub_id
+    assert message.headers.get("message-id")
+    receipt = c.disconnect()
+    assert receipt.headers["receipt-id"].startswith("bye-")
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_websocket_subprotocol_matches_the_offered_version(two_nodes, version):
+    node_a, _ = two_nodes
+    offered = {"1.0": "v10.stomp", "1.1": "v11.stomp", "1.2": "v12.stomp"}[version]
+    with RawStompClient(node_a.ws_url, subprotocols=[offered]) as c:
+        assert c.subprotocol == offered
+
+
+def test_all_subprotocols_offered_picks_the_highest(two_nodes):
+    node_a, _ = two_nodes
+    with RawStompClient(node_a.ws_url) as c:
+        assert c.subprotocol == "v12.stomp"
+
+
+def test_connected_session_ids_are_unique_across_nodes(two_nodes, client):
+    node_a, node_b = two_nodes
+    sessions = {client(node, user=user).session for node in two_nodes for user in ("alice", "bob")}
+    assert len(sessions) == 4
+    assert node_a.node_id != node_b.node_id
+
+
+# -- delivery across the cluster -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["topic", "queue"])
+def test_send_on_node_a_reaches_subscribers_on_both_nodes(two_nodes, client, kind):
+    node_a, node_b = two_nodes
+    dest = f"/{kind}/{unique('x')}"
+    on_b = client(node_b, user="bob")
+    on_a = client(node_a, user="carol")
+    on_b.subscribe(dest)
+    on_a.subscribe(dest)
+    sender = client(node_a, user="alice")
+    sender.send(dest, "across the cluster")
+    assert on_b.wait_for_message().body == "across the cluster"
+    assert on_a.wait_for_message().body == "across the cluster"
+
+
+def test_echo_replies_to_the_sender_alone(two_nodes, client):
+    node_a, node_b = two_nodes
+    alice = client(node_a, user="alice")
+    carol = client(node_b, user="carol")
+    alice.subscribe("/user/queue/echo", "echo")
+    carol.subscribe("/user/queue/echo", "echo")
+    token = unique("ping")
+    alice.send("/app/echo", token)
+    reply = alice.wait_for_message()
+    assert token in reply.body
+    assert reply.headers["subscription"] == "echo"
+    # carol's own echo comes after alice's would have: she must see hers only.
+    mine = unique("carol")
+    carol.send("/app/echo", mine)
+    carol.wait_for_message(lambda m: mine in m.body)
+    assert [token in m.body for m in carol.listener.messages] == [False]
+
+
+def test_a_thousand_messages_arrive_in_order(two_nodes, client):
+    node_a, node_b = two_nodes
+    dest = f"/topic/{unique('order')}"
+    receiver = client(node_b, user="bob")
+    receiver.subscribe(dest)
+    sender = client(node_a, user="alice")
+    for i in range(1000):
+        sender.send(dest, str(i))
+    messages = receiver.wait_for_messages(1000, timeout=90)
+    assert [m.body for m in messages] == [str(i) for i in range(1000)]
+
+
+def test_a_one_mebibyte_body_crosses_nodes_intact(two_nodes, client):
+    node_a, node_b = two_nodes
+    dest = f"/topic/{unique('big')}"
+    receiver = client(node_b, user="bob")
+    receiver.subscribe(dest)
+    body = ("0123456789abcdef" * 65536)[: 1024 * 1024]
+    sender = client(node_a, user="alice")
+    sender.send(dest, body, receipt=True, timeout=30)
+    message = receiver.wait_for_message(timeout=30)
+    assert len(message.body) == len(body)
+    assert message.body == body
+
+
+@pytest.mark.timeout(180)
+def test_fifty_concurrent_clients_each_receive_everything(two_nodes, client, tokens):
+    dest = f"/topic/{unique('fan')}"
+    users = ["alice", "bob", "carol"]
+    for user in users:
+        tokens(user)  # mint them before the threads start
+
+    def subscriber(i: int) -> StompPyClient:
+        c = client(two_nodes[i % 2], user=users[i % 3])
+        c.subscribe(dest, "fan", timeout=30)
+        return c
+
+    with ThreadPoolExecutor(max_workers=10) as pool:
+        subscribers = list(pool.map(subscriber, range(50)))
+    sender = client(two_nodes[0], user="alice")
+    expected = [f"m{i}" for i in range(20)]
+    for body in expected:
+        sender.send(dest, body)
+    for c in subscribers:
+        assert [m.body for m in c.wait_for_messages(20, timeout=60)] == expected
+
+
+# -- receipts --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_receipts_for_subscribe_send_unsubscribe_and_disconnect(two_nodes, client, version):
+    node_a, _ = two_nodes
+    c = client(node_a, version)
+    gone, kept = f"/topic/{unique('gone')}", f"/topic/{unique('kept')}"
+    c.subscribe(gone, "gone", receipt="r-sub")  # waits for RECEIPT r-sub
+    c.subscribe(kept, "kept")
+    c.send(gone, "before", receipt="r-send")
+    c.wait_for_message(lambda m: m.body == "before")
+    c.unsubscribe("gone", destination=gone, receipt="r-unsub")
+    c.send(gone, "after")
+    c.send(kept, "marker")
+    c.wait_for_message(lambda m: m.body == "marker")
+    assert "after" not in c.bodies()
+    receipt = c.disconnect()
+    assert receipt.cmd == "RECEIPT"
+    c.wait_for_disconnected(timeout=10)
+    assert not c.listener.errors
+
+
+# -- acknowledgements ------------------------------------------------------------------------
+
+
+ACK_CASES = [
+    (version, mode)
+    for version in VERSIONS
+    for mode in ("auto", "client", "client-individual")
+    if not (version == "1.0" and mode == "client-individual")  # new in 1.1
+]
+
+
+@pytest.mark.parametrize(("version", "mode"), ACK_CASES)
+def test_ack_modes_accept_ack_and_nack(two_nodes, client, version, mode):
+    node_a, node_b = two_nodes
+    dest = f"/queue/{unique('ack')}"
+    c = client(node_b, version, user="bob")
+    c.subscribe(dest, "s", ack=mode)
+    sender = client(node_a, user="alice")
+    for i in range(3):
+        sender.send(dest, f"m{i}")
+    messages = c.wait_for_messages(3)
+    if mode == "auto":
+        assert not c.listener.errors
+        return
+    if version == "1.2":
+        assert all(m.headers.get("ack") for m in messages), [m.headers for m in messages]
+    if version == "1.0" or mode == "client":
+        c.ack(messages[-1], receipt=True)  # cumulative in "client" mode
+    else:
+        c.ack(messages[0], receipt=True)
+        c.nack(messages[1], receipt=True)
+        c.ack(messages[2], receipt=True)
+    if version != "1.0" and mode == "client":
+        # NACK of a later message is also answered.
+        sender.send(dest, "m3")
+        c.nack(c.wait_for_message(lambda m: m.body == "m3"), receipt=True)
+    sender.send(dest, "still-alive")
+    c.wait_for_message(lambda m: m.body == "still-alive")
+    assert not c.listener.errors
+
+
+# -- transactions ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_transaction_send_is_delivered_on_commit_only(two_nodes, client, version):
+    node_a, node_b = two_nodes
+    dest = f"/topic/{unique('tx')}"
+    receiver = client(node_b, user="bob")
+    receiver.subscribe(dest)
+    c = client(node_a, version)
+    tx = c.begin()
+    c.send(dest, "in-tx", transaction=tx)
+    c.send(dest, "marker-1")
+    receiver.wait_for_message(lambda m: m.body == "marker-1")
+    assert "in-tx" not in receiver.bodies()
+    c.commit(tx, receipt=True)
+    receiver.wait_for_message(lambda m: m.body == "in-tx")
+    assert receiver.bodies().count("in-tx") == 1
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_transaction_send_is_never_delivered_after_abort(two_nodes, client, version):
+    node_a, node_b = two_nodes
+    dest = f"/topic/{unique('abort')}"
+    receiver = client(node_b, user="bob")
+    receiver.subscribe(dest)
+    c = client(node_a, version)
+    tx = c.begin()
+    c.send(dest, "aborted", transaction=tx)
+    c.abort(tx, receipt=True)
+    c.send(dest, "marker")
+    receiver.wait_for_message(lambda m: m.body == "marker")
+    assert receiver.bodies() == ["marker"]
+    assert not c.listener.errors
+
+
+# -- frame content ---------------------------------------------------------------------------
+
+HEADER_VALUES = {
+    "1.0": {"x-colon": "a:b:c"},
+    "1.1": {"x-colon": "a:b", "x-newline": "one\ntwo", "x-backslash": "back\\slash"},
+    "1.2": {
+        "x-colon": "a:b",
+        "x-newline": "one\ntwo",
+        "x-backslash": "back\\slash",
+        "x-cr": "car\rriage",
+        "x-all": "\\:\n\r:\\",
+    },
+}
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_custom_headers_with_special_characters_round_trip(two_nodes, client, version):
+    node_a, node_b = two_nodes
+    dest = f"/topic/{unique('esc')}"
+    receiver = client(node_b, version, user="bob")
+    receiver.subscribe(dest)
+    sender = client(node_a, version)
+    headers = HEADER_VALUES[version]
+    sender.send(dest, "escaped", headers=dict(headers))
+    message = receiver.wait_for_message()
+    for name, value in headers.items():
+        assert message.headers.get(name) == value, name
+
+
+def test_nul_bytes_in_a_body_with_content_length(two_nodes, client):
+    node_a, node_b = two_nodes
+    dest = f"/topic/{unique('nul')}"
+    receiver = client(node_b, user="bob")
+    receiver.subscribe(dest)
+    sender = client(node_a)
+    sender.send(dest, "a\x00b\x00\x00c")
+    message = receiver.wait_for_message()
+    assert message.body == "a\x00b\x00\x00c"
+    assert message.headers.get("content-length") == "6"
+
+
+def test_binary_body_in_binary_websocket_messages(two_nodes, client):
+    node_a, node_b = two_nodes
+    dest = f"/topic/{unique('bin')}"
+    receiver = client(node_b, user="bob", auto_decode=False)
+    receiver.subscribe(dest)
+    sender = client(node_a, binary_mode=True)
+    body = bytes(range(256)) * 4
+    sender.send(dest, body, content_type="application/octet-stream")
+    message = receiver.wait_for_message()
+    assert message.body == body
+
+
+# -- heart-beats -----------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("version", ["1.1", "1.2"])
+def test_server_sends_heart_beats_when_asked(two_nodes, client, version):
+    node_a, _ = two_nodes
+    c = client(node_a, version, heartbeats=(0, 500))
+    assert c.connected_frame is not None
+    sx, _ = heart_beat_header(c.connected_frame.headers)
+    assert sx > 0, "the server offers no heart-beats"
+    interval = max(sx, 500) / 1000
+    c.wait_for_heartbeats(2, timeout=3 * interval + 10)
+    assert c.listener.heartbeat_timeouts == 0
+    assert not c.listener.disconnected
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_client_heart_beats_keep_an_idle_connection_open(two_nodes, raw):
+    node_a, _ = two_nodes
+    c = raw(node_a, heart_beat="200,0")
+    connected = c.frames[-1]
+    _, sy = heart_beat_header(connected.headers)
+    assert sy > 0, "the server does not ask for heart-beats"
+    expected = max(200, sy) / 1000
+    # Outlive the server's read deadline by a margin, beating on time all along.
+    deadline = time.monotonic() + min(2.5 * expected, 45)
+    while time.monotonic() < deadline:
+        c.send_text("\n")
+        with contextlib.suppress(websocket.WebSocketTimeoutException):
+            frame = c.recv_frame(timeout=0.2)
+            pytest.fail(f"unexpected {frame!r}")
+    dest = f"/topic/{unique('hb')}"
+    c.send_frame("SUBSCRIBE", {"id": "1", "destination": dest, "receipt": "r1"})
+    assert c.recv_frame().command == "RECEIPT"
+    c.send_frame("SEND", {"destination": dest}, "alive")
+    assert c.recv_frame().body == b"alive"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_server_closes_a_client_that_stops_heart_beating(two_nodes, raw):
+    node_a, _ = two_nodes
+    c = raw(node_a, heart_beat="200,0")
+    _, sy = heart_beat_header(c.frames[-1].headers)
+    assert sy > 0, "the server does not ask for heart-beats"
+    # Silence. The server's grace may be generous: allow it plenty.
+    frames, _code = c.read_until_closed(timeout=max(200, sy) / 1000 * 3 + 60)
+    assert all(f.command == "ERROR" for f in frames), frames
+
+
+# -- malformed input -------------------------------------------------------------------------
+
+
+def _send(dest: str = "/topic/bad") -> bytes:
+    return encode_frame("SEND", {"destination": dest}, "x")
+
+
+MALFORMED = {
+    # id: (connect?, accept-version, payload, binary WebSocket message?)
+    "frame-before-connect": (False, "1.2", _send(), False),
+    "unsupported-version": (False, "1.2", b"CONNECT\naccept-version:2.0\n\n\x00", False),
+    "unknown-command": (True, "1.2", b"FROB\n\n\x00", False),
+    "subscribe-without-destination": (True, "1.2", b"SUBSCRIBE\nid:1\n\n\x00", False),
+    "subscribe-without-id-in-1.2": (
+        True,
+        "1.2",
+        b"SUBSCRIBE\ndestination:/topic/bad\n\n\x00",
+        False,
+    ),
+    "send-without-destination": (True, "1.2", b"SEND\n\nbody\x00", False),
+    "content-length-not-a-number": (
+        True,
+        "1.2",
+        b"SEND\ndestination:/topic/bad\ncontent-length:abc\n\nhi\x00",
+        False,
+    ),
+    "content-length-negative": (
+        True,
+        "1.2",
+        b"SEND\ndestination:/topic/bad\ncontent-length:-1\n\nhi\x00",
+        False,
+    ),
+    "content-length-shorter-than-body": (
+        True,
+        "1.2",
+        b"SEND\ndestination:/topic/bad\ncontent-length:1\n\nhello\x00",
+        False,
+    ),
+    "header-line-without-colon": (
+        True,
+        "1.2",
+        b"SEND\ndestination:/topic/bad\nno-colon-here\n\nhi\x00",
+        False,
+    ),
+    "undefined-escape-in-1.2-header": (
+        True,
+        "1.2",
+        b"SEND\ndestination:/topic/bad\nx-h:tab\\there\n\nhi\x00",
+        False,
+    ),
+    "invalid-utf8-header": (
+        True,
+        "1.2",
+        b"SEND\ndestination:/topic/bad\nx-h:\xc3\x28\xff\n\nhi\x00",
+        True,
+    ),
+    "ack-unknown-id": (True, "1.2", b"ACK\nid:no-such-message\n\n\x00", False),
+    "nack-unknown-id": (True, "1.2", b"NACK\nid:no-such-message\n\n\x00", False),
+    "duplicate-subscription-id": (
+        True,
+        "1.2",
+        b"SUBSCRIBE\nid:dup\ndestination:/topic/bad-1\n\n\x00"
+        b"SUBSCRIBE\nid:dup\ndestination:/topic/bad-2\n\n\x00",
+        False,
+    ),
+    "commit-unknown-transaction": (True, "1.2", b"COMMIT\ntransaction:nope\n\n\x00", False),
+    "abort-unknown-transaction": (True, "1.2", b"ABORT\ntransaction:nope\n\n\x00", False),
+    "frame-over-the-size-limit": (
+        True,
+        "1.2",
+        b"SEND\ndestination:/topic/bad\ncontent-length:%d\n\n" % (MAX_FRAME + 1)
+        + b"x" * (MAX_FRAME + 1)
+        + b"\x00",
+        True,
+    ),
+    "unterminated-frame-over-the-size-limit": (
+        True,
+        "1.2",
+        b"SEND\ndestination:/topic/bad\n\n" + b"x" * (MAX_FRAME + 1),
+        True,
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(MALFORMED))
+def test_malformed_input_gets_one_error_then_close_and_others_keep_working(
+    two_nodes, client, raw, case
+):
+    node_a, _ = two_nodes
+    do_connect, version, payload, binary = MALFORMED[case]
+    dest = f"/topic/{unique('bystander')}"
+    bystander = client(node_a, user="bob")
+    bystander.subscribe(dest)
+
+    bad = raw(node_a, connect=do_connect, version=version)
+    bad.send_data(payload, binary=binary)
+    frames, _code = bad.read_until_closed(timeout=15)
+
+    assert [f.command for f in frames] == ["ERROR"], frames
+    assert frames[0].headers.get("message"), frames[0]
+    bystander.send(dest, "still here")
+    assert bystander.wait_for_message().body == "still here"
+    assert not bystander.listener.errors
+
+
+# -- WebSocket framing -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("binary", [False, True], ids=["text", "binary"])
+def test_one_frame_split_over_several_websocket_messages(two_nodes, raw, binary):
+    node_a, _ = two_nodes
+    c = raw(node_a)
+    dest = f"/topic/{unique('split')}"
+    c.send_frame("SUBSCRIBE", {"id": "1", "destination": dest, "receipt": "r1"}, binary=binary)
+    assert c.recv_frame().headers == {"receipt-id": "r1"}
+    body = "héllo wörld".encode()
+    frame = encode_frame("SEND", {"destination": dest}, body)
+    cut = frame.index(b"\xc3") + 1 if binary else frame.index(b"\n\n") + 1
+    for part in (frame[:5], frame[5:cut], frame[cut:-1], frame[-1:]):
+        c.send_data(part, binary=binary)
+    message = c.recv_frame()
+    assert message.command == "MESSAGE"
+    assert message.body == body
+
+
+@pytest.mark.parametrize("binary", [False, True], ids=["text", "binary"])
+def test_several_frames_batched_in_one_websocket_message(two_nodes, raw, binary):
+    node_a, _ = two_nodes
+    c = raw(node_a)
+    dest = f"/topic/{unique('batch')}"
+    batch = (
+        encode_frame("SUBSCRIBE", {"id": "1", "destination": dest, "receipt": "r1"})
+        + b"\n"  # optional EOL after a frame
+        + encode_frame("SEND", {"destination": dest}, "one")
+        + b"\r\n\n"  # heart-beats between frames
+        + encode_frame("SEND", {"destination": dest, "receipt": "r2"}, "two")
+    )
+    c.send_data(batch, binary=binary)
+    got = [c.recv_frame() for _ in range(4)]
+    assert [f.body for f in got if f.command == "MESSAGE"] == [b"one", b"two"]
+    assert {f.headers.get("receipt-id") for f in got if f.command == "RECEIPT"} == {"r1", "r2"}
+    assert got[0].headers == {"receipt-id": "r1"}
+
+
+def test_heart_beat_eols_alone_are_not_frames(two_nodes, raw):
+    node_a, _ = two_nodes
+    c = raw(node_a)
+    for eol in ("\n", "\r\n", "\n\n"):
+        c.send_text(eol)
+    c.send_frame("SUBSCRIBE", {"id": "1", "destination": "/topic/eol", "receipt": "r"})
+    assert c.recv_frame().command == "RECEIPT"
+
+
+def test_disconnect_receipt_then_the_server_closes(two_nodes, raw):
+    node_a, _ = two_nodes
+    c = raw(node_a)
+    c.send_frame("DISCONNECT", {"receipt": "bye"})
+    frames, _code = c.read_until_closed(timeout=10)
+    assert [(f.command, f.headers.get("receipt-id")) for f in frames] == [("RECEIPT", "bye")]
+
+
+# -- servers ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("version", ["1.0", "1.2"])
+def test_uvicorn_node_and_daphne_node_share_a_cluster(cluster, tokens, version):
+    uvicorn_node, daphne_node = cluster(servers=["uvicorn", "daphne"])
+    with (
+        StompPyClient(uvicorn_node.ws_url, version) as on_uvicorn,
+        StompPyClient(daphne_node.ws_url, version) as on_daphne,
+    ):
+        on_uvicorn.connect("alice", tokens("alice"))
+        on_daphne.connect("bob", tokens("bob"))
+        dest = f"/topic/{unique('uv')}"
+        on_uvicorn.subscribe(dest, "1")
+        on_daphne.subscribe(dest, "1")
+        on_daphne.send(dest, "from daphne")
+        on_uvicorn.send(dest, "from uvicorn")
+        for c in (on_uvicorn, on_daphne):
+            bodies = {m.body for m in c.wait_for_messages(2)}
+            assert bodies == {"from daphne", "from uvicorn"}
+        assert on_uvicorn.disconnect().cmd == "RECEIPT"
+
+
+def test_a_refused_connect_gets_an_error(two_nodes):
+    node_a, _ = two_nodes
+    c = RawStompClient(node_a.ws_url)
+    try:
+        c.send_frame("CONNECT", {"accept-version": "1.2", "login": "alice", "passcode": "wrong"})
+        frames, _ = c.read_until_closed(timeout=15)
+    except Closed:  # pragma: no cover - closed before we could even read
+        frames = []
+    finally:
+        c.close()
+    assert [f.command for f in frames] == ["ERROR"], frames
