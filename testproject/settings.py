@@ -93,7 +93,10 @@ if REDIS_URL:
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
             "CONFIG": {
-                "hosts": [REDIS_URL],
+                # redis-py's 5 s socket timeout equals the layer's 5 s blocking read, so
+                # receives time out spuriously; its asyncio pool also caps at 100
+                # connections. Set both (see docs/topics/deploy).
+                "hosts": [{"address": REDIS_URL, "socket_timeout": 10, "max_connections": 500}],
                 "prefix": "stomp_demo",
                 # Node channels carry every message for a node: see docs/topics/delivery.
                 "capacity": 10_000,
@@ -123,6 +126,9 @@ LOGGING = {
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "loggers": {
-        "stomp_cluster": {"handlers": ["console"], "level": os.environ.get("STOMP_LOG_LEVEL", "INFO")},
+        "stomp_cluster": {
+            "handlers": ["console"],
+            "level": os.environ.get("STOMP_LOG_LEVEL", "INFO"),
+        },
     },
 }
