@@ -46,7 +46,9 @@ async def authenticate_connect(
     if passcode:
         user = await database_sync_to_async(verify_connection_token)(login, passcode)
         if user is None and settings.PASSWORD_LOGIN and login:
-            user = await database_sync_to_async(authenticate)(None, username=login, password=passcode)
+            user = await database_sync_to_async(authenticate)(
+                None, username=login, password=passcode
+            )
         if user is None:
             logger.info("x refused CONNECT for login %r: bad credentials", login)
             return None, "authentication failed: bad login or passcode"

@@ -14,6 +14,8 @@ in ``docs/reference/checks.rst``:
   (several nodes expected, but they could not reach each other), or the reverse.
 * ``stomp_cluster.W002`` a channels_redis layer left at its default capacity of 100,
   which drops messages silently under load.
+* ``stomp_cluster.W003`` a channels_redis host given without ``socket_timeout``:
+  redis-py's default (5 s) equals the layer's blocking read, so receives time out.
 """
 
 from __future__ import annotations
@@ -38,9 +40,8 @@ def _is_number(v: Any) -> bool:
 
 
 def _is_prefixes(v: Any) -> bool:
-    return (
-        isinstance(v, list | tuple)
-        and all(isinstance(p, str) and p.startswith("/") and p.endswith("/") for p in v)
+    return isinstance(v, list | tuple) and all(
+        isinstance(p, str) and p.startswith("/") and p.endswith("/") for p in v
     )
 
 
@@ -109,7 +110,9 @@ def validate_settings(value: Any) -> list[tuple[str, str, str]]:
     for key in sorted(value):
         if key not in _VALIDATORS:
             close = difflib.get_close_matches(str(key), _VALIDATORS, n=1)
-            hint = f"Did you mean {close[0]!r}?" if close else "Remove it; see the settings reference."
+            hint = (
+                f"Did you mean {close[0]!r}?" if close else "Remove it; see the settings reference."
+            )
             errors.append((f"Unknown key {key!r} in STOMP_CLUSTER.", hint, "stomp_cluster.E002"))
             continue
         valid, expected = _VALIDATORS[key]
@@ -218,6 +221,20 @@ def check_channel_layer(
                     "messages silently under load.",
                     hint="Set CONFIG['capacity'] (we recommend 10000) in CHANNEL_LAYERS.",
                     id="stomp_cluster.W002",
+                )
+            )
+        hosts = config.get("hosts") or []
+        if backend.endswith("RedisChannelLayer") and any(
+            not isinstance(h, dict) or "socket_timeout" not in h for h in hosts
+        ):
+            messages.append(
+                Warning(
+                    "A channels_redis host has no socket_timeout: redis-py's default of 5 "
+                    "seconds equals the layer's 5-second blocking read, so receives time "
+                    "out and are retried.",
+                    hint="Give each host as a dict: {'address': 'redis://...', "
+                    "'socket_timeout': 10, 'max_connections': 500}.",
+                    id="stomp_cluster.W003",
                 )
             )
     return messages

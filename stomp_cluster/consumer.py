@@ -211,7 +211,9 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
                 self._disconnect_reason = "client"
             case ProtocolFailed():
                 logger.info(
-                    "x protocol error on session %s: %s", self.session_id or "-", event.error.message
+                    "x protocol error on session %s: %s",
+                    self.session_id or "-",
+                    event.error.message,
                 )
                 self._disconnect_reason = "error"
 
@@ -231,7 +233,10 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
             self.username = user.get_username()
             self.user_key = self.username
         self.session_id = uuid.uuid4().hex
-        self.connection.accept_connect(session=self.session_id, server=f"stomp_cluster/{__version__}")
+        self.connected_at = time.time()
+        self.connection.accept_connect(
+            session=self.session_id, server=f"stomp_cluster/{__version__}"
+        )
         self._connected = True
         self._cancel_timers()
         outgoing, incoming = self.connection.heartbeat_intervals
@@ -315,7 +320,9 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
         except HandlerError as exc:
             self._refuse(exc.message, frame)
         except Exception:
-            logger.exception("handler %r failed for %s", getattr(handler, "__qualname__", handler), destination)
+            logger.exception(
+                "handler %r failed for %s", getattr(handler, "__qualname__", handler), destination
+            )
             self._refuse("internal error", frame)
 
     def user_destination(self, destination: str) -> str:
@@ -398,7 +405,6 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
     def session_record(self) -> SessionRecord:
         """This session as the presence registry stores it."""
         client = self.scope.get("client") or ("", 0)
-        now = time.time()
         version = self.connection.version
         return SessionRecord(
             session_id=self.session_id,
@@ -409,8 +415,8 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
             remote_addr=str(client[0] or ""),
             user_agent=_header(self.scope, b"user-agent")[:256],
             version=version.value if version is not None else "",
-            connected_at=now,
-            last_seen=now,
+            connected_at=self.connected_at,
+            last_seen=time.time(),
             subscriptions=tuple(
                 SubscriptionRecord(id=str(s.id), destination=str(s.destination), ack=s.ack.value)
                 for s in self._routed.values()

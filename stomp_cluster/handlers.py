@@ -111,9 +111,7 @@ class StompRequest:
         from stomp_cluster.send import encode_body
 
         payload, extra = encode_body(body, headers, content_type)
-        return self._consumer.deliver(
-            self._consumer.user_destination(destination), payload, extra
-        )
+        return self._consumer.deliver(self._consumer.user_destination(destination), payload, extra)
 
     def reply(
         self,
@@ -159,7 +157,9 @@ class HandlerRegistry:
     def register(self, pattern: str, handler: Handler) -> None:
         """Register *handler* for *pattern*, relative to the app prefix (``/echo``)."""
         regex = "".join(
-            f"(?P<{part[1:-1]}>[^/]+)" if part.startswith("{") and part.endswith("}") else re.escape(part)
+            f"(?P<{part[1:-1]}>[^/]+)"
+            if part.startswith("{") and part.endswith("}")
+            else re.escape(part)
             for part in re.split(r"(\{[A-Za-z_][A-Za-z0-9_]*\})", "/" + pattern.strip("/"))
         )
         self._routes = [r for r in self._routes if r[0] != pattern]

@@ -111,6 +111,7 @@ class Node:
         self._start_lock = asyncio.Lock()
         self._started = False
         self._resync = False
+        self._groups_stale = False
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -119,8 +120,8 @@ class Node:
         if self._started:
             return
         async with self._start_lock:
-            if self._started:
-                return
+            if self._started:  # another task started it while we waited
+                return  # type: ignore[unreachable]  # mypy narrows across the await
             self.channel_name = await self.layer.new_channel()
             await self._register()
             loop = asyncio.get_running_loop()
@@ -147,7 +148,8 @@ class Node:
         def before_shutdown() -> Any:
             return defer.Deferred.fromFuture(asyncio.ensure_future(self.shutdown()))
 
-        reactor.addSystemEventTrigger("before", "shutdown", before_shutdown)
+        # Twisted's stubs declare the trigger phase wrongly as a callable.
+        reactor.addSystemEventTrigger("before", "shutdown", before_shutdown)  # type: ignore[arg-type]
 
     async def shutdown(self) -> None:
         """Close every local session (reason ``"shutdown"``) and leave the cluster."""
@@ -156,7 +158,9 @@ class Node:
             try:
                 await consumer.shutdown()
             except Exception:
-                logger.exception("node %s: closing session %s failed", self.node_id, consumer.session_id)
+                logger.exception(
+                    "node %s: closing session %s failed", self.node_id, consumer.session_id
+                )
         await self.stop()
 
     async def stop(self) -> None:
@@ -248,12 +252,21 @@ class Node:
         # the node in the group exactly when some local subscription needs it.
         async with self._group_locks[group]:
             wanted = self._group_refs.get(group, 0) > 0
-            if wanted and group not in self._joined:
-                await self.layer.group_add(group, self.channel_name)
-                self._joined.add(group)
-            elif not wanted and group in self._joined:
-                await self.layer.group_discard(group, self.channel_name)
-                self._joined.discard(group)
+            try:
+                if wanted and group not in self._joined:
+                    self._joined.add(group)
+                    await self.layer.group_add(group, self.channel_name)
+                elif not wanted and group in self._joined:
+                    self._joined.discard(group)
+                    await self.layer.group_discard(group, self.channel_name)
+            except Exception:
+                # Redis is down or restarting. Our bookkeeping already says what we
+                # want; the heartbeat loop adds every wanted group again when the layer
+                # answers, and a stale membership only costs a message nobody reads.
+                logger.warning(
+                    "node %s: channel layer unavailable for %s", self.node_id, group, exc_info=True
+                )
+                self._groups_stale = True
             if not wanted:
                 self._group_refs.pop(group, None)
 
@@ -281,8 +294,11 @@ class Node:
             except asyncio.CancelledError:
                 raise
             except Exception:
-                logger.warning("node %s: channel layer receive failed; retrying", self.node_id, exc_info=True)
-                self._resync = True
+                logger.warning(
+                    "node %s: channel layer receive failed; retrying", self.node_id, exc_info=True
+                )
+                # If Redis restarted, it lost our group memberships: add them again.
+                self._groups_stale = True
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
                 continue
@@ -290,7 +306,9 @@ class Node:
             try:
                 self.dispatch(message)
             except Exception:
-                logger.exception("node %s: could not dispatch %r", self.node_id, message.get("type"))
+                logger.exception(
+                    "node %s: could not dispatch %r", self.node_id, message.get("type")
+                )
 
     def dispatch(self, message: dict[str, Any]) -> int:
         """Fan one node-level message out to the local sessions it concerns.
@@ -333,7 +351,8 @@ class Node:
                 )
                 if not known or self._resync:
                     await self.resync()
-                if time.monotonic() - last_refresh > GROUP_REFRESH_INTERVAL:
+                if self._groups_stale or time.monotonic() - last_refresh > GROUP_REFRESH_INTERVAL:
+                    self._groups_stale = False
                     await self._refresh_groups()
                     last_refresh = time.monotonic()
                 await self.sweep()
@@ -358,20 +377,13 @@ class Node:
         registry call failed meanwhile, so that entries written or removed during the
         outage cannot be left half-done.
         """
-        from stomp_cluster.presence.base import SubscriptionRecord
-
         logger.info("node %s: re-registering %d sessions", self.node_id, len(self.sessions))
         self._resync = False
         await self.presence.unregister_node(self.node_id)
         await self._register()
         for consumer in list(self.sessions.values()):
+            # The record carries the session's subscriptions: one round trip each.
             await self.presence.add_session(consumer.session_record())
-            for sub in consumer.subscription_list():
-                await self.presence.add_subscription(
-                    consumer.session_id,
-                    self.node_id,
-                    SubscriptionRecord(id=sub.id, destination=sub.destination, ack=sub.ack.value),
-                )
         await self._refresh_groups()
 
     async def sweep(self) -> list[SessionRecord]:

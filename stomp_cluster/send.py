@@ -127,7 +127,7 @@ async def _user_key(user: UserRef) -> str:
             found = model._default_manager.filter(pk=user).first()
             return found.get_username() if found is not None else None
 
-        name = await database_sync_to_async(lookup)()
+        name: str | None = await database_sync_to_async(lookup)()
         if name is None:
             raise LookupError(f"no user with pk {user!r}")
         return name
@@ -318,7 +318,9 @@ def send_to_session(
     content_type: str | None = None,
 ) -> Delivery:
     """Sync twin of :func:`asend_to_session`."""
-    result: Delivery = async_to_sync(asend_to_session)(session_id, destination, body, headers, content_type)
+    result: Delivery = async_to_sync(asend_to_session)(
+        session_id, destination, body, headers, content_type
+    )
     return result
 
 

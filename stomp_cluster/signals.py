@@ -48,5 +48,7 @@ async def fire(signal: Signal, **kwargs: Any) -> None:
     for receiver, result in await signal.asend_robust(sender=StompConsumer, **kwargs):
         if isinstance(result, Exception):
             logger.error(
-                "signal receiver %r raised", receiver, exc_info=(type(result), result, result.__traceback__)
+                "signal receiver %r raised",
+                receiver,
+                exc_info=(type(result), result, result.__traceback__),
             )

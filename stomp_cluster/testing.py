@@ -56,7 +56,9 @@ class StompCommunicator(WebsocketCommunicator):  # type: ignore[misc]  # channel
         headers: list[tuple[bytes, bytes]] | None = None,
     ) -> None:
         self.version = Version(version)
-        super().__init__(application, path, headers=headers, subprotocols=[self.version.subprotocol])
+        super().__init__(
+            application, path, headers=headers, subprotocols=[self.version.subprotocol]
+        )
         self.reader = FrameReader(
             max_frame_size=1 << 30,
             max_body_size=1 << 30,
@@ -84,12 +86,16 @@ class StompCommunicator(WebsocketCommunicator):  # type: ignore[misc]  # channel
         self.reader.version = self.version
         return frame
 
-    async def send_frame(self, command: str, headers: HeaderArg = None, body: bytes | str = b"") -> None:
+    async def send_frame(
+        self, command: str, headers: HeaderArg = None, body: bytes | str = b""
+    ) -> None:
         """Send one frame as one WebSocket text message (binary if the body is not UTF-8)."""
         if isinstance(body, str):
             body = body.encode("utf-8")
         frame = Frame(Command(command), tuple(_pairs(headers)), body)
-        data = encode_frame(frame, None if frame.command in (Command.CONNECT, Command.STOMP) else self.version)
+        data = encode_frame(
+            frame, None if frame.command in (Command.CONNECT, Command.STOMP) else self.version
+        )
         try:
             await self.send_to(text_data=data.decode("utf-8"))
         except UnicodeDecodeError:

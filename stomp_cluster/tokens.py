@@ -18,6 +18,7 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.core import signing
+from django.utils.crypto import constant_time_compare
 
 from stomp_cluster.conf import get_settings
 
@@ -64,13 +65,16 @@ def verify_connection_token(login: str | None, token: str) -> AbstractBaseUser |
     if login is not None and login != payload.get("n"):
         return None
     model = get_user_model()
+    pk = payload.get("u")
+    if not isinstance(pk, str):
+        return None
     try:
-        user = model._default_manager.get(pk=payload.get("u"))
+        user = model._default_manager.get(pk=pk)
     except (model.DoesNotExist, ValueError, TypeError):
         return None
     if not getattr(user, "is_active", True) or user.get_username() != payload.get("n"):
         return None
     expected = signing.get_cookie_signer(salt=_SALT).signature(user.password or "")[:12]
-    if not isinstance(payload.get("p"), str) or payload["p"] != expected:
+    if not isinstance(payload.get("p"), str) or not constant_time_compare(payload["p"], expected):
         return None
     return user

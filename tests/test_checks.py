@@ -107,3 +107,18 @@ def test_settings_merge_over_defaults_and_follow_override_settings():
     assert s.NODE_HEARTBEAT_INTERVAL == 2.0
     assert s.BROKER_PREFIXES == ("/topic/",)
     assert s.MAX_BODY_SIZE == 1_048_576
+
+
+@override_settings(
+    CHANNEL_LAYERS={
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": ["redis://127.0.0.1:1/0"], "capacity": 10_000},
+        }
+    },
+    STOMP_CLUSTER={"PRESENCE_BACKEND": "stomp_cluster.presence.redis.RedisPresence"},
+)
+def test_redis_host_without_socket_timeout_warns():
+    [warning] = check_channel_layer()
+    assert warning.id == "stomp_cluster.W003"
+    assert "socket_timeout" in warning.hint

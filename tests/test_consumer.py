@@ -91,7 +91,9 @@ async def test_unsubscribed_session_gets_nothing():
 async def test_echo_handler_replies_to_sender_only():
     alice, bob = await client(), await client()
     for c in (alice, bob):
-        await c.send_frame("SUBSCRIBE", {"id": "e", "destination": "/user/queue/echo", "receipt": "r"})
+        await c.send_frame(
+            "SUBSCRIBE", {"id": "e", "destination": "/user/queue/echo", "receipt": "r"}
+        )
         await c.receive_frame()
     await alice.send_frame("SEND", {"destination": "/app/echo"}, "ping")
     frame = await alice.receive_frame()
@@ -171,7 +173,9 @@ async def test_token_login_sets_the_user_and_user_destinations_are_private():
     alice = await client(headers=await login_headers("alice"))
     bob = await client(headers=await login_headers("bob"))
     for c in (alice, bob):
-        await c.send_frame("SUBSCRIBE", {"id": "n", "destination": "/user/queue/notify", "receipt": "r"})
+        await c.send_frame(
+            "SUBSCRIBE", {"id": "n", "destination": "/user/queue/notify", "receipt": "r"}
+        )
         await c.receive_frame()
     delivery = await asend_to_user("alice", "/queue/notify", {"text": "hi"})
     assert delivery.sessions == 1 and delivery.nodes == 1
@@ -200,7 +204,9 @@ async def test_send_to_user_accepts_pk_object_and_full_destination():
 async def test_client_can_send_to_another_users_destination():
     alice = await client(headers=await login_headers("alice"))
     bob = await client(headers=await login_headers("bob"))
-    await bob.send_frame("SUBSCRIBE", {"id": "n", "destination": "/user/queue/inbox", "receipt": "r"})
+    await bob.send_frame(
+        "SUBSCRIBE", {"id": "n", "destination": "/user/queue/inbox", "receipt": "r"}
+    )
     await bob.receive_frame()
     await alice.send_frame("SEND", {"destination": "/user/bob/queue/inbox"}, "psst")
     assert (await bob.receive_frame()).body == b"psst"
@@ -223,12 +229,16 @@ async def test_subscribing_to_another_users_destination_is_refused():
 async def test_send_to_session_reaches_that_session_only():
     a, b = await client(), await client()
     for c in (a, b):
-        await c.send_frame("SUBSCRIBE", {"id": "s", "destination": "/user/queue/direct", "receipt": "r"})
+        await c.send_frame(
+            "SUBSCRIBE", {"id": "s", "destination": "/user/queue/direct", "receipt": "r"}
+        )
         await c.receive_frame()
     # The session id is the CONNECTED frame's session header.
     first = StompCommunicator(application, "/ws")
     connected = await first.connect_stomp()
-    await first.send_frame("SUBSCRIBE", {"id": "s", "destination": "/user/queue/direct", "receipt": "r"})
+    await first.send_frame(
+        "SUBSCRIBE", {"id": "s", "destination": "/user/queue/direct", "receipt": "r"}
+    )
     await first.receive_frame()
     delivery = await asend_to_session(connected.get("session"), "/queue/direct", "only you")
     assert delivery.sessions == 1
@@ -244,7 +254,9 @@ async def test_bad_passcode_is_refused():
     await make_user("dave")
     communicator = StompCommunicator(application, "/ws")
     await communicator.connect()
-    await communicator.send_frame("CONNECT", {"accept-version": "1.2", "login": "dave", "passcode": "nope"})
+    await communicator.send_frame(
+        "CONNECT", {"accept-version": "1.2", "login": "dave", "passcode": "nope"}
+    )
     await assert_error_and_close(communicator, "authentication failed")
 
 
@@ -279,13 +291,17 @@ async def test_permission_hook_refuses_subscribe_and_send():
 
 
 async def test_foreign_origin_is_refused():
-    communicator = StompCommunicator(application, "/ws", headers=[(b"origin", b"http://evil.example")])
+    communicator = StompCommunicator(
+        application, "/ws", headers=[(b"origin", b"http://evil.example")]
+    )
     connected, code = await communicator.connect()
     assert not connected and code == 4003
 
 
 async def test_allowed_origin_is_accepted():
-    communicator = StompCommunicator(application, "/ws", headers=[(b"origin", b"http://localhost:8000")])
+    communicator = StompCommunicator(
+        application, "/ws", headers=[(b"origin", b"http://localhost:8000")]
+    )
     await communicator.connect_stomp()
     await communicator.disconnect()
 

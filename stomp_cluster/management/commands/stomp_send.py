@@ -24,7 +24,8 @@ class Command(BaseCommand):
         target.add_argument("--destination", help="broker destination, e.g. /topic/news")
         parser.add_argument("--pk", action="store_true", help="--user is a primary key")
         parser.add_argument(
-            "--to", default="/queue/notify",
+            "--to",
+            default="/queue/notify",
             help="destination for --user/--session (default /queue/notify)",
         )
         parser.add_argument("--header", "-H", action="append", default=[], metavar="NAME:VALUE")
