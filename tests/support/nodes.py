@@ -95,7 +95,12 @@ def _tail(path: Path, lines: int = 60) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
-def manage(*args: str, db_path: str | os.PathLike[str], timeout: float = 120) -> str:
+def manage(
+    *args: str,
+    db_path: str | os.PathLike[str],
+    env: Mapping[str, str] | None = None,
+    timeout: float = 120,
+) -> str:
     """Run a Django management command of the testproject and return its stdout.
 
     Raises:
@@ -105,7 +110,7 @@ def manage(*args: str, db_path: str | os.PathLike[str], timeout: float = 120) ->
     proc = subprocess.run(
         [sys.executable, "-m", "django", *args],
         cwd=REPO_ROOT,
-        env=server_env(db_path=db_path),
+        env=server_env(db_path=db_path, extra=env),
         stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,

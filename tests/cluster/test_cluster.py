@@ -1,0 +1,261 @@
+"""The cluster: three real daphne nodes on one real Redis, as a user of the cluster sees it.
+
+A view on one node reaches users, sessions and destinations held by the others; the
+registry follows connects, crashes (SIGKILL), clean shutdowns (SIGTERM) and Redis
+restarts, and ``stomp_disconnected`` fires exactly once per session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from tests.support.clients import StompPyClient, unique
+from tests.support.http import DjangoSession
+from tests.support.nodes import manage
+
+NODE_TTL = 2.0
+
+
+def read_signals(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def wait_until(check, timeout: float, what: str, interval: float = 0.1):
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+def registry_sessions(db_path, redis_url, **filters) -> list[dict]:
+    """Sessions as the CLI lists them from the registry (a separate process)."""
+    args = ["stomp_cluster", "sessions", "--json"]
+    for name, value in filters.items():
+        args += [f"--{name}", value]
+    out = manage(*args, db_path=db_path, env={"REDIS_URL": redis_url, "STOMP_NODE_ID": "cli"})
+    data = json.loads(out)
+    return data["sessions"] if isinstance(data, dict) else data
+
+
+@pytest.fixture
+def signal_log(tmp_path):
+    return tmp_path / "signals.jsonl"
+
+
+@pytest.fixture
+def three_nodes(cluster, signal_log):
+    return cluster(3, node_ttl=NODE_TTL, env={"STOMP_SIGNAL_LOG": str(signal_log)})
+
+
+def connected(node, user, tokens) -> StompPyClient:
+    client = StompPyClient(node.ws_url)
+    client.connect(user, tokens(user))
+    return client
+
+
+def test_view_on_one_node_reaches_user_sessions_on_two_others(three_nodes, tokens):
+    a, b, c = three_nodes
+    on_b, on_c = connected(b, "bob", tokens), connected(c, "bob", tokens)
+    alice_on_c = connected(c, "alice", tokens)
+    for client in (on_b, on_c, alice_on_c):
+        client.subscribe("/user/queue/notify")
+    result = (
+        DjangoSession(a.http_url)
+        .login("carol")
+        .post_json("/notify/", {"to": "bob", "text": "from a view on node-a"})
+    )
+    assert result == {"sessions": 2, "nodes": 2}
+    for client in (on_b, on_c):
+        message = client.wait_for_message()
+        assert json.loads(message.body)["text"] == "from a view on node-a"
+        assert message.headers["destination"] == "/user/queue/notify"
+    time.sleep(0.3)
+    assert alice_on_c.listener.messages == []  # never another user's queue
+
+
+def test_topic_send_from_one_node_reaches_subscribers_on_the_others(three_nodes, tokens):
+    a, b, c = three_nodes
+    topic = f"/topic/{unique()}"
+    subscribers = [connected(a, "alice", tokens), connected(c, "carol", tokens)]
+    for client in subscribers:
+        client.subscribe(topic)
+    sender = connected(b, "bob", tokens)
+    sender.send(topic, "hello from b", receipt=True)
+    for client in subscribers:
+        assert client.wait_for_message().body == "hello from b"
+
+
+def test_send_to_session_from_another_node(three_nodes, tokens, db_path, redis_server):
+    a, b, c = three_nodes
+    target = connected(c, "alice", tokens)
+    other = connected(c, "alice", tokens)
+    for client in (target, other):
+        client.subscribe("/user/queue/direct")
+    out = manage(
+        "stomp_send",
+        "--session",
+        target.session,
+        "--to",
+        "/queue/direct",
+        "just you",
+        db_path=db_path,
+        env={"REDIS_URL": redis_server.url, "STOMP_NODE_ID": "sender"},
+    )
+    assert "reached 1 session(s) on 1 node(s)" in out
+    assert target.wait_for_message().body == "just you"
+    time.sleep(0.3)
+    assert other.listener.messages == []
+
+
+def test_sigkill_of_a_node_removes_its_sessions_within_two_ttls(
+    three_nodes, tokens, db_path, redis_server, signal_log
+):
+    a, b, c = three_nodes
+    victims = [connected(b, user, tokens) for user in ("alice", "bob")]
+    victims[0].subscribe("/topic/crash")
+    survivor = connected(a, "carol", tokens)
+    sessions = {v.session for v in victims}
+    assert sessions <= {s["session_id"] for s in registry_sessions(db_path, redis_server.url)}
+    b.kill()
+    killed_at = time.monotonic()
+    wait_until(
+        lambda: (
+            not sessions & {s["session_id"] for s in registry_sessions(db_path, redis_server.url)}
+        ),
+        2 * NODE_TTL + 6,  # the bound, plus one CLI process start and the sweep interval
+        "node-b's sessions to leave the registry",
+        interval=0.2,
+    )
+    assert time.monotonic() - killed_at <= 2 * NODE_TTL + 6
+    assert survivor.session in {
+        s["session_id"] for s in registry_sessions(db_path, redis_server.url)
+    }
+    time.sleep(1.0)  # let any duplicate firing show up
+    lost = [
+        e
+        for e in read_signals(signal_log)
+        if e["signal"] == "stomp_disconnected" and e["session"] in sessions
+    ]
+    assert Counter(e["session"] for e in lost) == dict.fromkeys(sessions, 1)
+    assert {e["reason"] for e in lost} == {"node_lost"}
+    # Routing forgot node-b too: a topic send from a live node still works.
+    survivor.subscribe("/topic/crash")
+    connected(c, "bob", tokens).send("/topic/crash", "after the crash", receipt=True)
+    assert survivor.wait_for_message().body == "after the crash"
+
+
+def test_sigterm_of_a_node_removes_its_sessions_at_once(
+    three_nodes, tokens, db_path, redis_server, signal_log
+):
+    a, b, c = three_nodes
+    leaving = connected(c, "alice", tokens)
+    leaving.subscribe("/topic/bye")
+    session = leaving.session
+    c.terminate()
+    remaining = {s["session_id"] for s in registry_sessions(db_path, redis_server.url)}
+    assert session not in remaining
+    error = leaving.wait_for_error()
+    assert error.headers["message"] == "server shutting down"
+    reasons = [
+        e["reason"]
+        for e in read_signals(signal_log)
+        if e["signal"] == "stomp_disconnected" and e["session"] == session
+    ]
+    assert reasons == ["shutdown"]
+
+
+def test_redis_restart_nodes_reregister_and_sends_work_again(
+    three_nodes, tokens, db_path, redis_server
+):
+    a, b, c = three_nodes
+    bob = connected(b, "bob", tokens)
+    bob.subscribe("/user/queue/notify")
+    topic = f"/topic/{unique()}"
+    carol = connected(c, "carol", tokens)
+    carol.subscribe(topic)
+    redis_server.restart()  # empty: this Redis keeps nothing on disk
+    wait_until(
+        lambda: (
+            {bob.session, carol.session}
+            <= {s["session_id"] for s in registry_sessions(db_path, redis_server.url)}
+        ),
+        3 * NODE_TTL + 10,
+        "nodes to re-register their sessions",
+        interval=0.5,
+    )
+    view = DjangoSession(a.http_url).login("alice")
+    wait_until(
+        lambda: view.post_json("/notify/", {"to": "bob", "text": "after restart"})["sessions"] == 1,
+        10,
+        "send_to_user to reach bob",
+        interval=0.5,
+    )
+    assert json.loads(bob.wait_for_message().body)["text"] == "after restart"
+    sender = connected(a, "alice", tokens)
+    sender.send(topic, "topic after restart", receipt=True)
+    assert carol.wait_for_message().body == "topic after restart"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_thousand_sessions_are_listed_and_counted_through_pagination(
+    cluster, db_path, redis_server
+):
+    import websockets
+
+    nodes = cluster(2)
+    total = 1000
+
+    async def open_sessions():
+        sockets = []
+        for i in range(total):
+            node = nodes[i % 2]
+            ws = await websockets.connect(node.ws_url, subprotocols=["v12.stomp"], max_size=None)
+            await ws.send("CONNECT\naccept-version:1.2\nhost:localhost\n\n\x00")
+            sockets.append(ws)
+        sessions = set()
+        for ws in sockets:
+            frame = await asyncio.wait_for(ws.recv(), 30)
+            assert frame.startswith("CONNECTED")
+            sessions.add(
+                next(line[8:] for line in frame.split("\n") if line.startswith("session:"))
+            )
+        return sockets, sessions
+
+    async def close(sockets):
+        await asyncio.gather(*(ws.close() for ws in sockets), return_exceptions=True)
+
+    loop = asyncio.new_event_loop()
+    try:
+        sockets, sessions = loop.run_until_complete(open_sessions())
+        assert len(sessions) == total
+        listed = registry_sessions(db_path, redis_server.url, limit="100000")
+        ids = [s["session_id"] for s in listed]
+        assert len(ids) == len(set(ids)) == total
+        assert set(ids) == sessions
+        per_node = Counter(s["node_id"] for s in listed)
+        assert per_node == {nodes[0].node_id: 500, nodes[1].node_id: 500}
+        out = manage(
+            "stomp_cluster",
+            "nodes",
+            "--json",
+            db_path=db_path,
+            env={"REDIS_URL": redis_server.url, "STOMP_NODE_ID": "cli"},
+        )
+        counts = {n["node_id"]: n["session_count"] for n in json.loads(out)}
+        assert counts == {nodes[0].node_id: 500, nodes[1].node_id: 500}
+        loop.run_until_complete(close(sockets))
+    finally:
+        loop.close()
