@@ -14,15 +14,27 @@ __version__ = "0.1.0.dev0"
 __all__ = [
     "Delivery",
     "adisconnect_session",
+    "ais_online",
+    "anodes",
     "asend_to_destination",
     "asend_to_session",
     "asend_to_user",
+    "asessions",
+    "asessions_of",
+    "asubscriber_count",
+    "asubscribers",
     "connection_token",
     "disconnect_session",
+    "is_online",
     "message_mapping",
+    "nodes",
     "send_to_destination",
     "send_to_session",
     "send_to_user",
+    "sessions",
+    "sessions_of",
+    "subscriber_count",
+    "subscribers",
 ]
 
 _LAZY = {
@@ -37,10 +49,36 @@ _LAZY = {
     "send_to_user": "stomp_cluster.send",
     "connection_token": "stomp_cluster.tokens",
     "message_mapping": "stomp_cluster.handlers",
+    "ais_online": "stomp_cluster.queries",
+    "anodes": "stomp_cluster.queries",
+    "asessions": "stomp_cluster.queries",
+    "asessions_of": "stomp_cluster.queries",
+    "asubscriber_count": "stomp_cluster.queries",
+    "asubscribers": "stomp_cluster.queries",
+    "is_online": "stomp_cluster.queries",
+    "nodes": "stomp_cluster.queries",
+    "sessions": "stomp_cluster.queries",
+    "sessions_of": "stomp_cluster.queries",
+    "subscriber_count": "stomp_cluster.queries",
+    "subscribers": "stomp_cluster.queries",
 }
 
 if TYPE_CHECKING:
     from stomp_cluster.handlers import message_mapping
+    from stomp_cluster.queries import (
+        ais_online,
+        anodes,
+        asessions,
+        asessions_of,
+        asubscriber_count,
+        asubscribers,
+        is_online,
+        nodes,
+        sessions,
+        sessions_of,
+        subscriber_count,
+        subscribers,
+    )
     from stomp_cluster.send import (
         Delivery,
         adisconnect_session,

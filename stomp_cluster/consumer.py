@@ -358,7 +358,7 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
             return
         self._subs_by_destination.setdefault(destination, []).append(str(sub.id))
         self._routed[str(sub.id)] = sub
-        await self.node.subscribe(self, destination)
+        self.node.subscribe(self, destination)
         await signals.fire(
             signals.stomp_subscribed,
             destination=destination,
@@ -377,7 +377,7 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
             ids.remove(str(sub.id))
         if not ids:
             self._subs_by_destination.pop(destination, None)
-        await self.node.unsubscribe(self, destination)
+        self.node.unsubscribe(self, destination)
         await signals.fire(
             signals.stomp_unsubscribed,
             destination=destination,

@@ -6,23 +6,28 @@ Each ASGI server process is a *node*. It owns one channel-layer channel (its *no
 channel*) and holds the table of its local STOMP sessions. Messages between nodes travel
 once per node, never once per socket:
 
-* A node joins the channel-layer group of a destination (:func:`destination_group`)
-  while at least one local session subscribes to it, and the group of a user
-  (:func:`user_group`) while one of that user's local sessions holds a ``/user/``
-  subscription. A publish is one ``group_send`` that reaches each interested node once;
-  that node then encodes a MESSAGE frame for each local subscription.
-* A session-addressed message goes to the node channel of the node that holds the
-  session, found in the presence registry.
+* The presence registry knows which nodes hold subscribers of a destination and which
+  hold a user's sessions (:meth:`PresenceBackend.destination_nodes`,
+  :meth:`~PresenceBackend.user_nodes`). A send asks it once, then puts one message on
+  the node channel of each such node (:mod:`stomp_cluster.send`); that node encodes a
+  MESSAGE frame for each matching local subscription (:meth:`Node.dispatch`). A message
+  for this very node skips the channel layer.
+* A session-addressed message goes to the node channel of the node holding the session.
 
 Measured on a 2-core machine (``shared/FINDINGS.md``), per-socket group fan-out delivers
 2.4–4.4k messages/s where node-level fan-out reaches tens of thousands, hence this design.
 It also means consumers need no channel of their own: :class:`StompConsumer` sets no
 channel layer, saving a receive task per socket.
 
-Group membership is reference counted per node and changed under a per-group lock, so a
-subscribe racing an unsubscribe on the same node cannot leave the node out of a group
-it needs. The SUBSCRIBE's RECEIPT is sent only after the ``group_add`` completed: a
-message published after the client holds that receipt reaches it.
+We route by the registry rather than by channel-layer groups because ``group_send``
+drops messages for a full channel silently, while ``send`` raises ``ChannelFull``: a send
+helper can then tell its caller (:class:`~stomp_cluster.exceptions.DeliveryFailed`).
+It also leaves no dead node channel in any group when a node crashes: reaping the node
+in the registry is enough.
+
+The SUBSCRIBE's RECEIPT is sent after the registry holds the subscription (the
+``stomp_subscribed`` receivers run first), so a message sent after the client holds that
+receipt is routed to its node.
 
 The node also keeps the presence registry current: it registers itself, refreshes its
 heartbeat with the ids of its live sessions, re-registers everything when the registry
@@ -45,21 +50,16 @@ from channels.layers import get_channel_layer
 
 from stomp_cluster.conf import get_settings
 from stomp_cluster.exceptions import PresenceUnavailable
-from stomp_cluster.routing_keys import destination_group, user_group
 
 if TYPE_CHECKING:
     from stomp_cluster.consumer import StompConsumer
     from stomp_cluster.presence.base import PresenceBackend, SessionRecord
 
-__all__ = ["Node", "get_node", "get_presence"]
+__all__ = ["Node", "current_node", "get_node", "get_presence"]
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-#: How often (seconds) a node re-adds itself to its groups, so that channels_redis's
-#: ``group_expiry`` (a day by default) never drops a live node from a group.
-GROUP_REFRESH_INTERVAL = 3600.0
 
 _presence: dict[str, PresenceBackend] = {}
 
@@ -81,8 +81,8 @@ class Node:
     """The cluster node that this process is.
 
     There is one per process and event loop (see :func:`get_node`). Consumers register
-    their sessions and subscriptions with it; it keeps channel-layer group membership,
-    the presence registry and the node channel listener.
+    their sessions and subscriptions with it; it keeps the local routing tables, its
+    entry in the presence registry and the node channel listener.
     """
 
     def __init__(self) -> None:
@@ -104,14 +104,10 @@ class Node:
         self._topic_sessions: dict[str, set[StompConsumer]] = defaultdict(set)
         # user key -> sessions of that user with at least one /user/ subscription
         self._user_sessions: dict[str, set[StompConsumer]] = defaultdict(set)
-        self._group_refs: dict[str, int] = defaultdict(int)
-        self._joined: set[str] = set()
-        self._group_locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._tasks: list[asyncio.Task[None]] = []
         self._start_lock = asyncio.Lock()
         self._started = False
         self._resync = False
-        self._groups_stale = False
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -208,27 +204,24 @@ class Node:
         """Forget a session; its subscriptions must have been removed first."""
         self.sessions.pop(consumer.session_id, None)
 
-    async def subscribe(self, consumer: StompConsumer, destination: str) -> None:
-        """Route *destination* to *consumer*; returns once other nodes can reach it."""
+    def subscribe(self, consumer: StompConsumer, destination: str) -> None:
+        """Deliver what this node receives for *destination* to *consumer* too."""
         user_key = consumer.user_destination_key(destination)
-        if user_key is None:
-            self._topic_sessions[destination].add(consumer)
-            await self._join(destination_group(destination))
-        else:
+        if user_key is not None:
             self._user_sessions[user_key].add(consumer)
-            await self._join(user_group(user_key))
+        elif not destination.startswith(consumer.settings.USER_PREFIX):
+            self._topic_sessions[destination].add(consumer)
+        # An anonymous /user/ subscription is reached only by replies to its own
+        # session (StompRequest.reply, send_to_session), never by a broadcast.
 
-    async def unsubscribe(self, consumer: StompConsumer, destination: str) -> None:
-        """Undo :meth:`subscribe` for one subscription."""
+    def unsubscribe(self, consumer: StompConsumer, destination: str) -> None:
+        """Undo :meth:`subscribe` once *consumer* has no subscription left that needs it."""
         user_key = consumer.user_destination_key(destination)
-        if user_key is None:
-            if not consumer.has_destination(destination):
-                self._discard(self._topic_sessions, destination, consumer)
-            await self._leave(destination_group(destination))
-        else:
+        if user_key is not None:
             if not consumer.has_user_subscriptions():
                 self._discard(self._user_sessions, user_key, consumer)
-            await self._leave(user_group(user_key))
+        elif not consumer.has_destination(destination):
+            self._discard(self._topic_sessions, destination, consumer)
 
     @staticmethod
     def _discard(index: dict[str, set[StompConsumer]], key: str, consumer: StompConsumer) -> None:
@@ -237,38 +230,6 @@ class Node:
             members.discard(consumer)
             if not members:
                 del index[key]
-
-    async def _join(self, group: str) -> None:
-        self._group_refs[group] += 1
-        await self._sync_group(group)
-
-    async def _leave(self, group: str) -> None:
-        self._group_refs[group] -= 1
-        await self._sync_group(group)
-
-    async def _sync_group(self, group: str) -> None:
-        # Under the group's lock, make membership match the reference count. Whatever
-        # order concurrent joins and leaves run in, the last one to get the lock leaves
-        # the node in the group exactly when some local subscription needs it.
-        async with self._group_locks[group]:
-            wanted = self._group_refs.get(group, 0) > 0
-            try:
-                if wanted and group not in self._joined:
-                    self._joined.add(group)
-                    await self.layer.group_add(group, self.channel_name)
-                elif not wanted and group in self._joined:
-                    self._joined.discard(group)
-                    await self.layer.group_discard(group, self.channel_name)
-            except Exception:
-                # Redis is down or restarting. Our bookkeeping already says what we
-                # want; the heartbeat loop adds every wanted group again when the layer
-                # answers, and a stale membership only costs a message nobody reads.
-                logger.warning(
-                    "node %s: channel layer unavailable for %s", self.node_id, group, exc_info=True
-                )
-                self._groups_stale = True
-            if not wanted:
-                self._group_refs.pop(group, None)
 
     async def presence_call(self, call: Awaitable[T]) -> T | None:
         """Await a presence-registry call; on an outage log, mark for resync, return None.
@@ -297,8 +258,6 @@ class Node:
                 logger.warning(
                     "node %s: channel layer receive failed; retrying", self.node_id, exc_info=True
                 )
-                # If Redis restarted, it lost our group memberships: add them again.
-                self._groups_stale = True
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
                 continue
@@ -342,7 +301,6 @@ class Node:
 
     async def _heartbeat(self) -> None:
         settings = get_settings()
-        last_refresh = time.monotonic()
         while True:
             await asyncio.sleep(settings.NODE_HEARTBEAT_INTERVAL)
             try:
@@ -351,10 +309,6 @@ class Node:
                 )
                 if not known or self._resync:
                     await self.resync()
-                if self._groups_stale or time.monotonic() - last_refresh > GROUP_REFRESH_INTERVAL:
-                    self._groups_stale = False
-                    await self._refresh_groups()
-                    last_refresh = time.monotonic()
                 await self.sweep()
             except asyncio.CancelledError:
                 raise
@@ -366,12 +320,8 @@ class Node:
                 logger.exception("node %s: heartbeat failed", self.node_id)
                 self._resync = True
 
-    async def _refresh_groups(self) -> None:
-        for group in list(self._joined):
-            await self.layer.group_add(group, self.channel_name)
-
     async def resync(self) -> None:
-        """Write this node, its sessions, subscriptions and groups again.
+        """Write this node, its sessions and their subscriptions to the registry again.
 
         Called when the registry forgot the node (Redis restarted empty) or when a
         registry call failed meanwhile, so that entries written or removed during the
@@ -384,7 +334,6 @@ class Node:
         for consumer in list(self.sessions.values()):
             # The record carries the session's subscriptions: one round trip each.
             await self.presence.add_session(consumer.session_record())
-        await self._refresh_groups()
 
     async def sweep(self) -> list[SessionRecord]:
         """Remove the sessions of lost nodes, if this node holds the sweep lock.
@@ -402,21 +351,10 @@ class Node:
         lost = await self.presence.lost_nodes()
         if not lost:
             return removed
-        channels = {node.node_id: node.channel_name for node in await self.presence.nodes()}
         for node_id in lost:
+            # Once reaped, the node is out of routing too: sends ask the registry.
             sessions = await self.presence.reap_node(node_id)
-            channel = channels.get(node_id)
             logger.info("node %s lost: reaped %d sessions", node_id, len(sessions))
-            groups = set()
-            for record in sessions:
-                for sub in record.subscriptions:
-                    if sub.destination.startswith(settings.USER_PREFIX) and record.user_key:
-                        groups.add(user_group(record.user_key))
-                    else:
-                        groups.add(destination_group(sub.destination))
-            if channel:
-                for group in groups:
-                    await self.layer.group_discard(group, channel)
             for record in sessions:
                 await signals.fire(
                     signals.stomp_disconnected,
@@ -432,6 +370,16 @@ class Node:
 
 
 _nodes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Node] = weakref.WeakKeyDictionary()
+
+
+def current_node() -> Node | None:
+    """The started node of the running event loop, if any (None in a WSGI process)."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+    node = _nodes.get(loop)
+    return node if node is not None and node._started else None
 
 
 def get_node() -> Node:

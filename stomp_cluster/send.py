@@ -9,21 +9,25 @@ sync view under ASGI or WSGI alike::
     def notify(request):
         send_to_user("alice", "/queue/notify", {"text": "hello"})
 
-Routing (see :mod:`stomp_cluster.node`): a destination or a user reaches each node that
-has a matching subscription once, through a channel-layer group of node channels; a
-session is reached through the node channel of the node that holds it, found in the
-presence registry.
+Routing (see :mod:`stomp_cluster.node`): each call asks the presence registry, in one
+round trip, which nodes hold the recipients, then puts one message on each such node's
+channel, whatever the number of sockets there. A node that holds no recipient gets
+nothing.
 
 Each call returns a :class:`Delivery` saying how many sessions and nodes it reached
 according to the presence registry at the time of sending. Sending to nobody is not an
-error. Bodies may be ``str`` (sent as ``text/plain;charset=utf-8``), ``bytes`` (sent
-as-is) or anything JSON-serialisable (sent as ``application/json``).
+error; a node channel that is full is (:class:`DeliveryFailed`), never a silent drop.
+
+Bodies may be ``str`` (sent as ``text/plain;charset=utf-8``), ``bytes`` (sent as-is) or
+anything JSON-serialisable (sent as ``application/json``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -37,7 +41,6 @@ from django.core.serializers.json import DjangoJSONEncoder
 
 from stomp_cluster.conf import get_settings
 from stomp_cluster.exceptions import DeliveryFailed, PresenceUnavailable
-from stomp_cluster.routing_keys import destination_group, user_group
 from stomp_cluster.typing import Headers
 
 __all__ = [
@@ -141,22 +144,84 @@ def _layer() -> Any:
     return layer
 
 
-async def _count(call: Any) -> Delivery:
-    try:
-        by_node: dict[str, int] = await call
-    except PresenceUnavailable:
-        logger.warning("presence registry unavailable; delivery counts unknown")
-        return Delivery(sessions=None, nodes=None)
-    return Delivery(sessions=sum(by_node.values()), nodes=len(by_node))
+#: Seconds a sender trusts its copy of the node table (node id -> node channel).
+NODE_TABLE_TTL = 2.0
+
+_node_table: dict[str, tuple[float, dict[str, str]]] = {}
 
 
-async def _group_send(group: str, message: dict[str, Any]) -> None:
+async def _node_channels(presence: Any, *, refresh: bool = False) -> dict[str, str]:
+    # Node channels change only when a node starts, so senders cache the table briefly
+    # and refresh it when a node they must reach is missing from it.
+    key = str(id(presence))
+    cached = _node_table.get(key)
+    if cached is not None and not refresh and time.monotonic() - cached[0] < NODE_TABLE_TTL:
+        return cached[1]
+    table = {node.node_id: node.channel_name for node in await presence.nodes()}
+    _node_table[key] = (time.monotonic(), table)
+    return table
+
+
+async def _route(by_node: dict[str, int], message: dict[str, Any]) -> Delivery:
+    """Put *message* on the channel of each node in *by_node*; count what it reached.
+
+    Raises:
+        DeliveryFailed: a node channel was full or the layer failed, after the message
+            was handed to every other node.
+    """
+    from stomp_cluster.node import current_node, get_presence
+
+    if not by_node:
+        return Delivery(sessions=0, nodes=0)
+    presence = get_presence()
+    channels = await _node_channels(presence)
+    if any(node_id not in channels for node_id in by_node):
+        channels = await _node_channels(presence, refresh=True)
+    local = current_node()
+    layer = None
+    sends = []
+    targets = []
+    for node_id in by_node:
+        if local is not None and node_id == local.node_id:
+            # This process holds the recipients: skip the channel layer.
+            local.dispatch(message)
+            continue
+        channel = channels.get(node_id)
+        if channel is None:
+            continue  # the node left between the two registry reads
+        layer = layer or _layer()
+        sends.append(layer.send(channel, message))
+        targets.append(node_id)
+    failures = []
+    for node_id, result in zip(
+        targets, await asyncio.gather(*sends, return_exceptions=True), strict=True
+    ):
+        if isinstance(result, BaseException):
+            failures.append((node_id, result))
+    reached = {n: c for n, c in by_node.items() if n not in {f[0] for f in failures}}
+    if failures:
+        node_id, exc = failures[0]
+        reason = (
+            "its channel is full" if isinstance(exc, ChannelFull) else f"the layer failed: {exc!r}"
+        )
+        logger.warning(
+            "message to %s not delivered to %d node(s): %s",
+            message.get("destination"),
+            len(failures),
+            reason,
+        )
+        raise DeliveryFailed(
+            f"not delivered to node {node_id}: {reason}", reached=sum(reached.values())
+        ) from exc
+    return Delivery(sessions=sum(reached.values()), nodes=len(reached))
+
+
+async def _lookup(call: Any) -> dict[str, int]:
     try:
-        await _layer().group_send(group, message)
-    except DeliveryFailed:
-        raise
-    except Exception as exc:
-        raise DeliveryFailed(f"channel layer refused the message: {exc}") from exc
+        result: dict[str, int] = await call
+    except PresenceUnavailable as exc:
+        raise DeliveryFailed("presence registry unavailable: cannot route the message") from exc
+    return result
 
 
 async def asend_to_destination(
@@ -172,12 +237,17 @@ async def asend_to_destination(
     """
     from stomp_cluster.node import get_presence
 
+    if destination.startswith(get_settings().USER_PREFIX):
+        raise ValueError(f"{destination} is a user destination: use send_to_user()")
     payload, extra = encode_body(body, headers, content_type)
-    await _group_send(
-        destination_group(destination),
-        {"type": "stomp.publish", "destination": destination, "body": payload, "headers": extra},
-    )
-    return await _count(get_presence().destination_nodes(destination))
+    by_node = await _lookup(get_presence().destination_nodes(destination))
+    message = {
+        "type": "stomp.publish",
+        "destination": destination,
+        "body": payload,
+        "headers": extra,
+    }
+    return await _route(by_node, message)
 
 
 async def asend_to_user(
@@ -204,30 +274,25 @@ async def asend_to_user(
 
     key = await _user_key(user)
     payload, extra = encode_body(body, headers, content_type)
-    await _group_send(
-        user_group(key),
-        {
-            "type": "stomp.user",
-            "user": key,
-            "destination": user_destination(destination),
-            "body": payload,
-            "headers": extra,
-        },
-    )
-    return await _count(get_presence().user_nodes(key))
+    by_node = await _lookup(get_presence().user_nodes(key))
+    message = {
+        "type": "stomp.user",
+        "user": key,
+        "destination": user_destination(destination),
+        "body": payload,
+        "headers": extra,
+    }
+    return await _route(by_node, message)
 
 
-async def _node_channel(session_id: str) -> str | None:
+async def _session_node(session_id: str) -> dict[str, int]:
     from stomp_cluster.node import get_presence
 
-    presence = get_presence()
-    record = await presence.get_session(session_id)
-    if record is None:
-        return None
-    for node in await presence.nodes():
-        if node.node_id == record.node_id:
-            return node.channel_name
-    return None
+    try:
+        record = await get_presence().get_session(session_id)
+    except PresenceUnavailable as exc:
+        raise DeliveryFailed("presence registry unavailable: cannot locate the session") from exc
+    return {} if record is None else {record.node_id: 1}
 
 
 async def asend_to_session(
@@ -243,16 +308,10 @@ async def asend_to_session(
     when it has none to *destination* itself.
 
     Raises:
-        DeliveryFailed: the channel layer refused the message, or the registry cannot
-            be asked where the session is.
+        DeliveryFailed: the node channel was full or the layer failed, or the registry
+            cannot be asked where the session is.
     """
     payload, extra = encode_body(body, headers, content_type)
-    try:
-        channel = await _node_channel(session_id)
-    except PresenceUnavailable as exc:
-        raise DeliveryFailed("presence registry unavailable: cannot locate the session") from exc
-    if channel is None:
-        return Delivery(sessions=0, nodes=0)
     message = {
         "type": "stomp.session",
         "session": session_id,
@@ -260,15 +319,7 @@ async def asend_to_session(
         "body": payload,
         "headers": extra,
     }
-    try:
-        await _layer().send(channel, message)
-    except ChannelFull as exc:
-        raise DeliveryFailed(f"the node channel of session {session_id} is full") from exc
-    except DeliveryFailed:
-        raise
-    except Exception as exc:
-        raise DeliveryFailed(f"channel layer refused the message: {exc}") from exc
-    return Delivery(sessions=1, nodes=1)
+    return await _route(await _session_node(session_id), message)
 
 
 async def adisconnect_session(session_id: str, message: str = "disconnected by the server") -> bool:
@@ -276,15 +327,13 @@ async def adisconnect_session(session_id: str, message: str = "disconnected by t
 
     Returns:
         False when the registry knows no such session.
+
+    Raises:
+        DeliveryFailed: the registry or the channel layer is unavailable.
     """
-    try:
-        channel = await _node_channel(session_id)
-    except PresenceUnavailable as exc:
-        raise DeliveryFailed("presence registry unavailable: cannot locate the session") from exc
-    if channel is None:
-        return False
-    await _layer().send(channel, {"type": "stomp.kick", "session": session_id, "message": message})
-    return True
+    kick = {"type": "stomp.kick", "session": session_id, "message": message}
+    delivery = await _route(await _session_node(session_id), kick)
+    return bool(delivery.nodes)
 
 
 def send_to_destination(

@@ -7,6 +7,7 @@ Read from the environment, so that the same project runs as any node of a cluste
 * ``STOMP_NODE_ID``: this node's id (default ``<hostname>-<pid>``).
 * ``STOMP_NODE_TTL``: node heartbeat TTL in seconds (default 10).
 * ``DATABASE_PATH``: the SQLite file (default ``db.sqlite3`` next to ``manage.py``).
+* ``STOMP_CHANNEL_LAYER=pubsub``: channels_redis's pub/sub layer instead of the core one.
 """
 
 from __future__ import annotations
@@ -88,7 +89,19 @@ LOGIN_REDIRECT_URL = "/"
 
 REDIS_URL = os.environ.get("REDIS_URL", "")
 
-if REDIS_URL:
+if REDIS_URL and os.environ.get("STOMP_CHANNEL_LAYER") == "pubsub":
+    # channels_redis's pub/sub layer: nothing queues in Redis, so a node channel never
+    # fills there (it queues in the receiving process instead; see docs/topics/delivery).
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+            "CONFIG": {
+                "hosts": [{"address": REDIS_URL, "socket_timeout": 10, "max_connections": 500}],
+                "prefix": "stomp_demo",
+            },
+        }
+    }
+elif REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
@@ -103,10 +116,13 @@ if REDIS_URL:
             },
         }
     }
-    PRESENCE_BACKEND = "stomp_cluster.presence.redis.RedisPresence"
-    PRESENCE_OPTIONS = {"hosts": [REDIS_URL]}
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+if REDIS_URL:
+    PRESENCE_BACKEND = "stomp_cluster.presence.redis.RedisPresence"
+    PRESENCE_OPTIONS: dict[str, object] = {"hosts": [REDIS_URL]}
+else:
     PRESENCE_BACKEND = "stomp_cluster.presence.memory.MemoryPresence"
     PRESENCE_OPTIONS = {}
 

@@ -10,15 +10,27 @@ def test_top_level_names():
     assert sorted(stomp_cluster.__all__) == [
         "Delivery",
         "adisconnect_session",
+        "ais_online",
+        "anodes",
         "asend_to_destination",
         "asend_to_session",
         "asend_to_user",
+        "asessions",
+        "asessions_of",
+        "asubscriber_count",
+        "asubscribers",
         "connection_token",
         "disconnect_session",
+        "is_online",
         "message_mapping",
+        "nodes",
         "send_to_destination",
         "send_to_session",
         "send_to_user",
+        "sessions",
+        "sessions_of",
+        "subscriber_count",
+        "subscribers",
     ]
     for name in stomp_cluster.__all__:
         assert getattr(stomp_cluster, name) is not None

@@ -259,3 +259,23 @@ def test_thousand_sessions_are_listed_and_counted_through_pagination(
         loop.run_until_complete(close(sockets))
     finally:
         loop.close()
+
+
+def test_pubsub_channel_layer_routes_across_nodes(cluster, tokens):
+    a, b = cluster(2, env={"STOMP_CHANNEL_LAYER": "pubsub"})
+    topic = f"/topic/{unique()}"
+    subscriber = connected(b, "bob", tokens)
+    subscriber.subscribe(topic)
+    subscriber.subscribe("/user/queue/notify")
+    sender = connected(a, "alice", tokens)
+    sender.send(topic, "over pub/sub", receipt=True)
+    assert subscriber.wait_for_message().body == "over pub/sub"
+    result = (
+        DjangoSession(a.http_url)
+        .login("carol")
+        .post_json("/notify/", {"to": "bob", "text": "pub/sub notify"})
+    )
+    assert result == {"sessions": 1, "nodes": 1}
+    assert json.loads(subscriber.wait_for_message(lambda m: "notify" in m.body).body)["text"] == (
+        "pub/sub notify"
+    )

@@ -1,0 +1,127 @@
+"""The send helpers: routing by the registry, what they return, and what they refuse."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from channels.layers import get_channel_layer
+from django.test import override_settings
+
+from stomp_cluster import asend_to_destination, asend_to_session, asend_to_user, send_to_user
+from stomp_cluster.exceptions import DeliveryFailed
+from stomp_cluster.node import get_presence
+from stomp_cluster.presence.base import NodeRecord, SessionRecord, SubscriptionRecord
+from stomp_cluster.send import encode_body
+
+SMALL_LAYER = {
+    "default": {"BACKEND": "channels.layers.InMemoryChannelLayer", "CONFIG": {"capacity": 2}}
+}
+
+
+async def remote_node(
+    node_id: str, channel: str, *, user: str | None = None, destination: str = "/topic/x"
+):
+    """Register, in this process's registry, a session held by another (fake) node."""
+    presence = get_presence()
+    now = time.time()
+    await presence.register_node(NodeRecord(node_id, channel, now, now, 0, True), 30)
+    session = f"{node_id}-session"
+    await presence.add_session(
+        SessionRecord(
+            session, node_id, channel, user, user or "", "127.0.0.1", "test", "1.2", now, now
+        )
+    )
+    await presence.add_subscription(session, node_id, SubscriptionRecord("0", destination, "auto"))
+    return session
+
+
+async def test_destination_send_puts_one_message_on_each_holding_node():
+    await remote_node("far-1", "specific.far1!a")
+    await remote_node("far-2", "specific.far2!b")
+    delivery = await asend_to_destination("/topic/x", {"n": 1})
+    assert (delivery.sessions, delivery.nodes) == (2, 2)
+    layer = get_channel_layer()
+    for channel in ("specific.far1!a", "specific.far2!b"):
+        message = await layer.receive(channel)
+        assert message["type"] == "stomp.publish"
+        assert message["destination"] == "/topic/x"
+        assert message["body"] == b'{"n":1}'
+        assert ("content-type", "application/json") in message["headers"]
+
+
+async def test_nobody_subscribed_is_not_an_error():
+    delivery = await asend_to_destination("/topic/empty", "hello")
+    assert (delivery.sessions, delivery.nodes) == (0, 0)
+    assert not delivery
+
+
+async def test_user_send_reaches_only_nodes_holding_that_user():
+    await remote_node("far-1", "specific.far1!a", user="alice", destination="/user/queue/n")
+    await remote_node("far-2", "specific.far2!b", user="bob", destination="/user/queue/n")
+    delivery = await asend_to_user("alice", "/queue/n", "hi")
+    assert (delivery.sessions, delivery.nodes) == (1, 1)
+    message = await get_channel_layer().receive("specific.far1!a")
+    assert message == {
+        "type": "stomp.user",
+        "user": "alice",
+        "destination": "/user/queue/n",
+        "body": b"hi",
+        "headers": (("content-type", "text/plain;charset=utf-8"),),
+    }
+
+
+async def test_session_send_goes_to_the_node_holding_it():
+    session = await remote_node("far-3", "specific.far3!c")
+    delivery = await asend_to_session(session, "/queue/direct", b"\x00raw")
+    assert (delivery.sessions, delivery.nodes) == (1, 1)
+    message = await get_channel_layer().receive("specific.far3!c")
+    assert message["session"] == session and message["body"] == b"\x00raw"
+
+
+@override_settings(CHANNEL_LAYERS=SMALL_LAYER)
+async def test_full_node_channel_raises_delivery_failed_instead_of_dropping():
+    await remote_node("slow", "specific.slow!s")
+    await remote_node("fast", "specific.fast!f")
+    layer = get_channel_layer()
+    for _ in range(2):  # capacity 2: fill the slow node's channel
+        await layer.send("specific.slow!s", {"type": "stomp.publish"})
+    with pytest.raises(
+        DeliveryFailed, match="not delivered to node slow: its channel is full"
+    ) as info:
+        await asend_to_destination("/topic/x", "one")
+    assert info.value.reached == 1  # the fast node still got it
+    assert (await layer.receive("specific.fast!f"))["body"] == b"one"
+
+
+async def test_user_destinations_cannot_be_broadcast():
+    with pytest.raises(ValueError, match="use send_to_user"):
+        await asend_to_destination("/user/queue/echo", "everyone?")
+
+
+@pytest.mark.django_db
+def test_sync_twin_works_from_sync_code():
+    delivery = send_to_user("nobody", "/queue/n", "x")
+    assert (delivery.sessions, delivery.nodes) == (0, 0)
+
+
+@pytest.mark.django_db
+def test_unknown_pk_is_a_lookup_error():
+    with pytest.raises(LookupError, match="no user with pk 999"):
+        send_to_user(999, "/queue/n", "x")
+
+
+def test_encode_body_types_and_reserved_headers():
+    assert encode_body("é", None, None) == (
+        "é".encode(),
+        (("content-type", "text/plain;charset=utf-8"),),
+    )
+    assert encode_body(b"\x00", None, None) == (b"\x00", ())
+    assert encode_body([1], {"x": "1"}, None) == (
+        b"[1]",
+        (("x", "1"), ("content-type", "application/json")),
+    )
+    payload, headers = encode_body("b", {"destination": "/evil", "message-id": "1"}, "text/csv")
+    assert headers == (("content-type", "text/csv"),)
+    with pytest.raises(TypeError):
+        encode_body(object(), None, None)
