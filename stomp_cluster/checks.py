@@ -10,12 +10,14 @@ in ``docs/reference/checks.rst``:
 * ``stomp_cluster.E005`` ``PERMISSION_HOOK`` cannot be imported or is not callable.
 * ``stomp_cluster.E006`` no channel layer under the configured ``CHANNEL_LAYER`` name.
 * ``stomp_cluster.E007`` ``NODE_HEARTBEAT_INTERVAL`` is not shorter than ``NODE_TTL``.
+* ``stomp_cluster.E008`` ``HISTORY_BACKEND`` cannot be imported.
 * ``stomp_cluster.W001`` the in-memory channel layer with a shared presence backend
   (several nodes expected, but they could not reach each other), or the reverse.
 * ``stomp_cluster.W002`` a channels_redis layer left at its default capacity of 100,
   which drops messages silently under load.
 * ``stomp_cluster.W003`` a channels_redis host given without ``socket_timeout``:
   redis-py's default (5 s) equals the layer's blocking read, so receives time out.
+* ``stomp_cluster.W004`` an in-memory history with a shared presence registry.
 """
 
 from __future__ import annotations
@@ -81,6 +83,17 @@ _VALIDATORS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "HANDLER_MODULE": (lambda v: isinstance(v, str) and bool(v), "a module name"),
     "PRESENCE_BACKEND": (lambda v: isinstance(v, str) and "." in v, "a dotted path to a class"),
     "PRESENCE_OPTIONS": (lambda v: isinstance(v, dict), "a dict of keyword arguments"),
+    "HISTORY_BACKEND": (
+        lambda v: v is None or (isinstance(v, str) and "." in v),
+        "a dotted path to a history backend class, or None for no history",
+    ),
+    "HISTORY_OPTIONS": (lambda v: isinstance(v, dict), "a dict of keyword arguments"),
+    "HISTORY_MAX_LENGTH": (_is_int(1), "a positive whole number of messages"),
+    "HISTORY_MAX_AGE": (_is_number, "a positive number of seconds"),
+    "HISTORY_TOPICS": (
+        lambda v: isinstance(v, list | tuple) and all(isinstance(p, str) for p in v),
+        "a list of fnmatch patterns such as '/topic/news.*'",
+    ),
     "NODE_TTL": (_is_number, "a positive number of seconds"),
     "NODE_HEARTBEAT_INTERVAL": (
         lambda v: v is None or _is_number(v),
@@ -140,6 +153,19 @@ def validate_settings(value: Any) -> list[tuple[str, str, str]]:
                 "stomp_cluster.E004",
             )
         )
+    history = merged["HISTORY_BACKEND"]
+    if history is not None:
+        try:
+            import_string(history)
+        except ImportError as exc:
+            errors.append(
+                (
+                    f"HISTORY_BACKEND {history!r} cannot be imported: {exc}.",
+                    "Use 'stomp_cluster.history.memory.MemoryHistory' (one node), "
+                    "'stomp_cluster.history.redis.RedisHistory' (a cluster), or None.",
+                    "stomp_cluster.E008",
+                )
+            )
     hook = merged["PERMISSION_HOOK"]
     if hook is not None:
         try:
@@ -209,6 +235,17 @@ def check_channel_layer(
                 hint="Use RedisChannelLayer with RedisPresence for a cluster, or "
                 "InMemoryChannelLayer with MemoryPresence for a single node.",
                 id="stomp_cluster.W001",
+            )
+        )
+    history = merged["HISTORY_BACKEND"]
+    if history is not None and history.endswith("MemoryHistory") and not memory_presence:
+        messages.append(
+            Warning(
+                "HISTORY_BACKEND keeps each node's history in its own memory while the "
+                "presence registry is shared: a client that reconnects to another node "
+                "cannot recover what it missed.",
+                hint="Use 'stomp_cluster.history.redis.RedisHistory' in a cluster.",
+                id="stomp_cluster.W004",
             )
         )
     if backend.startswith("channels_redis.core."):

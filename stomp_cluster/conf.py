@@ -66,6 +66,15 @@ DEFAULTS: dict[str, Any] = {
     # Presence registry backend (dotted path) and its keyword options.
     "PRESENCE_BACKEND": "stomp_cluster.presence.memory.MemoryPresence",
     "PRESENCE_OPTIONS": {},
+    # Message history (recovery across reconnects, offline delivery): a dotted path to a
+    # history backend, or None to keep no history (at-most-once delivery).
+    "HISTORY_BACKEND": "stomp_cluster.history.memory.MemoryHistory",
+    "HISTORY_OPTIONS": {},
+    # Bounds of each user's (and each recorded topic's) history: entries, and seconds.
+    "HISTORY_MAX_LENGTH": 1000,
+    "HISTORY_MAX_AGE": 86400.0,
+    # fnmatch patterns of broker destinations that get a history too, e.g. "/topic/news.*".
+    "HISTORY_TOPICS": (),
     # Node liveness: a node's heartbeat key lives NODE_TTL seconds and is refreshed
     # every NODE_HEARTBEAT_INTERVAL seconds (None means NODE_TTL / 3).
     "NODE_TTL": 10.0,
@@ -108,6 +117,11 @@ class StompSettings:
     HANDLER_MODULE: str
     PRESENCE_BACKEND: str
     PRESENCE_OPTIONS: dict[str, Any]
+    HISTORY_BACKEND: str | None
+    HISTORY_OPTIONS: dict[str, Any]
+    HISTORY_MAX_LENGTH: int
+    HISTORY_MAX_AGE: float
+    HISTORY_TOPICS: tuple[str, ...]
     NODE_TTL: float
     NODE_HEARTBEAT_INTERVAL: float
     CHANNEL_LAYER: str
@@ -137,7 +151,9 @@ def get_settings() -> StompSettings:
         merged["NODE_ID"] = _default_node_id()
     if merged["NODE_HEARTBEAT_INTERVAL"] is None:
         merged["NODE_HEARTBEAT_INTERVAL"] = float(merged["NODE_TTL"]) / 3
-    for key in ("BROKER_PREFIXES", "APP_PREFIXES"):
+    merged["HISTORY_OPTIONS"] = dict(merged["HISTORY_OPTIONS"])
+    merged["HISTORY_MAX_AGE"] = float(merged["HISTORY_MAX_AGE"])
+    for key in ("BROKER_PREFIXES", "APP_PREFIXES", "HISTORY_TOPICS"):
         merged[key] = tuple(merged[key])
     if merged["ALLOWED_ORIGINS"] is not None:
         merged["ALLOWED_ORIGINS"] = tuple(merged["ALLOWED_ORIGINS"])

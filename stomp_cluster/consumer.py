@@ -46,6 +46,7 @@ from stomp_cluster.protocol import (
     UnsubscribeRequested,
     Version,
 )
+from stomp_cluster.recovery import RECOVERED_HEADER, RESUME_HEADER, RecoveryState
 from stomp_cluster.typing import Headers
 
 __all__ = ["StompConsumer"]
@@ -59,6 +60,11 @@ CONNECT_TIMEOUT = 30.0
 CLOSE_POLICY = 1008
 
 _SUBPROTOCOLS = {v.subprotocol: v for v in Version}
+
+
+def sub_header(sub: Subscription, name: str) -> str | None:
+    """The first value of header *name* on the SUBSCRIBE frame of *sub*."""
+    return next((value for key, value in sub.headers if key == name), None)
 
 
 def _header(scope: dict[str, Any], name: bytes) -> str:
@@ -98,6 +104,9 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
         # Only subscriptions that passed our checks are here, unlike the protocol's.
         self._subs_by_destination: dict[str, list[str]] = {}
         self._routed: dict[str, Subscription] = {}
+        self._recovery = RecoveryState()
+        self._resume_from: str | None = None
+        self._receipt_headers: Headers = ()
         if not self._origin_allowed():
             logger.info("x refused WebSocket from origin %r", _header(self.scope, b"origin"))
             await self.send({"type": "websocket.close", "code": 4003})
@@ -206,7 +215,8 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
                 # drops it. Redelivery after NACK is not implemented yet.
                 pass
             case ReceiptRequested():
-                self.connection.send_receipt(event.receipt_id)
+                self.connection.send_receipt(event.receipt_id, headers=self._receipt_headers)
+                self._receipt_headers = ()
             case DisconnectRequested():
                 self._disconnect_reason = "client"
             case ProtocolFailed():
@@ -234,6 +244,7 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
             self.user_key = self.username
         self.session_id = uuid.uuid4().hex
         self.connected_at = time.time()
+        self._resume_from = event.frame.get(RESUME_HEADER)
         self.connection.accept_connect(
             session=self.session_id, server=f"stomp_cluster/{__version__}"
         )
@@ -356,6 +367,9 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
         if not await check_permission(self.user, "subscribe", destination):
             self._refuse(f"permission denied: cannot subscribe to {destination}")
             return
+        history_key = self._history_key(destination)
+        if history_key is not None:
+            self._recovery.begin(str(sub.id))  # hold live messages back until recovered
         self._subs_by_destination.setdefault(destination, []).append(str(sub.id))
         self._routed[str(sub.id)] = sub
         self.node.subscribe(self, destination)
@@ -367,10 +381,74 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
             consumer=self,
             **self._signal_kwargs(),
         )
+        if history_key is not None:
+            resume = sub_header(sub, RESUME_HEADER) or self._resume_from
+            await self._recover(str(sub.id), history_key, destination, resume)
+
+    def _history_key(self, destination: str) -> str | None:
+        from stomp_cluster.node import get_history
+        from stomp_cluster.send import topic_history_key
+
+        if get_history() is None:
+            return None
+        if destination.startswith(self.settings.USER_PREFIX):
+            return self.user_key
+        return topic_history_key(destination)
+
+    async def _recover(self, sub_id: str, key: str, destination: str, resume: str | None) -> None:
+        """Deliver what the subscription missed, then the live messages held back.
+
+        See :mod:`stomp_cluster.recovery` for why this has neither gaps nor duplicates.
+        """
+        from stomp_cluster.exceptions import PresenceUnavailable
+        from stomp_cluster.history.base import is_valid_id, previous_id
+        from stomp_cluster.node import get_history
+
+        history = get_history()
+        assert history is not None
+        self._recovery.track(sub_id)
+        after = None
+        try:
+            if resume is not None and not is_valid_id(resume):
+                self._refuse(f"{RESUME_HEADER} must be a message-id such as 1700000000000-0")
+                return
+            if destination.startswith(self.settings.USER_PREFIX):
+                # Sent while the user had no live session at all: due now, unless the
+                # client resumes from its own id (which covers them too).
+                pending = await history.take_pending(key, destination)
+                if resume is None and pending is not None:
+                    after = previous_id(pending)
+            if resume is not None:
+                after = resume
+            complete = True
+            if after is not None:
+                page = await history.read(key, after, destination=destination)
+                complete = page.complete
+                extra: Headers = () if complete else ((RECOVERED_HEADER, "false"),)
+                for entry in page.entries:
+                    self.connection.send_message(
+                        sub_id,  # type: ignore[arg-type]
+                        entry.body,
+                        headers=entry.headers + extra,
+                        message_id=entry.id,
+                    )
+                    self._recovery.delivered(sub_id, entry.id)
+                    extra = ()
+                if resume is not None:
+                    self._receipt_headers = ((RECOVERED_HEADER, "true" if complete else "false"),)
+        except PresenceUnavailable:
+            logger.warning("history unavailable: session %s recovers nothing", self.session_id)
+            if resume is not None:
+                self._receipt_headers = ((RECOVERED_HEADER, "false"),)
+        finally:
+            for message_id, body, headers in self._recovery.finish(sub_id):
+                self.connection.send_message(sub_id, body, headers=headers, message_id=message_id)  # type: ignore[arg-type]
+                self._recovery.delivered(sub_id, message_id)
 
     async def _on_unsubscribe(self, sub: Subscription) -> None:
         if self._routed.pop(str(sub.id), None) is None:
             return  # refused at SUBSCRIBE time: never routed
+        self._recovery.forget(str(sub.id))
         destination = str(sub.destination)
         ids = self._subs_by_destination.get(destination, [])
         if str(sub.id) in ids:
@@ -423,10 +501,14 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
             ),
         )
 
-    def deliver(self, destination: str, body: bytes, headers: Headers) -> int:
+    def deliver(
+        self, destination: str, body: bytes, headers: Headers, message_id: str | None = None
+    ) -> int:
         """Queue a MESSAGE on each subscription of this session to *destination*.
 
-        Called by the node from the event loop; never waits on the socket.
+        Called by the node from the event loop; never waits on the socket. A
+        *message_id* from a history is used as the MESSAGE's ``message-id``, and
+        orders it against recovered messages (see :mod:`stomp_cluster.recovery`).
 
         Returns:
             How many subscriptions it was queued on.
@@ -436,7 +518,15 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
         ids = self._subs_by_destination.get(destination, ())
         count = 0
         for sub_id in tuple(ids):
-            if self.connection.send_message(sub_id, body, headers=headers) is not None:  # type: ignore[arg-type]
+            if not self._recovery.admit(sub_id, message_id, body, headers):
+                continue
+            sent = self.connection.send_message(
+                sub_id,  # type: ignore[arg-type]
+                body,
+                headers=headers,
+                message_id=message_id,
+            )
+            if sent is not None:
                 count += 1
         if count or self.connection.close_expected:
             self._schedule_flush()

@@ -53,9 +53,10 @@ from stomp_cluster.exceptions import PresenceUnavailable
 
 if TYPE_CHECKING:
     from stomp_cluster.consumer import StompConsumer
+    from stomp_cluster.history.base import HistoryBackend
     from stomp_cluster.presence.base import PresenceBackend, SessionRecord
 
-__all__ = ["Node", "current_node", "get_node", "get_presence"]
+__all__ = ["Node", "current_node", "get_history", "get_node", "get_presence"]
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +75,28 @@ def get_presence() -> PresenceBackend:
     if backend is None:
         cls = import_string(settings.PRESENCE_BACKEND)
         backend = _presence[key] = cls(**settings.PRESENCE_OPTIONS)
+    return backend
+
+
+_history: dict[str, HistoryBackend] = {}
+
+
+def get_history() -> HistoryBackend | None:
+    """Return this process's message history backend, or None when history is off."""
+    from django.utils.module_loading import import_string
+
+    settings = get_settings()
+    if settings.HISTORY_BACKEND is None:
+        return None
+    key = f"{settings.HISTORY_BACKEND}:{sorted(settings.HISTORY_OPTIONS.items())!r}"
+    backend = _history.get(key)
+    if backend is None:
+        cls = import_string(settings.HISTORY_BACKEND)
+        backend = _history[key] = cls(
+            max_length=settings.HISTORY_MAX_LENGTH,
+            max_age=settings.HISTORY_MAX_AGE,
+            **settings.HISTORY_OPTIONS,
+        )
     return backend
 
 
@@ -279,13 +302,16 @@ class Node:
         destination = message.get("destination", "")
         body: bytes = message.get("body", b"")
         headers = tuple((str(k), str(v)) for k, v in message.get("headers", ()))
+        message_id: str | None = message.get("id")
         if kind == "stomp.publish":
             targets: Iterable[StompConsumer] = tuple(self._topic_sessions.get(destination, ()))
         elif kind == "stomp.user":
             targets = tuple(self._user_sessions.get(message["user"], ()))
         elif kind == "stomp.session":
             consumer = self.sessions.get(message["session"])
-            return consumer.deliver_session(destination, body, headers) if consumer else 0
+            if consumer is None:
+                return 0
+            return consumer.deliver_session(destination, body, headers)
         elif kind == "stomp.kick":
             consumer = self.sessions.get(message["session"])
             if consumer is not None:
@@ -295,7 +321,7 @@ class Node:
         else:
             logger.warning("node %s: unknown message type %r", self.node_id, kind)
             return 0
-        return sum(consumer.deliver(destination, body, headers) for consumer in targets)
+        return sum(consumer.deliver(destination, body, headers, message_id) for consumer in targets)
 
     # -- heartbeat, resync and sweeping ------------------------------------------
 

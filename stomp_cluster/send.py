@@ -241,12 +241,15 @@ async def asend_to_destination(
         raise ValueError(f"{destination} is a user destination: use send_to_user()")
     payload, extra = encode_body(body, headers, content_type)
     by_node = await _lookup(get_presence().destination_nodes(destination))
-    message = {
+    message: dict[str, Any] = {
         "type": "stomp.publish",
         "destination": destination,
         "body": payload,
         "headers": extra,
     }
+    key = topic_history_key(destination)
+    if key is not None:
+        message["id"] = await _append(key, destination, payload, extra, pending=False)
     return await _route(by_node, message)
 
 
@@ -256,6 +259,8 @@ async def asend_to_user(
     body: Any,
     headers: Mapping[str, str] | None = None,
     content_type: str | None = None,
+    *,
+    live_only: bool = False,
 ) -> Delivery:
     """Send to every session of *user*, on every node, that subscribes to *destination*.
 
@@ -263,26 +268,64 @@ async def asend_to_user(
     prefix (``/queue/notify``) and reaches the user's subscriptions to
     ``/user/queue/notify``; the full ``/user/queue/notify`` form is accepted too.
 
+    The message is appended to the user's history first (unless *live_only* or
+    ``HISTORY_BACKEND`` is None): its history id is the MESSAGE ``message-id``, a client
+    that reconnects with ``x-resume-from`` recovers it, and if the user has no live
+    session it is delivered on the user's next subscription to *destination*.
+
     Args:
         user: a user object, a primary key (int) or a username (str).
+        live_only: deliver to live sessions only; keep no history of it.
 
     Raises:
         DeliveryFailed: the channel layer refused or could not take the message.
         LookupError: *user* is a pk that matches no user.
     """
-    from stomp_cluster.node import get_presence
+    from stomp_cluster.node import get_history, get_presence
 
     key = await _user_key(user)
     payload, extra = encode_body(body, headers, content_type)
+    full = user_destination(destination)
     by_node = await _lookup(get_presence().user_nodes(key))
-    message = {
+    message: dict[str, Any] = {
         "type": "stomp.user",
         "user": key,
-        "destination": user_destination(destination),
+        "destination": full,
         "body": payload,
         "headers": extra,
     }
+    if not live_only and get_history() is not None:
+        # History first: a client that reconnects after this point recovers the
+        # message from its id even if routing below misses its new node.
+        message["id"] = await _append(key, full, payload, extra, pending=not by_node)
     return await _route(by_node, message)
+
+
+def topic_history_key(destination: str) -> str | None:
+    """The history key of a broker destination listed in ``HISTORY_TOPICS``, else None.
+
+    Topic histories share the user histories' store under keys no username can take
+    (Django usernames cannot contain NUL).
+    """
+    import fnmatch
+
+    patterns = get_settings().HISTORY_TOPICS
+    if patterns and any(fnmatch.fnmatchcase(destination, p) for p in patterns):
+        return "\x00topic\x00" + destination
+    return None
+
+
+async def _append(
+    key: str, destination: str, payload: bytes, extra: Headers, *, pending: bool
+) -> str:
+    from stomp_cluster.node import get_history
+
+    history = get_history()
+    assert history is not None
+    try:
+        return await history.append(key, destination, payload, extra, pending=pending)
+    except PresenceUnavailable as exc:
+        raise DeliveryFailed("message history unavailable: the message was not sent") from exc
 
 
 async def _session_node(session_id: str) -> dict[str, int]:
@@ -353,9 +396,13 @@ def send_to_user(
     body: Any,
     headers: Mapping[str, str] | None = None,
     content_type: str | None = None,
+    *,
+    live_only: bool = False,
 ) -> Delivery:
     """Sync twin of :func:`asend_to_user`."""
-    result: Delivery = async_to_sync(asend_to_user)(user, destination, body, headers, content_type)
+    result: Delivery = async_to_sync(asend_to_user)(
+        user, destination, body, headers, content_type, live_only=live_only
+    )
     return result
 
 

@@ -8,6 +8,7 @@ Read from the environment, so that the same project runs as any node of a cluste
 * ``STOMP_NODE_TTL``: node heartbeat TTL in seconds (default 10).
 * ``DATABASE_PATH``: the SQLite file (default ``db.sqlite3`` next to ``manage.py``).
 * ``STOMP_CHANNEL_LAYER=pubsub``: channels_redis's pub/sub layer instead of the core one.
+* ``STOMP_HISTORY_MAX_LENGTH``: messages kept per user for recovery (default 1000).
 """
 
 from __future__ import annotations
@@ -122,15 +123,22 @@ else:
 if REDIS_URL:
     PRESENCE_BACKEND = "stomp_cluster.presence.redis.RedisPresence"
     PRESENCE_OPTIONS: dict[str, object] = {"hosts": [REDIS_URL]}
+    HISTORY_BACKEND = "stomp_cluster.history.redis.RedisHistory"
+    HISTORY_OPTIONS: dict[str, object] = {"hosts": [REDIS_URL]}
 else:
     PRESENCE_BACKEND = "stomp_cluster.presence.memory.MemoryPresence"
     PRESENCE_OPTIONS = {}
+    HISTORY_BACKEND = "stomp_cluster.history.memory.MemoryHistory"
+    HISTORY_OPTIONS = {}
 
 STOMP_CLUSTER = {
     "NODE_ID": os.environ.get("STOMP_NODE_ID") or None,
     "NODE_TTL": float(os.environ.get("STOMP_NODE_TTL", "10")),
     "PRESENCE_BACKEND": PRESENCE_BACKEND,
     "PRESENCE_OPTIONS": PRESENCE_OPTIONS,
+    "HISTORY_BACKEND": HISTORY_BACKEND,
+    "HISTORY_OPTIONS": HISTORY_OPTIONS,
+    "HISTORY_MAX_LENGTH": int(os.environ.get("STOMP_HISTORY_MAX_LENGTH", "1000")),
     # The demo lets scripts log in with a password; tokens are the scalable way.
     "PASSWORD_LOGIN": True,
 }

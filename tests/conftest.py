@@ -14,9 +14,11 @@ def _fresh_cluster_state():
     """Each test gets a fresh channel layer, presence backend and node."""
     channel_layers.backends.clear()
     node_module._presence.clear()
+    node_module._history.clear()
     yield
     channel_layers.backends.clear()
     node_module._presence.clear()
+    node_module._history.clear()
 
 
 @pytest.fixture

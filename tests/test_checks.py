@@ -116,9 +116,34 @@ def test_settings_merge_over_defaults_and_follow_override_settings():
             "CONFIG": {"hosts": ["redis://127.0.0.1:1/0"], "capacity": 10_000},
         }
     },
-    STOMP_CLUSTER={"PRESENCE_BACKEND": "stomp_cluster.presence.redis.RedisPresence"},
+    STOMP_CLUSTER={
+        "PRESENCE_BACKEND": "stomp_cluster.presence.redis.RedisPresence",
+        "HISTORY_BACKEND": "stomp_cluster.history.redis.RedisHistory",
+    },
 )
 def test_redis_host_without_socket_timeout_warns():
     [warning] = check_channel_layer()
     assert warning.id == "stomp_cluster.W003"
     assert "socket_timeout" in warning.hint
+
+
+@override_settings(STOMP_CLUSTER={"HISTORY_BACKEND": "nowhere.History"})
+def test_history_backend_not_importable():
+    [error] = check_settings()
+    assert error.id == "stomp_cluster.E008"
+    assert error.hint.startswith("Use 'stomp_cluster.history.memory.MemoryHistory' (one node)")
+
+
+@override_settings(
+    CHANNEL_LAYERS={
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [{"address": "redis://x", "socket_timeout": 10}], "capacity": 10},
+        }
+    },
+    STOMP_CLUSTER={"PRESENCE_BACKEND": "stomp_cluster.presence.redis.RedisPresence"},
+)
+def test_memory_history_in_a_cluster_warns():
+    [warning] = check_channel_layer()
+    assert warning.id == "stomp_cluster.W004"
+    assert warning.hint == "Use 'stomp_cluster.history.redis.RedisHistory' in a cluster."

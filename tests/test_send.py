@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
@@ -62,6 +63,8 @@ async def test_user_send_reaches_only_nodes_holding_that_user():
     delivery = await asend_to_user("alice", "/queue/n", "hi")
     assert (delivery.sessions, delivery.nodes) == (1, 1)
     message = await get_channel_layer().receive("specific.far1!a")
+    # The history id travels with the message and becomes its message-id.
+    assert re.fullmatch(r"\d+-\d+", message.pop("id"))
     assert message == {
         "type": "stomp.user",
         "user": "alice",

@@ -505,7 +505,7 @@ class StompConnection:
         self._queue(Frame(Command.MESSAGE, tuple(message_headers), body))
         return message_id
 
-    def send_receipt(self, receipt_id: str) -> None:
+    def send_receipt(self, receipt_id: str, *, headers: Headers = ()) -> None:
         """Queue a RECEIPT, then call :meth:`data_to_send`.
 
         Call it for each :class:`ReceiptRequested`, after handling the events before it.
@@ -513,6 +513,8 @@ class StompConnection:
 
         Args:
             receipt_id: the ``receipt_id`` of the event.
+            headers: extra headers, such as the outcome of a recovery
+                (``x-recovered``); a ``receipt-id`` among them is ignored.
 
         Raises:
             InvalidState: before :meth:`accept_connect`.
@@ -521,7 +523,8 @@ class StompConnection:
             raise InvalidState(f"send_receipt() in state {self.state.name}")
         # "A RECEIPT frame MUST include the header receipt-id, where the value is the
         # value of the receipt header in the frame which this is a receipt for."
-        self._queue(Frame(Command.RECEIPT, (("receipt-id", receipt_id),)))
+        extra = tuple((k, v) for k, v in headers if k != "receipt-id")
+        self._queue(Frame(Command.RECEIPT, (("receipt-id", receipt_id), *extra)))
 
     def send_error(
         self,

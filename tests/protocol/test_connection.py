@@ -888,6 +888,12 @@ def test_send_receipt():
     assert_frames_sent(conn, b"RECEIPT\nreceipt-id:message-12345\n\n\x00")
 
 
+def test_send_receipt_with_extra_headers_keeps_its_own_receipt_id():
+    conn = connected()
+    conn.send_receipt("9", headers=(("receipt-id", "forged"), ("x-recovered", "false")))
+    assert_frames_sent(conn, b"RECEIPT\nreceipt-id:9\nx-recovered:false\n\n\x00")
+
+
 # DISCONNECT.
 
 

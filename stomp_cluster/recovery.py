@@ -1,0 +1,105 @@
+"""Recovery of missed messages when a client subscribes again.
+
+Theory of operation
+-------------------
+Messages sent to a user (and to broker destinations listed in ``HISTORY_TOPICS``) are
+appended to a history before they are routed (:mod:`stomp_cluster.send`); the history
+id is the MESSAGE ``message-id``, and ids only grow. A client that reconnects, to any
+node, subscribes with ``x-resume-from: <the last message-id it saw>`` (or sends that
+header on CONNECT for all its subscriptions). We then:
+
+1. mark the subscription *recovering* before it is routed, so that live messages that
+   arrive meanwhile are held back rather than delivered ahead of older ones;
+2. route the subscription (node table, registry), so nothing sent from now on is missed;
+3. read the history after the client's id and deliver it, oldest first;
+4. release the held-back live messages whose id is newer than the last one delivered,
+   and from then on drop any message whose id is not newer than the last delivered one.
+
+Steps 2–4 make the switch from history to live without a gap (anything sent after step 2
+is either in the history read or held back) and without a duplicate (ids are compared).
+
+A subscription to a user destination without ``x-resume-from`` still gets the messages
+sent while the user had no live session at all (``send_to_user`` marks them pending).
+
+When the history no longer reaches back to the client's id (trimmed by
+``HISTORY_MAX_LENGTH`` or ``HISTORY_MAX_AGE``), the SUBSCRIBE's RECEIPT and the first
+recovered MESSAGE carry ``x-recovered: false``: the client should reload its state.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from stomp_cluster.typing import Headers
+
+__all__ = ["RESUME_HEADER", "RECOVERED_HEADER", "RecoveryState"]
+
+logger = logging.getLogger(__name__)
+
+#: SUBSCRIBE (or CONNECT) header naming the last message-id the client saw.
+RESUME_HEADER = "x-resume-from"
+#: RECEIPT/MESSAGE header telling whether the history reached back far enough.
+RECOVERED_HEADER = "x-recovered"
+
+
+def id_key(message_id: str) -> tuple[int, int]:
+    """Sort key of a history id ``<ms>-<seq>``."""
+    ms, _, seq = message_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+@dataclass
+class RecoveryState:
+    """Per-session bookkeeping of the subscriptions that have a history."""
+
+    #: Subscription id -> last history id delivered on it.
+    last_ids: dict[str, str] = field(default_factory=dict)
+    #: Subscription id -> live messages held back while it recovers.
+    held: dict[str, list[tuple[str, bytes, Headers]]] = field(default_factory=dict)
+
+    def begin(self, sub_id: str) -> None:
+        """Start holding back live messages for *sub_id* (step 1)."""
+        self.held[sub_id] = []
+
+    def admit(self, sub_id: str, message_id: str | None, body: bytes, headers: Headers) -> bool:
+        """Whether a live message may be delivered on *sub_id* now.
+
+        Held back while recovering; dropped when not newer than what was delivered.
+        """
+        if message_id is None:
+            return True  # not from a history: nothing to order it against
+        held = self.held.get(sub_id)
+        if held is not None:
+            held.append((message_id, body, headers))
+            return False
+        last = self.last_ids.get(sub_id)
+        if last is not None:
+            if id_key(message_id) <= id_key(last):
+                return False
+            self.last_ids[sub_id] = message_id
+        return True
+
+    def track(self, sub_id: str) -> None:
+        """Remember delivered ids on *sub_id* from now on (a history-backed subscription)."""
+        self.last_ids.setdefault(sub_id, "0-0")
+
+    def delivered(self, sub_id: str, message_id: str) -> None:
+        """Record that *message_id* went out on *sub_id*."""
+        self.last_ids[sub_id] = message_id
+
+    def finish(self, sub_id: str) -> list[tuple[str, bytes, Headers]]:
+        """Stop holding back; return the held messages newer than the last delivered."""
+        held = self.held.pop(sub_id, [])
+        last = id_key(self.last_ids.get(sub_id, "0-0"))
+        fresh = sorted((m for m in held if id_key(m[0]) > last), key=lambda m: id_key(m[0]))
+        unique: list[tuple[str, bytes, Headers]] = []
+        for message in fresh:
+            if not unique or unique[-1][0] != message[0]:
+                unique.append(message)
+        return unique
+
+    def forget(self, sub_id: str) -> None:
+        """The subscription is gone."""
+        self.last_ids.pop(sub_id, None)
+        self.held.pop(sub_id, None)

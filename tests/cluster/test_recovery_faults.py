@@ -1,0 +1,84 @@
+"""No message lost: recovery across a node crash and offline delivery, on real processes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.support.clients import StompPyClient
+from tests.support.nodes import REPO_ROOT, server_env
+
+pytestmark = [pytest.mark.slow]
+
+
+def stream(db_path, redis_url, user: str, count: int, rate: float = 0) -> subprocess.Popen[str]:
+    """Start a sender process (a Django management command on its own, no node)."""
+    env = server_env(
+        db_path=db_path,
+        redis_url=redis_url,
+        node_id="sender",
+        extra={"STOMP_HISTORY_MAX_LENGTH": "20000"},
+    )
+    return subprocess.Popen(
+        [sys.executable, "-m", "django", "stream_to_user", user, str(count), "--rate", str(rate)],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def bodies(client: StompPyClient) -> list[int]:
+    return [int(m.body) for m in client.listener.messages]
+
+
+@pytest.mark.timeout(180)
+def test_sigkill_mid_stream_then_resume_on_another_node_gets_everything_once_in_order(
+    cluster, tokens, db_path, redis_server
+):
+    total = 10_000
+    b, c = cluster(2, node_ttl=2, env={"STOMP_HISTORY_MAX_LENGTH": "20000"})
+    client = StompPyClient(b.ws_url)
+    client.connect("alice", tokens("alice"))
+    client.subscribe("/user/queue/stream")
+    sender = stream(db_path, redis_server.url, "alice", total, rate=2000)
+    deadline = time.monotonic() + 60
+    while len(client.listener.messages) < 2000 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(client.listener.messages) >= 2000, "stream did not start"
+    b.kill()
+    first = list(client.listener.messages)
+    last_id = first[-1].headers["message-id"]
+    again = StompPyClient(c.ws_url)
+    again.connect("alice", tokens("alice"))
+    again.subscribe("/user/queue/stream", headers={"x-resume-from": last_id})
+    out, err = sender.communicate(timeout=120)
+    assert sender.returncode == 0, err[-2000:]
+    deadline = time.monotonic() + 60
+    while len(first) + len(again.listener.messages) < total and time.monotonic() < deadline:
+        time.sleep(0.1)
+    received = [int(m.body) for m in first] + bodies(again)
+    assert received == list(range(total))  # all, exactly once, in order
+    ids = [m.headers["message-id"] for m in first + list(again.listener.messages)]
+    assert len(set(ids)) == total
+
+
+@pytest.mark.timeout(120)
+def test_user_offline_while_500_are_sent_gets_all_in_order_on_connecting(
+    cluster, tokens, db_path, redis_server
+):
+    a, b = cluster(2)
+    sender = stream(db_path, redis_server.url, "carol", 500)
+    out, err = sender.communicate(timeout=90)
+    assert sender.returncode == 0, err[-2000:]
+    client = StompPyClient(b.ws_url)
+    client.connect("carol", tokens("carol"))
+    client.subscribe("/user/queue/stream")
+    deadline = time.monotonic() + 30
+    while len(client.listener.messages) < 500 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert bodies(client) == list(range(500))

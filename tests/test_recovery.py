@@ -1,0 +1,159 @@
+"""Recovery of missed messages: offline delivery, x-resume-from, trimmed histories."""
+
+from __future__ import annotations
+
+import pytest
+from django.test import override_settings
+
+from stomp_cluster import asend_to_destination, asend_to_user
+from stomp_cluster.protocol import Command
+from stomp_cluster.testing import StompCommunicator
+from testproject.asgi import application
+from tests.test_consumer import login_headers
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(30)]
+
+
+async def connect(headers):
+    client = StompCommunicator(application, "/ws")
+    await client.connect_stomp(headers)
+    return client
+
+
+async def subscribe(client, destination, sub_id="s", **headers):
+    frame = {"id": sub_id, "destination": destination, "receipt": "r", **headers}
+    await client.send_frame("SUBSCRIBE", frame)
+    messages = []
+    while True:
+        frame = await client.receive_frame()
+        if frame.command is Command.RECEIPT:
+            return frame, messages
+        messages.append(frame)
+
+
+async def test_messages_sent_while_offline_arrive_in_order_on_next_subscription():
+    headers = await login_headers("olive")
+    ids = []
+    for n in range(5):
+        delivery = await asend_to_user("olive", "/queue/inbox", f"m{n}")
+        assert delivery.sessions == 0
+    client = await connect(headers)
+    receipt, messages = await subscribe(client, "/user/queue/inbox")
+    assert [m.body for m in messages] == [b"m0", b"m1", b"m2", b"m3", b"m4"]
+    ids = [m.get("message-id") for m in messages]
+    assert ids == sorted(ids, key=lambda i: tuple(map(int, i.split("-"))))
+    await client.disconnect()
+    # Delivered once: a later subscription does not get them again.
+    again = await connect(headers)
+    _, messages = await subscribe(again, "/user/queue/inbox")
+    assert messages == []
+    await again.disconnect()
+
+
+async def test_live_only_messages_are_not_kept():
+    headers = await login_headers("lara")
+    await asend_to_user("lara", "/queue/inbox", "kept")
+    await asend_to_user("lara", "/queue/inbox", "gone", live_only=True)
+    client = await connect(headers)
+    _, messages = await subscribe(client, "/user/queue/inbox", **{"x-resume-from": "0-0"})
+    assert [m.body for m in messages] == [b"kept"]
+    await client.disconnect()
+
+
+async def test_resume_from_last_seen_id_gets_the_rest_then_live():
+    headers = await login_headers("rita")
+    client = await connect(headers)
+    await subscribe(client, "/user/queue/feed")
+    for n in range(3):
+        await asend_to_user("rita", "/queue/feed", f"a{n}")
+    seen = [await client.receive_frame() for _ in range(3)]
+    await client.disconnect()
+    for n in range(3):
+        await asend_to_user("rita", "/queue/feed", f"b{n}")
+    back = await connect(headers)
+    receipt, messages = await subscribe(
+        back, "/user/queue/feed", **{"x-resume-from": seen[1].get("message-id")}
+    )
+    assert receipt.get("x-recovered") == "true"
+    assert [m.body for m in messages] == [b"a2", b"b0", b"b1", b"b2"]
+    await asend_to_user("rita", "/queue/feed", "live")
+    assert (await back.receive_frame()).body == b"live"
+    await back.disconnect()
+
+
+async def test_resume_header_on_connect_applies_to_every_user_subscription():
+    headers = await login_headers("cora")
+    await asend_to_user("cora", "/queue/one", "1")
+    await asend_to_user("cora", "/queue/two", "2")
+    client = await connect({**headers, "x-resume-from": "0-0"})
+    _, one = await subscribe(client, "/user/queue/one")
+    assert [m.body for m in one] == [b"1"]
+    await client.send_frame(
+        "SUBSCRIBE", {"id": "t", "destination": "/user/queue/two", "receipt": "r2"}
+    )
+    assert (await client.receive_frame()).body == b"2"
+    await client.disconnect()
+
+
+@override_settings(
+    STOMP_CLUSTER={"HISTORY_MAX_LENGTH": 3, "PASSWORD_LOGIN": True, "NODE_ID": "test-node"}
+)
+async def test_trimmed_history_tells_the_client_to_reload():
+    headers = await login_headers("tess")
+    client = await connect(headers)
+    await subscribe(client, "/user/queue/t")
+    await asend_to_user("tess", "/queue/t", "first")
+    first = await client.receive_frame()
+    await client.disconnect()
+    for n in range(10):
+        await asend_to_user("tess", "/queue/t", f"x{n}")
+    back = await connect(headers)
+    receipt, messages = await subscribe(
+        back, "/user/queue/t", **{"x-resume-from": first.get("message-id")}
+    )
+    assert receipt.get("x-recovered") == "false"
+    assert messages and messages[0].get("x-recovered") == "false"
+    assert messages[-1].body == b"x9"
+    assert len(messages) < 10
+    await back.disconnect()
+
+
+async def test_invalid_resume_id_is_an_error():
+    client = await connect(await login_headers("ivan"))
+    await client.send_frame(
+        "SUBSCRIBE", {"id": "s", "destination": "/user/queue/x", "x-resume-from": "yesterday"}
+    )
+    frame = await client.receive_frame()
+    assert frame.command is Command.ERROR
+    assert frame.get("message") == "x-resume-from must be a message-id such as 1700000000000-0"
+
+
+@override_settings(
+    STOMP_CLUSTER={
+        "HISTORY_TOPICS": ["/topic/news.*"],
+        "PASSWORD_LOGIN": True,
+        "NODE_ID": "test-node",
+    }
+)
+async def test_listed_topics_have_a_history_too():
+    for n in range(3):
+        await asend_to_destination("/topic/news.sport", f"n{n}")
+    await asend_to_destination("/topic/chat", "not kept")
+    client = await connect(None)
+    _, messages = await subscribe(client, "/topic/news.sport", **{"x-resume-from": "0-0"})
+    assert [m.body for m in messages] == [b"n0", b"n1", b"n2"]
+    _, chat = await subscribe(client, "/topic/chat", "c", **{"x-resume-from": "0-0"})
+    assert chat == []
+    await client.disconnect()
+
+
+@override_settings(
+    STOMP_CLUSTER={"HISTORY_BACKEND": None, "PASSWORD_LOGIN": True, "NODE_ID": "test-node"}
+)
+async def test_without_history_user_messages_are_live_only():
+    headers = await login_headers("hugo")
+    await asend_to_user("hugo", "/queue/x", "while offline")
+    client = await connect(headers)
+    _, messages = await subscribe(client, "/user/queue/x")
+    assert messages == []
+    await client.disconnect()
