@@ -98,6 +98,9 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
         self._connected = False
         self._disconnect_reason = "client"
         self._flushing = False
+        # Frames handed to the protocol or taken from it but not yet written to the
+        # socket: the outbound queue that MAX_OUTBOX bounds.
+        self._backlog = 0
         self._last_sent = self._last_received = time.monotonic()
         self._timers: list[asyncio.TimerHandle] = []
         # What the node routes to us: destination -> subscription ids, and the reverse.
@@ -515,6 +518,9 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
         """
         if self._closed or not self._connected:
             return 0
+        if self._backlog >= self.settings.MAX_OUTBOX:
+            self._slow_consumer()
+            return 0
         ids = self._subs_by_destination.get(destination, ())
         count = 0
         for sub_id in tuple(ids):
@@ -528,6 +534,7 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
             )
             if sent is not None:
                 count += 1
+                self._backlog += 1
         if count or self.connection.close_expected:
             self._schedule_flush()
         return count
@@ -546,6 +553,35 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
         self.connection.send_error(message)
         self._disconnect_reason = "kicked"
         self._schedule_flush()
+
+    def _slow_consumer(self) -> None:
+        """Disconnect a client that does not read fast enough.
+
+        We never drop a message silently: the client is told (if it ever reads again)
+        and the session ends, so it reconnects and recovers from the history what it
+        missed. The socket may be unwritable, so we clean up first and close without
+        waiting on the writer.
+        """
+        if self._closed or self._disconnect_reason == "slow_consumer":
+            return
+        logger.warning(
+            "x session %s: %d frames waiting, closing as a slow consumer",
+            self.session_id,
+            self._backlog,
+        )
+        self._disconnect_reason = "slow_consumer"
+        self.connection.send_error(
+            f"slow consumer: more than {self.settings.MAX_OUTBOX} messages waiting"
+        )
+
+        async def close() -> None:
+            await self._cleanup()
+            try:
+                await asyncio.wait_for(self.send({"type": "websocket.close", "code": 1008}), 5)
+            except Exception:  # the socket is stuck or gone; the server reaps it
+                logger.debug("x session %s: close after slow consumer failed", self.session_id)
+
+        asyncio.get_running_loop().create_task(close())
 
     async def shutdown(self) -> None:
         """Close this session because the node is shutting down."""
@@ -570,10 +606,12 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
                 chunks = self.connection.data_to_send()
                 if not chunks:
                     break
+                self._backlog = len(chunks)
                 for chunk in chunks:
                     if self.debug:
                         logger.debug("> %s %r", self.session_id or "-", chunk[:200])
                     await self.send(self._ws_message(chunk))
+                    self._backlog -= 1
                 self._last_sent = time.monotonic()
             if self.connection.close_expected and not self._closed:
                 await self._close()

@@ -34,7 +34,8 @@ stomp_unsubscribed = Signal()
 
 #: Exactly once per session that was CONNECTED, however it ended. Extra kwargs:
 #: ``reason`` (``"client"``, ``"error"``, ``"heartbeat_timeout"``, ``"kicked"``,
-#: ``"node_lost"``, ``"shutdown"``) and ``consumer`` (``None`` for ``"node_lost"``).
+#: ``"slow_consumer"``, ``"node_lost"``, ``"shutdown"``) and ``consumer`` (``None`` for
+#: ``"node_lost"``).
 stomp_disconnected = Signal()
 
 

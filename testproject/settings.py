@@ -142,6 +142,8 @@ STOMP_CLUSTER = {
     # The demo lets scripts log in with a password; tokens are the scalable way.
     "PASSWORD_LOGIN": True,
 }
+if os.environ.get("STOMP_MAX_OUTBOX"):
+    STOMP_CLUSTER["MAX_OUTBOX"] = int(os.environ["STOMP_MAX_OUTBOX"])
 if os.environ.get("STOMP_HEARTBEAT_GRACE_MS"):
     STOMP_CLUSTER["HEARTBEAT_GRACE_MS"] = int(os.environ["STOMP_HEARTBEAT_GRACE_MS"])
 

@@ -431,3 +431,39 @@ async def test_malformed_frame_gets_error_and_close():
     frame = await c.receive_frame()
     assert frame.command is Command.ERROR and "unknown command" in (frame.get("message") or "")
     assert await c.receive_close() == 1000
+
+
+@override_settings(STOMP_CLUSTER={"MAX_OUTBOX": 5, "NODE_ID": "test-node"})
+async def test_client_that_falls_behind_is_closed_as_slow_consumer_and_others_keep_going():
+    from stomp_cluster.node import get_node
+
+    reasons = []
+
+    async def receiver(sender, reason, **kwargs):
+        reasons.append(reason)
+
+    signals.stomp_disconnected.connect(receiver)
+    try:
+        slow, fast = await client(), await client()
+        for c in (slow, fast):
+            await c.send_frame(
+                "SUBSCRIBE", {"id": "1", "destination": "/topic/firehose", "receipt": "r"}
+            )
+            await c.receive_frame()
+        node = get_node()
+        message = {"type": "stomp.publish", "destination": "/topic/firehose", "headers": ()}
+        # Ten messages queued for the slow socket before its writer gets a turn.
+        slow_consumer = next(s for s in node.sessions.values() if s.session_id != "")
+        for n in range(10):
+            slow_consumer.deliver("/topic/firehose", str(n).encode(), ())
+        frames = [await slow.receive_frame() for _ in range(6)]
+        assert [f.body for f in frames[:5]] == [b"0", b"1", b"2", b"3", b"4"]
+        assert frames[5].command is Command.ERROR
+        assert frames[5].get("message") == "slow consumer: more than 5 messages waiting"
+        await asyncio.sleep(0.05)
+        assert reasons == ["slow_consumer"]
+        node.dispatch({**message, "body": b"still flowing"})
+        assert (await fast.receive_frame()).body == b"still flowing"
+        await fast.disconnect()
+    finally:
+        signals.stomp_disconnected.disconnect(receiver)

@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
 
 import pytest
 
-from tests.support.clients import StompPyClient
-from tests.support.nodes import REPO_ROOT, server_env
+from tests.support.clients import RawStompClient, StompPyClient
+from tests.support.nodes import REPO_ROOT, manage, server_env
 
 pytestmark = [pytest.mark.slow]
 
 
-def stream(db_path, redis_url, user: str, count: int, rate: float = 0) -> subprocess.Popen[str]:
+def stream(
+    db_path, redis_url, user: str, count: int, rate: float = 0, *extra: str
+) -> subprocess.Popen[str]:
     """Start a sender process (a Django management command on its own, no node)."""
     env = server_env(
         db_path=db_path,
@@ -23,7 +26,17 @@ def stream(db_path, redis_url, user: str, count: int, rate: float = 0) -> subpro
         extra={"STOMP_HISTORY_MAX_LENGTH": "20000"},
     )
     return subprocess.Popen(
-        [sys.executable, "-m", "django", "stream_to_user", user, str(count), "--rate", str(rate)],
+        [
+            sys.executable,
+            "-m",
+            "django",
+            "stream_to_user",
+            user,
+            str(count),
+            "--rate",
+            str(rate),
+            *extra,
+        ],
         cwd=REPO_ROOT,
         env=env,
         stdout=subprocess.PIPE,
@@ -82,3 +95,39 @@ def test_user_offline_while_500_are_sent_gets_all_in_order_on_connecting(
     while len(client.listener.messages) < 500 and time.monotonic() < deadline:
         time.sleep(0.05)
     assert bodies(client) == list(range(500))
+
+
+@pytest.mark.timeout(150)
+def test_client_that_never_reads_is_disconnected_while_a_fast_one_loses_nothing(
+    cluster, tokens, db_path, redis_server
+):
+    # uvicorn's WebSocket send waits for the socket to drain, so a client that does not
+    # read makes our outbound queue grow until MAX_OUTBOX.
+    [node] = cluster(1, server="uvicorn", env={"STOMP_MAX_OUTBOX": "500"})
+    topic = "/topic/firehose"
+    slow = RawStompClient(node.ws_url)
+    slow.connect(login="alice", passcode=tokens("alice"))
+    slow.send_frame("SUBSCRIBE", {"id": "1", "destination": topic, "receipt": "r"})
+    assert slow.recv_frame().command == "RECEIPT"
+    # From here on the slow client never reads.
+    fast = StompPyClient(node.ws_url)
+    fast.connect("bob", tokens("bob"))
+    fast.subscribe(topic)
+    total = 3000
+    # 500 messages/s of 8 KiB: well within what a reading client takes.
+    sender = stream(db_path, redis_server.url, topic, total, 500, "--topic", "--size", "8192")
+    out, err = sender.communicate(timeout=120)
+    assert sender.returncode == 0, err[-2000:]
+    deadline = time.monotonic() + 60
+    while len(fast.listener.messages) < total and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert [int(m.body) for m in fast.listener.messages] == list(range(total))
+    assert "slow consumer" in node.log_tail(200)
+    sessions = manage(
+        "stomp_cluster",
+        "sessions",
+        "--json",
+        db_path=db_path,
+        env={"REDIS_URL": redis_server.url, "STOMP_NODE_ID": "cli"},
+    )
+    assert [s["username"] for s in json.loads(sessions)["sessions"]] == ["bob"]

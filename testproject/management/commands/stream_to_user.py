@@ -1,47 +1,49 @@
-"""Send COUNT numbered messages to a user, as fast as the send helper accepts them.
+"""Send COUNT numbered messages to a user (or a topic), as fast as the send helper accepts.
 
-Used by the fault tests (a node is killed mid-stream) and handy to watch recovery in the
-demo: ``manage.py stream_to_user alice 1000``.
+Used by the fault tests (a node is killed mid-stream, a client stops reading) and handy
+to watch recovery in the demo: ``manage.py stream_to_user alice 1000``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
 from asgiref.sync import async_to_sync
 from django.core.management.base import BaseCommand, CommandParser
 
-from stomp_cluster import asend_to_user
+from stomp_cluster import asend_to_destination, asend_to_user
+from stomp_cluster.exceptions import DeliveryFailed
 
 
 class Command(BaseCommand):
     help = "Send COUNT messages whose bodies are 0..COUNT-1 to USER on /queue/stream."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("user")
+        parser.add_argument("user", help="username, or a broker destination with --topic")
         parser.add_argument("count", type=int)
         parser.add_argument("--destination", default="/queue/stream")
-        parser.add_argument(
-            "--rate", type=float, default=0, help="messages per second (0: no limit)"
-        )
+        parser.add_argument("--rate", type=float, default=0, help="messages/s (0: no limit)")
+        parser.add_argument("--topic", action="store_true", help="USER is a broker destination")
+        parser.add_argument("--size", type=int, default=0, help="pad bodies to this many bytes")
 
     def handle(self, *args: Any, **options: Any) -> None:
         async_to_sync(self._stream)(options)
 
     async def _stream(self, options: dict[str, Any]) -> None:
-        import asyncio
-
-        from stomp_cluster.exceptions import DeliveryFailed
-
         interval = 1 / options["rate"] if options["rate"] else 0
         started = time.monotonic()
         failed = 0
         for n in range(options["count"]):
+            body = str(n).ljust(options["size"])
             try:
-                await asend_to_user(options["user"], options["destination"], str(n))
+                if options["topic"]:
+                    await asend_to_destination(options["user"], body)
+                else:
+                    await asend_to_user(options["user"], options["destination"], body)
             except DeliveryFailed:
-                # Already in the user's history: a client recovers it on reconnecting.
+                # A user message is already in the user's history: a client recovers it.
                 failed += 1
             if interval:
                 await asyncio.sleep(max(0.0, started + (n + 1) * interval - time.monotonic()))
