@@ -32,6 +32,7 @@ from stomp_cluster.handlers import HandlerError, StompRequest, call_handler, reg
 from stomp_cluster.node import Node, get_node
 from stomp_cluster.presence.base import SessionRecord, SubscriptionRecord
 from stomp_cluster.protocol import (
+    AckMode,
     AckRequested,
     ConnectRequested,
     DisconnectRequested,
@@ -46,7 +47,12 @@ from stomp_cluster.protocol import (
     UnsubscribeRequested,
     Version,
 )
-from stomp_cluster.recovery import RECOVERED_HEADER, RESUME_HEADER, RecoveryState
+from stomp_cluster.recovery import (
+    RECOVERED_HEADER,
+    REDELIVERED_HEADER,
+    RESUME_HEADER,
+    RecoveryState,
+)
 from stomp_cluster.typing import Headers
 
 __all__ = ["StompConsumer"]
@@ -213,10 +219,10 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
                 await self._on_subscribe(event.subscription)
             case UnsubscribeRequested():
                 await self._on_unsubscribe(event.subscription)
-            case AckRequested() | NackRequested():
-                # At-most-once delivery for now: an ACK settles the message and a NACK
-                # drops it. Redelivery after NACK is not implemented yet.
-                pass
+            case AckRequested():
+                await self._on_ack(str(event.subscription.id), event.message_ids)
+            case NackRequested():
+                self._on_nack(str(event.subscription.id), event.message_ids)
             case ReceiptRequested():
                 self.connection.send_receipt(event.receipt_id, headers=self._receipt_headers)
                 self._receipt_headers = ()
@@ -386,7 +392,7 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
         )
         if history_key is not None:
             resume = sub_header(sub, RESUME_HEADER) or self._resume_from
-            await self._recover(str(sub.id), history_key, destination, resume)
+            await self._recover(str(sub.id), history_key, destination, resume, sub.ack)
 
     def _history_key(self, destination: str) -> str | None:
         from stomp_cluster.node import get_history
@@ -398,7 +404,9 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
             return self.user_key
         return topic_history_key(destination)
 
-    async def _recover(self, sub_id: str, key: str, destination: str, resume: str | None) -> None:
+    async def _recover(
+        self, sub_id: str, key: str, destination: str, resume: str | None, ack: AckMode
+    ) -> None:
         """Deliver what the subscription missed, then the live messages held back.
 
         See :mod:`stomp_cluster.recovery` for why this has neither gaps nor duplicates.
@@ -415,12 +423,19 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
             if resume is not None and not is_valid_id(resume):
                 self._refuse(f"{RESUME_HEADER} must be a message-id such as 1700000000000-0")
                 return
+            again: Headers = ()
             if destination.startswith(self.settings.USER_PREFIX):
                 # Sent while the user had no live session at all: due now, unless the
                 # client resumes from its own id (which covers them too).
                 pending = await history.take_pending(key, destination)
                 if resume is None and pending is not None:
                     after = previous_id(pending)
+            if ack is not AckMode.AUTO:
+                self._recovery.watch_acks(sub_id, key, destination)
+                cursor = await history.acked(key, destination) if resume is None else None
+                if cursor is not None:
+                    # Delivered before, maybe, and not acknowledged: comes again.
+                    after, again = cursor, ((REDELIVERED_HEADER, "true"),)
             if resume is not None:
                 after = resume
             complete = True
@@ -429,12 +444,7 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
                 complete = page.complete
                 extra: Headers = () if complete else ((RECOVERED_HEADER, "false"),)
                 for entry in page.entries:
-                    self.connection.send_message(
-                        sub_id,  # type: ignore[arg-type]
-                        entry.body,
-                        headers=entry.headers + extra,
-                        message_id=entry.id,
-                    )
+                    self._send(sub_id, entry.body, entry.headers + extra + again, entry.id)
                     self._recovery.delivered(sub_id, entry.id)
                     extra = ()
                 if resume is not None:
@@ -445,8 +455,38 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
                 self._receipt_headers = ((RECOVERED_HEADER, "false"),)
         finally:
             for message_id, body, headers in self._recovery.finish(sub_id):
-                self.connection.send_message(sub_id, body, headers=headers, message_id=message_id)  # type: ignore[arg-type]
+                self._send(sub_id, body, headers, message_id)
                 self._recovery.delivered(sub_id, message_id)
+
+    def _send(self, sub_id: str, body: bytes, headers: Headers, message_id: str | None) -> bool:
+        """Queue one MESSAGE, keeping history messages that await an ACK."""
+        sent = self.connection.send_message(
+            sub_id,  # type: ignore[arg-type]
+            body,
+            headers=headers,
+            message_id=message_id,
+        )
+        if sent is not None and message_id is not None:
+            self._recovery.record(sub_id, message_id, body, headers)
+        return sent is not None
+
+    async def _on_ack(self, sub_id: str, message_ids: tuple[str, ...]) -> None:
+        # Messages without a history (topics, replies) are settled by the ACK alone.
+        cursor = self._recovery.settle(sub_id, message_ids)
+        if cursor is None:
+            return
+        from stomp_cluster.node import get_history
+
+        history = get_history()
+        key, destination = self._recovery.acking[sub_id]
+        if history is not None:
+            await self.node.presence_call(history.set_acked(key, destination, cursor))
+
+    def _on_nack(self, sub_id: str, message_ids: tuple[str, ...]) -> None:
+        # A NACKed history message comes again at once; others are dropped, as STOMP
+        # leaves NACK's effect to the server.
+        for message_id, body, headers in self._recovery.redeliveries(sub_id, message_ids):
+            self._send(sub_id, body, (*headers, (REDELIVERED_HEADER, "true")), message_id)
 
     async def _on_unsubscribe(self, sub: Subscription) -> None:
         if self._routed.pop(str(sub.id), None) is None:
@@ -526,13 +566,7 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
         for sub_id in tuple(ids):
             if not self._recovery.admit(sub_id, message_id, body, headers):
                 continue
-            sent = self.connection.send_message(
-                sub_id,  # type: ignore[arg-type]
-                body,
-                headers=headers,
-                message_id=message_id,
-            )
-            if sent is not None:
+            if self._send(sub_id, body, headers, message_id):
                 count += 1
                 self._backlog += 1
         if count or self.connection.close_expected:

@@ -21,6 +21,14 @@ is either in the history read or held back) and without a duplicate (ids are com
 A subscription to a user destination without ``x-resume-from`` still gets the messages
 sent while the user had no live session at all (``send_to_user`` marks them pending).
 
+With ``ack:client`` or ``ack:client-individual``, the user's acknowledgements move a
+cursor kept with the history. A NACK sends the message again at once, and a later
+subscription in one of those modes starts after the cursor, so whatever was delivered but
+not acknowledged (say, the node crashed first) comes again, with ``redelivered: true``.
+Acknowledged messages below the cursor never come again; one acknowledged out of order
+(client-individual) above an older unacknowledged one may, since the cursor marks the
+oldest gap.
+
 When the history no longer reaches back to the client's id (trimmed by
 ``HISTORY_MAX_LENGTH`` or ``HISTORY_MAX_AGE``), the SUBSCRIBE's RECEIPT and the first
 recovered MESSAGE carry ``x-recovered: false``: the client should reload its state.
@@ -33,7 +41,7 @@ from dataclasses import dataclass, field
 
 from stomp_cluster.typing import Headers
 
-__all__ = ["RESUME_HEADER", "RECOVERED_HEADER", "RecoveryState"]
+__all__ = ["REDELIVERED_HEADER", "RECOVERED_HEADER", "RESUME_HEADER", "RecoveryState"]
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +49,8 @@ logger = logging.getLogger(__name__)
 RESUME_HEADER = "x-resume-from"
 #: RECEIPT/MESSAGE header telling whether the history reached back far enough.
 RECOVERED_HEADER = "x-recovered"
+#: MESSAGE header on a message that may have been delivered before (JMS, RabbitMQ use it).
+REDELIVERED_HEADER = "redelivered"
 
 
 def id_key(message_id: str) -> tuple[int, int]:
@@ -57,6 +67,10 @@ class RecoveryState:
     last_ids: dict[str, str] = field(default_factory=dict)
     #: Subscription id -> live messages held back while it recovers.
     held: dict[str, list[tuple[str, bytes, Headers]]] = field(default_factory=dict)
+    #: Subscription id -> (history key, destination) of client-acknowledged ones.
+    acking: dict[str, tuple[str, str]] = field(default_factory=dict)
+    #: Subscription id -> delivered, not yet acknowledged messages, oldest first.
+    unacked: dict[str, dict[str, tuple[bytes, Headers]]] = field(default_factory=dict)
 
     def begin(self, sub_id: str) -> None:
         """Start holding back live messages for *sub_id* (step 1)."""
@@ -99,7 +113,50 @@ class RecoveryState:
                 unique.append(message)
         return unique
 
+    def watch_acks(self, sub_id: str, key: str, destination: str) -> None:
+        """Keep what *sub_id* delivers until acknowledged (client ack modes)."""
+        self.acking[sub_id] = (key, destination)
+        self.unacked[sub_id] = {}
+
+    def record(self, sub_id: str, message_id: str, body: bytes, headers: Headers) -> None:
+        """A history message went out on *sub_id*; keep it if it awaits an ACK."""
+        unacked = self.unacked.get(sub_id)
+        if unacked is not None:
+            unacked.pop(message_id, None)
+            unacked[message_id] = (body, headers)
+
+    def settle(self, sub_id: str, message_ids: tuple[str, ...]) -> str | None:
+        """Forget acknowledged messages; return the new acknowledgement cursor.
+
+        The cursor is the newest id below which everything delivered is acknowledged:
+        a later subscription resumes after it. Returns None when it did not move.
+        """
+        unacked = self.unacked.get(sub_id)
+        if unacked is None:
+            return None
+        settled = [m for m in message_ids if unacked.pop(m, None) is not None]
+        if not settled:
+            return None
+        newest = max(settled, key=id_key)
+        if unacked:
+            oldest_open = min(unacked, key=id_key)
+            if id_key(oldest_open) < id_key(newest):
+                from stomp_cluster.history.base import previous_id
+
+                return previous_id(oldest_open)
+        return newest
+
+    def redeliveries(
+        self, sub_id: str, message_ids: tuple[str, ...]
+    ) -> list[tuple[str, bytes, Headers]]:
+        """The NACKed messages to send again, oldest first."""
+        unacked = self.unacked.get(sub_id, {})
+        found = [(m, *unacked[m]) for m in message_ids if m in unacked]
+        return sorted(found, key=lambda m: id_key(m[0]))
+
     def forget(self, sub_id: str) -> None:
         """The subscription is gone."""
         self.last_ids.pop(sub_id, None)
         self.held.pop(sub_id, None)
+        self.acking.pop(sub_id, None)
+        self.unacked.pop(sub_id, None)

@@ -20,8 +20,8 @@ async def connect(headers):
     return client
 
 
-async def subscribe(client, destination, sub_id="s", **headers):
-    frame = {"id": sub_id, "destination": destination, "receipt": "r", **headers}
+async def subscribe(client, destination, sub_id="s", ack="auto", **headers):
+    frame = {"id": sub_id, "destination": destination, "receipt": "r", "ack": ack, **headers}
     await client.send_frame("SUBSCRIBE", frame)
     messages = []
     while True:
@@ -157,3 +157,45 @@ async def test_without_history_user_messages_are_live_only():
     _, messages = await subscribe(client, "/user/queue/x")
     assert messages == []
     await client.disconnect()
+
+
+async def test_nack_on_a_user_destination_redelivers_at_once():
+    headers = await login_headers("nina")
+    client = await connect(headers)
+    await subscribe(client, "/user/queue/jobs", ack="client-individual")
+    await asend_to_user("nina", "/queue/jobs", "job")
+    first = await client.receive_frame()
+    assert first.get("redelivered") is None
+    await client.send_frame("NACK", {"id": first.get("ack")})
+    again = await client.receive_frame()
+    assert again.body == b"job"
+    assert again.get("message-id") == first.get("message-id")
+    assert again.get("redelivered") == "true"
+    await client.send_frame("ACK", {"id": again.get("ack"), "receipt": "acked"})
+    assert (await client.receive_frame()).command is Command.RECEIPT
+    await client.disconnect()
+
+
+async def test_unacknowledged_messages_come_again_after_reconnect_acknowledged_never():
+    headers = await login_headers("abel")
+    client = await connect(headers)
+    await subscribe(client, "/user/queue/work", ack="client")
+    for n in range(3):
+        await asend_to_user("abel", "/queue/work", f"w{n}")
+    frames = [await client.receive_frame() for _ in range(3)]
+    await client.send_frame("ACK", {"id": frames[0].get("ack"), "receipt": "a"})
+    assert (await client.receive_frame()).command is Command.RECEIPT
+    await client.disconnect()  # w1 and w2 were delivered but never acknowledged
+
+    back = await connect(headers)
+    _, again = await subscribe(back, "/user/queue/work", ack="client")
+    assert [m.body for m in again] == [b"w1", b"w2"]
+    assert {m.get("redelivered") for m in again} == {"true"}
+    await back.send_frame("ACK", {"id": again[-1].get("ack"), "receipt": "b"})
+    assert (await back.receive_frame()).command is Command.RECEIPT
+    await back.disconnect()
+
+    last = await connect(headers)
+    _, none = await subscribe(last, "/user/queue/work", ack="client")
+    assert none == []
+    await last.disconnect()

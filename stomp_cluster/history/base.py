@@ -324,6 +324,20 @@ class HistoryBackend(abc.ABC):
         """
 
     @abc.abstractmethod
+    async def set_acked(self, user_key: str, destination: str, message_id: str) -> None:
+        """Record that the user has acknowledged everything on *destination* up to *message_id*.
+
+        Only ``client`` and ``client-individual`` subscriptions write it. A later
+        subscription in one of those modes resumes after it, so what was delivered but
+        not acknowledged is delivered again (``redelivered: true``). The cursor only moves
+        forward, and lives as long as the history.
+        """
+
+    @abc.abstractmethod
+    async def acked(self, user_key: str, destination: str) -> str | None:
+        """Return the acknowledgement cursor of ``(user_key, destination)``, or ``None``."""
+
+    @abc.abstractmethod
     async def last_id(self, user_key: str) -> str | None:
         """Return the newest id of the user's history, or ``None`` when there is none."""
 

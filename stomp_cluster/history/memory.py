@@ -26,6 +26,7 @@ from stomp_cluster.history.base import (
     HistoryBackend,
     HistoryEntry,
     HistoryPage,
+    compare_ids,
     format_id,
     is_complete,
     parse_id,
@@ -47,6 +48,7 @@ class _History:
     ids: list[tuple[int, int]] = field(default_factory=list)  # parallel to entries, sorted
     entries: list[HistoryEntry] = field(default_factory=list)
     pending: dict[str, str] = field(default_factory=dict)  # destination -> first pending id
+    acked: dict[str, str] = field(default_factory=dict)  # destination -> ack cursor
 
     def drop_head(self, count: int) -> None:
         """Remove the *count* oldest entries and remember the newest of them."""
@@ -166,6 +168,19 @@ class MemoryHistory(HistoryBackend):
     async def take_pending(self, user_key: str, destination: str) -> str | None:
         history = self._get(user_key, self._now_ms())
         return None if history is None else history.pending.pop(destination, None)
+
+    async def set_acked(self, user_key: str, destination: str, message_id: str) -> None:
+        parse_id(message_id)
+        history = self._get(user_key, self._now_ms())
+        if history is None:
+            return  # expired: nothing left to redeliver either
+        current = history.acked.get(destination)
+        if current is None or compare_ids(message_id, current) > 0:
+            history.acked[destination] = message_id
+
+    async def acked(self, user_key: str, destination: str) -> str | None:
+        history = self._get(user_key, self._now_ms())
+        return None if history is None else history.acked.get(destination)
 
     async def last_id(self, user_key: str) -> str | None:
         history = self._get(user_key, self._now_ms())

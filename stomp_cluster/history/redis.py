@@ -194,6 +194,23 @@ if id then redis.call('HDEL', KEYS[1], ARGV[1]) end
 return id
 """
 
+# KEYS: stream, acks. ARGV: destination hash, id "<ms>-<seq>". Moves the cursor forward
+# only, and only while the history exists (it expires with it).
+_SET_ACKED = r"""
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local current = redis.call('HGET', KEYS[2], ARGV[1])
+if current then
+  local cm, cs = string.match(current, '^(%d+)-(%d+)$')
+  local nm, ns = string.match(ARGV[2], '^(%d+)-(%d+)$')
+  if tonumber(nm) < tonumber(cm) or (nm == cm and tonumber(ns) <= tonumber(cs)) then
+    return 0
+  end
+end
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+redis.call('PEXPIRE', KEYS[2], math.max(redis.call('PTTL', KEYS[1]), 1))
+return 1
+"""
+
 # KEYS: stream. Only the id: XREVRANGE itself would send the newest body too.
 _LAST_ID = r"""
 local newest = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
@@ -205,6 +222,7 @@ _S_APPEND = _script(_APPEND, prelude=False)
 _S_READ = _script(_READ, prelude=False)
 _S_TAKE_PENDING = _script(_TAKE_PENDING, prelude=False)
 _S_LAST_ID = _script(_LAST_ID, prelude=False)
+_S_SET_ACKED = _script(_SET_ACKED, prelude=False)
 
 
 def _lua(script: _Script, keys: Sequence[str], *args: str | int | bytes) -> _Call:
@@ -373,6 +391,20 @@ class RedisHistory(HistoryBackend):
         _, pending = self._keys(user_key)
         reply: bytes | None = await self._call(
             _lua(_S_TAKE_PENDING, [pending], _digest(destination))
+        )
+        return None if reply is None else reply.decode("ascii")
+
+    async def set_acked(self, user_key: str, destination: str, message_id: str) -> None:
+        parse_id(message_id)
+        stream, _ = self._keys(user_key)
+        await self._call(
+            _lua(_S_SET_ACKED, [stream, f"{stream}:acks"], _digest(destination), message_id)
+        )
+
+    async def acked(self, user_key: str, destination: str) -> str | None:
+        stream, _ = self._keys(user_key)
+        reply: bytes | None = await self._call(
+            _Call(("HGET", f"{stream}:acks", _digest(destination)))
         )
         return None if reply is None else reply.decode("ascii")
 

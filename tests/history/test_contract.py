@@ -346,3 +346,21 @@ async def test_concurrent_pending_appends_record_the_first_id(make_history, hist
     )
 
     assert await history.take_pending("u", A) == min(sent, key=parse_id)
+
+
+async def test_ack_cursor_only_moves_forward_per_destination(history):
+    assert await history.acked("ada", "/user/queue/a") is None
+    first = await history.append("ada", "/user/queue/a", b"1", ())
+    second = await history.append("ada", "/user/queue/a", b"2", ())
+    await history.set_acked("ada", "/user/queue/a", second)
+    await history.set_acked("ada", "/user/queue/a", first)  # late, out of order: ignored
+    assert await history.acked("ada", "/user/queue/a") == second
+    assert await history.acked("ada", "/user/queue/b") is None
+    assert await history.acked("bob", "/user/queue/a") is None
+    with pytest.raises(ValueError):
+        await history.set_acked("ada", "/user/queue/a", "not-an-id")
+
+
+async def test_ack_cursor_needs_a_history(history):
+    await history.set_acked("ghost", "/user/queue/a", "5-0")
+    assert await history.acked("ghost", "/user/queue/a") is None
