@@ -542,6 +542,7 @@ def _node_row(node: NodeRecord, now: float, connections_url: str = "") -> dict[s
         "started_at": started_iso,
         "started_at_display": started,
         "connections_url": connections_url + _query_string({"node": node.node_id}),
+        "stats": ", ".join(f"{name} {value}" for name, value in node.stats) or "–",
     }
 
 

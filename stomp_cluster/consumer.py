@@ -443,6 +443,7 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
                 page = await history.read(key, after, destination=destination)
                 complete = page.complete
                 extra: Headers = () if complete else ((RECOVERED_HEADER, "false"),)
+                self.node.stats["redelivered" if again else "recovered"] += len(page.entries)
                 for entry in page.entries:
                     self._send(sub_id, entry.body, entry.headers + extra + again, entry.id)
                     self._recovery.delivered(sub_id, entry.id)
@@ -466,9 +467,12 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
             headers=headers,
             message_id=message_id,
         )
-        if sent is not None and message_id is not None:
+        if sent is None:
+            return False
+        self.node.stats["delivered"] += 1
+        if message_id is not None:
             self._recovery.record(sub_id, message_id, body, headers)
-        return sent is not None
+        return True
 
     async def _on_ack(self, sub_id: str, message_ids: tuple[str, ...]) -> None:
         # Messages without a history (topics, replies) are settled by the ACK alone.
@@ -486,6 +490,7 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
         # A NACKed history message comes again at once; others are dropped, as STOMP
         # leaves NACK's effect to the server.
         for message_id, body, headers in self._recovery.redeliveries(sub_id, message_ids):
+            self.node.stats["redelivered"] += 1
             self._send(sub_id, body, (*headers, (REDELIVERED_HEADER, "true")), message_id)
 
     async def _on_unsubscribe(self, sub: Subscription) -> None:
@@ -560,6 +565,7 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
             return 0
         if self._backlog >= self.settings.MAX_OUTBOX:
             self._slow_consumer()
+            self.node.stats["dropped_slow_consumer"] += 1
             return 0
         ids = self._subs_by_destination.get(destination, ())
         count = 0
@@ -604,6 +610,7 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
             self._backlog,
         )
         self._disconnect_reason = "slow_consumer"
+        self.node.stats["slow_consumer"] += 1
         self.connection.send_error(
             f"slow consumer: more than {self.settings.MAX_OUTBOX} messages waiting"
         )

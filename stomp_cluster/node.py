@@ -42,7 +42,7 @@ import contextlib
 import logging
 import time
 import weakref
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Awaitable, Iterable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -123,6 +123,9 @@ class Node:
         self.channel_name = ""
         self.started_at = time.time()
         self.sessions: dict[str, StompConsumer] = {}
+        #: Delivery counters since the process started, published with each heartbeat
+        #: (CLI ``stomp_cluster nodes``, the admin's Nodes page).
+        self.stats: Counter[str] = Counter()
         # destination -> sessions with at least one subscription to it (broker destinations)
         self._topic_sessions: dict[str, set[StompConsumer]] = defaultdict(set)
         # user key -> sessions of that user with at least one /user/ subscription
@@ -310,6 +313,7 @@ class Node:
         elif kind == "stomp.session":
             consumer = self.sessions.get(message["session"])
             if consumer is None:
+                self.stats["dropped_session_gone"] += 1
                 return 0
             return consumer.deliver_session(destination, body, headers)
         elif kind == "stomp.kick":
@@ -331,7 +335,10 @@ class Node:
             await asyncio.sleep(settings.NODE_HEARTBEAT_INTERVAL)
             try:
                 known = await self.presence.heartbeat_node(
-                    self.node_id, settings.NODE_TTL, session_ids=list(self.sessions)
+                    self.node_id,
+                    settings.NODE_TTL,
+                    session_ids=list(self.sessions),
+                    stats=dict(self.stats),
                 )
                 if not known or self._resync:
                     await self.resync()

@@ -95,6 +95,7 @@ def test_nodes_prints_status_counts_and_totals(registry):
         "HEARTBEAT",
         "STARTED",
         "(UTC)",
+        "COUNTERS",
     ]
     assert lines[1].split()[:5] == ["node-a", "alive", "1", "2s", "ago"]
     assert lines[2].split()[:3] == ["node-b", "alive", "1"]
@@ -102,6 +103,15 @@ def test_nodes_prints_status_counts_and_totals(registry):
     column = lines[0].index("STATUS")
     assert lines[1][column:].startswith("alive") and lines[2][column:].startswith("alive")
     assert lines[-1] == "2 nodes (2 alive, 0 lost), 2 sessions"
+
+
+def test_nodes_show_the_counters_of_their_last_heartbeat(registry):
+    async_to_sync(registry.heartbeat_node)("node-a", 30, stats={"delivered": 7, "slow_consumer": 1})
+    lines = run("nodes").splitlines()
+    assert lines[1].split()[-2:] == ["delivered=7", "slow_consumer=1"]
+    [node_a, node_b] = json.loads(run("nodes", "--json"))
+    assert node_a["stats"] == {"delivered": 7, "slow_consumer": 1}
+    assert node_b["stats"] == {}
 
 
 def test_nodes_as_json(registry):

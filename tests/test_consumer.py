@@ -462,6 +462,9 @@ async def test_client_that_falls_behind_is_closed_as_slow_consumer_and_others_ke
         assert frames[5].get("message") == "slow consumer: more than 5 messages waiting"
         await asyncio.sleep(0.05)
         assert reasons == ["slow_consumer"]
+        assert node.stats["slow_consumer"] == 1
+        assert node.stats["dropped_slow_consumer"] == 5
+        assert node.stats["delivered"] == 5
         node.dispatch({**message, "body": b"still flowing"})
         assert (await fast.receive_frame()).body == b"still flowing"
         await fast.disconnect()

@@ -190,6 +190,9 @@ async def test_unacknowledged_messages_come_again_after_reconnect_acknowledged_n
     back = await connect(headers)
     _, again = await subscribe(back, "/user/queue/work", ack="client")
     assert [m.body for m in again] == [b"w1", b"w2"]
+    from stomp_cluster.node import get_node
+
+    assert get_node().stats["redelivered"] == 2
     assert {m.get("redelivered") for m in again} == {"true"}
     await back.send_frame("ACK", {"id": again[-1].get("ack"), "receipt": "b"})
     assert (await back.receive_frame()).command is Command.RECEIPT

@@ -62,7 +62,7 @@ import abc
 import base64
 import binascii
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -148,6 +148,9 @@ class NodeRecord:
     last_heartbeat: float
     session_count: int
     alive: bool
+    #: The node's delivery counters (``delivered``, ``recovered``, ``redelivered``,
+    #: ``slow_consumer``, ``dropped_<reason>``), as of its last heartbeat.
+    stats: tuple[tuple[str, int], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,12 +251,14 @@ class PresenceBackend(abc.ABC):
         *,
         session_ids: Sequence[str] = (),
         now: float | None = None,
+        stats: Mapping[str, int] | None = None,
     ) -> bool:
         """Extend the node's liveness by *ttl* seconds and touch its live sessions.
 
         Sets ``last_heartbeat`` of the node and ``last_seen`` of each of *session_ids* that
         is still registered on this node to *now* (default: the current Unix time). Sessions
-        that are gone are not recreated. One round trip.
+        that are gone are not recreated. *stats*, the node's counters, replace the ones
+        :meth:`nodes` reports. One round trip.
 
         Returns:
             ``False`` when the node's record was missing (reaped, unregistered, or Redis

@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -72,6 +72,7 @@ class MemoryPresence(PresenceBackend):
         self._by_user: dict[str, set[str]] = {}
         self._by_destination: dict[str, dict[str, int]] = {}
         self._lock: tuple[str, float] | None = None
+        self._stats: dict[str, tuple[tuple[str, int], ...]] = {}
 
     # -- index maintenance ---------------------------------------------------------------
 
@@ -138,11 +139,14 @@ class MemoryPresence(PresenceBackend):
         *,
         session_ids: Sequence[str] = (),
         now: float | None = None,
+        stats: Mapping[str, int] | None = None,
     ) -> bool:
         _check_ttl(ttl)
         node = self._nodes.get(node_id)
         if node is None:
             return False
+        if stats is not None:
+            self._stats[node_id] = tuple(sorted((str(k), int(v)) for k, v in stats.items()))
         stamp = time.time() if now is None else now
         node.deadline = time.monotonic() + ttl
         node.last_heartbeat = stamp
@@ -165,6 +169,7 @@ class MemoryPresence(PresenceBackend):
                 last_heartbeat=node.last_heartbeat,
                 session_count=len(self._by_node.get(node.node_id, ())),
                 alive=self._alive(node),
+                stats=self._stats.get(node.node_id, ()),
             )
             for node in sorted(self._nodes.values(), key=lambda node: node.node_id)
         ]

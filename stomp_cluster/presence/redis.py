@@ -598,17 +598,22 @@ class RedisPresence(PresenceBackend):
         *,
         session_ids: Sequence[str] = (),
         now: float | None = None,
+        stats: Mapping[str, int] | None = None,
     ) -> bool:
         # The ZADD runs even when the record is gone: the caller re-registers right away,
         # and a node that dies in between is found lost (no alive key) and unlisted.
         base = self._base(node_id)
         stamp = repr(time.time() if now is None else now)
-        found, _ = await self._run(
-            [
-                _Call.lua(_S_HEARTBEAT, base + "info", base, _ms(ttl), stamp, *session_ids),
-                _Call(("ZADD", self._nodes_key, stamp, node_id)),
-            ]
-        )
+        calls = [
+            _Call.lua(_S_HEARTBEAT, base + "info", base, _ms(ttl), stamp, *session_ids),
+            _Call(("ZADD", self._nodes_key, stamp, node_id)),
+        ]
+        if stats is not None:
+            # Its own key, so that it can never recreate a half node record; it lives a
+            # few heartbeats longer than the node, for the admin's "lost" rows.
+            payload = json.dumps({str(k): int(v) for k, v in stats.items()}, sort_keys=True)
+            calls.append(_Call(("SET", base + "stats", payload, "PX", _ms(ttl * 3))))
+        found = (await self._run(calls))[0]
         return bool(found)
 
     async def unregister_node(self, node_id: str) -> list[SessionRecord]:
@@ -628,6 +633,7 @@ class RedisPresence(PresenceBackend):
                 _Call(("HGETALL", base + "info")),
                 _Call(("EXISTS", base + "alive")),
                 _Call(("ZCARD", base + "sessions")),
+                _Call(("GET", base + "stats")),
             ]
 
         # A node listed without a record is a leftover that reaping will unlist.
@@ -640,8 +646,9 @@ class RedisPresence(PresenceBackend):
                 last_heartbeat=float(info["last_heartbeat"]),
                 session_count=int(count),
                 alive=bool(alive),
+                stats=tuple(sorted(json.loads(stats).items())) if stats else (),
             )
-            for node_id, (info, alive, count) in sorted(replies.items())
+            for node_id, (info, alive, count, stats) in sorted(replies.items())
             if info
         ]
 

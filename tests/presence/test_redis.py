@@ -188,7 +188,7 @@ async def test_cross_node_queries_pipeline_one_command_per_node(
 
     trips.clear()
     await redis_backend.nodes()
-    assert trips == [1 + 3 * 3]
+    assert trips == [1 + 3 * 4]  # per node: info, alive, session count, counters
 
     await redis_backend.register_node(node("node-d"), 30)
     trips.clear()

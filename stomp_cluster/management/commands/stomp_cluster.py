@@ -104,6 +104,7 @@ def _node_json(record: NodeRecord) -> dict[str, Any]:
         "last_heartbeat": record.last_heartbeat,
         "started_at": record.started_at,
         "channel_name": record.channel_name,
+        "stats": dict(record.stats),
     }
 
 
@@ -249,7 +250,7 @@ class Command(BaseCommand):
             return "No node is registered."
         now = time.time()
         table = format_table(
-            ["NODE", "STATUS", "SESSIONS", "LAST HEARTBEAT", "STARTED (UTC)"],
+            ["NODE", "STATUS", "SESSIONS", "LAST HEARTBEAT", "STARTED (UTC)", "COUNTERS"],
             [
                 [
                     n["node_id"],
@@ -257,6 +258,7 @@ class Command(BaseCommand):
                     n["session_count"],
                     _ago(n["last_heartbeat"], now),
                     _when(n["started_at"]),
+                    " ".join(f"{k}={v}" for k, v in sorted(n["stats"].items())) or "-",
                 ]
                 for n in nodes
             ],
