@@ -131,3 +131,45 @@ def test_client_that_never_reads_is_disconnected_while_a_fast_one_loses_nothing(
         env={"REDIS_URL": redis_server.url, "STOMP_NODE_ID": "cli"},
     )
     assert [s["username"] for s in json.loads(sessions)["sessions"]] == ["bob"]
+
+
+@pytest.mark.timeout(150)
+def test_redis_restart_mid_stream_with_aof_loses_no_acknowledged_send(db_path, tokens, tmp_path):
+    from tests.support.nodes import AsgiNode
+    from tests.support.procs import RedisServer
+
+    redis = RedisServer(appendonly=True)  # durability follows Redis's own persistence
+    redis.start()
+    node = AsgiNode(
+        "node-aof",
+        db_path=db_path,
+        redis_url=redis.url,
+        node_ttl=2,
+        env={"STOMP_HISTORY_MAX_LENGTH": "20000"},
+        log_dir=tmp_path,
+    )
+    try:
+        node.start()
+        total = 1500
+        sender = stream(db_path, redis.url, "bob", total, 300, "--report")
+        time.sleep(2.0)
+        redis.restart()  # SIGTERM: Redis writes its AOF and comes back with it
+        out, err = sender.communicate(timeout=120)
+        assert sender.returncode == 0, err[-2000:]
+        acknowledged = {
+            int(line.split()[1]) for line in out.splitlines() if line.startswith("acknowledged")
+        }
+        assert len(acknowledged) > total // 2  # most sends went through around the restart
+        client = StompPyClient(node.ws_url)
+        client.connect("bob", tokens("bob"))
+        client.subscribe("/user/queue/stream", headers={"x-resume-from": "0-0"})
+        deadline = time.monotonic() + 30
+        while not acknowledged <= set(bodies(client)) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        got = bodies(client)
+        assert acknowledged <= set(got)
+        assert got == sorted(got)  # in order, and each once
+        assert len(got) == len(set(got))
+    finally:
+        node.terminate()
+        redis.close()

@@ -27,6 +27,9 @@ class Command(BaseCommand):
         parser.add_argument("--rate", type=float, default=0, help="messages/s (0: no limit)")
         parser.add_argument("--topic", action="store_true", help="USER is a broker destination")
         parser.add_argument("--size", type=int, default=0, help="pad bodies to this many bytes")
+        parser.add_argument(
+            "--report", action="store_true", help="print the index of each send that returned"
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         async_to_sync(self._stream)(options)
@@ -43,8 +46,12 @@ class Command(BaseCommand):
                 else:
                     await asend_to_user(options["user"], options["destination"], body)
             except DeliveryFailed:
-                # A user message is already in the user's history: a client recovers it.
+                # Either refused before it was stored (history down: not acknowledged), or
+                # stored but not routed live (a client recovers it from the history).
                 failed += 1
+            else:
+                if options["report"]:
+                    self.stdout.write(f"acknowledged {n}")
             if interval:
                 await asyncio.sleep(max(0.0, started + (n + 1) * interval - time.monotonic()))
         self.stdout.write(f"sent {options['count']} messages ({failed} not routed live)")
