@@ -9,8 +9,9 @@ A session's user comes, in this order, from:
 3. the WebSocket handshake's Django session cookie, through Channels'
    ``AuthMiddlewareStack`` (``scope["user"]``).
 
-A CONNECT with ``login`` that matches none of the first two is refused rather than
-silently falling back to the cookie, so that a client learns its credentials are wrong.
+A CONNECT with a ``passcode`` that matches neither of the first two is refused rather
+than silently falling back to the cookie, so that a client learns its credentials are
+wrong. A ``login`` without a ``passcode`` is ignored (some clients always send one).
 """
 
 from __future__ import annotations

@@ -13,8 +13,8 @@ in ``docs/reference/checks.rst``:
 * ``stomp_cluster.E008`` ``HISTORY_BACKEND`` cannot be imported.
 * ``stomp_cluster.W001`` the in-memory channel layer with a shared presence backend
   (several nodes expected, but they could not reach each other), or the reverse.
-* ``stomp_cluster.W002`` a channels_redis layer left at its default capacity of 100,
-  which drops messages silently under load.
+* ``stomp_cluster.W002`` a channels_redis layer left at its default capacity of 100:
+  under load, node channels fill and sends fail with ``DeliveryFailed``.
 * ``stomp_cluster.W003`` a channels_redis host given without ``socket_timeout``:
   redis-py's default (5 s) equals the layer's blocking read, so receives time out.
 * ``stomp_cluster.W004`` an in-memory history with a shared presence registry.
@@ -254,8 +254,8 @@ def check_channel_layer(
             messages.append(
                 Warning(
                     "The channels_redis layer uses its default capacity of 100 messages per "
-                    "channel; node channels carry every message for a node and would drop "
-                    "messages silently under load.",
+                    "channel; node channels carry every message for a node, so under load "
+                    "they fill and sends fail with DeliveryFailed.",
                     hint="Set CONFIG['capacity'] (we recommend 10000) in CHANNEL_LAYERS.",
                     id="stomp_cluster.W002",
                 )

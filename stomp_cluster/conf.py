@@ -52,7 +52,8 @@ DEFAULTS: dict[str, Any] = {
     "PASSWORD_LOGIN": False,
     "TOKEN_MAX_AGE": 3600,  # seconds, default lifetime of connection_token()
     # Dotted path of a callable (user, action, destination) -> bool; action is
-    # "subscribe" or "send". None allows everything except other users' /user/ queues.
+    # "subscribe" or "send" (including /app/ destinations). None allows everything but
+    # anonymous SENDs to /user/<name>/...; nobody can subscribe to another user's queue.
     "PERMISSION_HOOK": None,
     # Origins allowed to open the WebSocket (host names, "*" or ".example.com" suffixes);
     # None means settings.ALLOWED_HOSTS.

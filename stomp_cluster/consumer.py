@@ -28,7 +28,9 @@ from django.http.request import split_domain_port, validate_host
 from stomp_cluster import __version__, signals
 from stomp_cluster.auth import authenticate_connect, check_permission
 from stomp_cluster.conf import StompSettings, get_settings
+from stomp_cluster.exceptions import DeliveryFailed
 from stomp_cluster.handlers import HandlerError, StompRequest, call_handler, registry
+from stomp_cluster.history.base import is_valid_id
 from stomp_cluster.node import Node, get_node
 from stomp_cluster.presence.base import SessionRecord, SubscriptionRecord
 from stomp_cluster.protocol import (
@@ -61,9 +63,6 @@ logger = logging.getLogger(__name__)
 
 #: Seconds a client may take between opening the WebSocket and sending CONNECT.
 CONNECT_TIMEOUT = 30.0
-
-#: Close code for "policy violation", used after an ERROR frame.
-CLOSE_POLICY = 1008
 
 _SUBPROTOCOLS = {v.subprotocol: v for v in Version}
 
@@ -137,7 +136,6 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
             heartbeat=(s.HEARTBEAT_SEND_MS, s.HEARTBEAT_RECEIVE_MS),
             subprotocol=version,
         )
-        self.debug = logger.isEnabledFor(logging.DEBUG)
         await self.node.ensure_started()
         accept: dict[str, Any] = {"type": "websocket.accept"}
         if version is not None:
@@ -170,16 +168,17 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
         data = message.get("bytes")
         if data is None:
             data = message.get("text") or ""
-        if self.debug:
-            logger.debug("< %s %r", self.session_id or "-", data[:200])
+        # Frames are logged at DEBUG by the protocol, with credentials hidden; raw bytes
+        # are not logged here, since a CONNECT carries its passcode in clear.
         self.connection.receive_data(data)
         await self._process()
 
     async def websocket_disconnect(self, message: dict[str, Any]) -> None:
         """The socket is gone: clean up once, then stop this consumer."""
         code = message.get("code")
-        if code in (1001, 1012) and self._disconnect_reason == "client":
-            # 1001 "going away" / 1012 "service restart": the server is shutting down.
+        if code == 1012 and self._disconnect_reason == "client":
+            # 1012 "service restart": the server (uvicorn) is shutting down. Not 1001,
+            # which browsers also send when they leave a page.
             self._disconnect_reason = "shutdown"
         await self._cleanup()
         raise StopConsumer
@@ -237,7 +236,11 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
                 self._disconnect_reason = "error"
 
     def _refuse(self, message: str, frame: Any = None) -> None:
-        receipt = frame.get("receipt") if frame is not None else None
+        # The ERROR answers the refused frame's receipt, if it asked for one.
+        if isinstance(frame, Subscription):
+            receipt = sub_header(frame, "receipt")
+        else:
+            receipt = frame.get("receipt") if frame is not None else None
         self.connection.send_error(message, receipt_id=receipt)
         self._disconnect_reason = "error"
 
@@ -281,13 +284,25 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
         destination = str(event.destination)
         frame = event.frame
         s = self.settings
+        if not await check_permission(self.user, "send", destination):
+            self._refuse(f"permission denied: cannot send to {destination}", frame)
+            return
         app_prefix = next((p for p in s.APP_PREFIXES if destination.startswith(p)), None)
         if app_prefix is not None:
             await self._on_app_send(destination, app_prefix, frame)
             return
-        if not await check_permission(self.user, "send", destination):
-            self._refuse(f"permission denied: cannot send to {destination}", frame)
-            return
+        try:
+            await self._route_send(destination, frame)
+        except DeliveryFailed as exc:
+            # An outage or a full node channel: tell the client its SEND did not go
+            # through (it may retry), rather than pretend it did.
+            logger.warning(
+                "SEND to %s from session %s failed: %s", destination, self.session_id, exc
+            )
+            self._refuse(f"message not delivered: {exc}", frame)
+
+    async def _route_send(self, destination: str, frame: Any) -> None:
+        s = self.settings
         headers = self._forwarded_headers(frame.headers)
         from stomp_cluster.send import asend_to_destination, asend_to_user
 
@@ -368,15 +383,21 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
             # Only /user/queue/x style: a session subscribes to its own user's queue and
             # cannot name another user (Spring resolves it the same way).
             if not self._is_broker("/" + destination[len(s.USER_PREFIX) :]):
-                self._refuse(f"cannot subscribe to {destination}: use {s.USER_PREFIX}queue/<name>")
+                self._refuse(
+                    f"cannot subscribe to {destination}: use {s.USER_PREFIX}queue/<name>", sub
+                )
                 return
         elif not self._is_broker(destination):
-            self._refuse(f"unknown destination {destination}")
+            self._refuse(f"unknown destination {destination}", sub)
             return
         if not await check_permission(self.user, "subscribe", destination):
-            self._refuse(f"permission denied: cannot subscribe to {destination}")
+            self._refuse(f"permission denied: cannot subscribe to {destination}", sub)
             return
         history_key = self._history_key(destination)
+        resume = sub_header(sub, RESUME_HEADER) or self._resume_from
+        if history_key is not None and resume is not None and not is_valid_id(resume):
+            self._refuse(f"{RESUME_HEADER} must be a message-id such as 1700000000000-0", sub)
+            return
         if history_key is not None:
             self._recovery.begin(str(sub.id))  # hold live messages back until recovered
         self._subs_by_destination.setdefault(destination, []).append(str(sub.id))
@@ -391,7 +412,6 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
             **self._signal_kwargs(),
         )
         if history_key is not None:
-            resume = sub_header(sub, RESUME_HEADER) or self._resume_from
             await self._recover(str(sub.id), history_key, destination, resume, sub.ack)
 
     def _history_key(self, destination: str) -> str | None:
@@ -412,7 +432,7 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
         See :mod:`stomp_cluster.recovery` for why this has neither gaps nor duplicates.
         """
         from stomp_cluster.exceptions import PresenceUnavailable
-        from stomp_cluster.history.base import is_valid_id, previous_id
+        from stomp_cluster.history.base import previous_id
         from stomp_cluster.node import get_history
 
         history = get_history()
@@ -420,9 +440,6 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
         self._recovery.track(sub_id)
         after = None
         try:
-            if resume is not None and not is_valid_id(resume):
-                self._refuse(f"{RESUME_HEADER} must be a message-id such as 1700000000000-0")
-                return
             again: Headers = ()
             if destination.startswith(self.settings.USER_PREFIX):
                 # Sent while the user had no live session at all: due now, unless the
@@ -430,7 +447,8 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
                 pending = await history.take_pending(key, destination)
                 if resume is None and pending is not None:
                     after = previous_id(pending)
-            if ack is not AckMode.AUTO:
+            if ack is not AckMode.AUTO and destination.startswith(self.settings.USER_PREFIX):
+                # Per user: a topic's history is shared, so its cursor cannot be.
                 self._recovery.watch_acks(sub_id, key, destination)
                 cursor = await history.acked(key, destination) if resume is None else None
                 if cursor is not None:
@@ -493,7 +511,7 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
             self.node.stats["redelivered"] += 1
             self._send(sub_id, body, (*headers, (REDELIVERED_HEADER, "true")), message_id)
 
-    async def _on_unsubscribe(self, sub: Subscription) -> None:
+    async def _on_unsubscribe(self, sub: Subscription, *, closing: bool = False) -> None:
         if self._routed.pop(str(sub.id), None) is None:
             return  # refused at SUBSCRIBE time: never routed
         self._recovery.forget(str(sub.id))
@@ -509,6 +527,7 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
             destination=destination,
             subscription_id=str(sub.id),
             ack=sub.ack.value,
+            closing=closing,
             consumer=self,
             **self._signal_kwargs(),
         )
@@ -649,8 +668,8 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
                     break
                 self._backlog = len(chunks)
                 for chunk in chunks:
-                    if self.debug:
-                        logger.debug("> %s %r", self.session_id or "-", chunk[:200])
+                    if self._closed:
+                        break  # closed meanwhile (slow consumer): the socket is not ours
                     await self.send(self._ws_message(chunk))
                     self._backlog -= 1
                 self._last_sent = time.monotonic()
@@ -729,6 +748,6 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
 
     async def _on_unsubscribe_quietly(self, sub: Subscription) -> None:
         try:
-            await self._on_unsubscribe(sub)
+            await self._on_unsubscribe(sub, closing=True)
         except Exception:
             logger.exception("cleanup of subscription %s failed", sub.id)

@@ -16,7 +16,7 @@ nothing.
 
 Each call returns a :class:`Delivery` saying how many sessions and nodes it reached
 according to the presence registry at the time of sending. Sending to nobody is not an
-error; a node channel that is full is (:class:`DeliveryFailed`), never a silent drop.
+error. A full node channel raises :class:`DeliveryFailed`: nothing is dropped silently.
 
 Bodies may be ``str`` (sent as ``text/plain;charset=utf-8``), ``bytes`` (sent as-is) or
 anything JSON-serialisable (sent as ``application/json``).
@@ -69,13 +69,12 @@ class Delivery:
 
     Attributes:
         sessions: subscriptions (for a destination) or sessions (for a user or a
-            session) that the message was routed to; ``None`` if the registry could not
-            be asked (the message was still sent).
-        nodes: how many nodes it was routed to; ``None`` likewise.
+            session) that the message was routed to.
+        nodes: how many nodes it was routed to.
     """
 
-    sessions: int | None
-    nodes: int | None
+    sessions: int
+    nodes: int
 
     def __bool__(self) -> bool:
         return bool(self.sessions)
@@ -233,7 +232,9 @@ async def asend_to_destination(
     """Publish to every subscriber of *destination* (e.g. ``/topic/news``), cluster-wide.
 
     Raises:
-        DeliveryFailed: the channel layer refused or could not take the message.
+        DeliveryFailed: a node channel was full, or the channel layer, the registry or
+            (for a ``HISTORY_TOPICS`` destination) the history was unavailable.
+        ValueError: *destination* is a ``/user/`` one: use :func:`asend_to_user`.
     """
     from stomp_cluster.node import get_presence
 
@@ -309,8 +310,13 @@ def topic_history_key(destination: str) -> str | None:
     """
     import fnmatch
 
-    patterns = get_settings().HISTORY_TOPICS
-    if patterns and any(fnmatch.fnmatchcase(destination, p) for p in patterns):
+    settings = get_settings()
+    patterns = settings.HISTORY_TOPICS
+    if (
+        settings.HISTORY_BACKEND is not None
+        and patterns
+        and any(fnmatch.fnmatchcase(destination, p) for p in patterns)
+    ):
         return "\x00topic\x00" + destination
     return None
 

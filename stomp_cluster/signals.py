@@ -29,7 +29,8 @@ stomp_connected = Signal()
 stomp_subscribed = Signal()
 
 #: After an UNSUBSCRIBE, and for each subscription still open when the session ends
-#: (before ``stomp_disconnected``). Extra kwargs as ``stomp_subscribed``.
+#: (before ``stomp_disconnected``). Extra kwargs as ``stomp_subscribed``, plus
+#: ``closing`` (True when the session is ending).
 stomp_unsubscribed = Signal()
 
 #: Exactly once per session that was CONNECTED, however it ended. Extra kwargs:

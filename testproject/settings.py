@@ -109,7 +109,7 @@ elif REDIS_URL:
             "CONFIG": {
                 # redis-py's 5 s socket timeout equals the layer's 5 s blocking read, so
                 # receives time out spuriously; its asyncio pool also caps at 100
-                # connections. Set both (see docs/topics/deploy).
+                # connections. Set both (see docs/howto/deploy-a-cluster).
                 "hosts": [{"address": REDIS_URL, "socket_timeout": 10, "max_connections": 500}],
                 "prefix": "stomp_demo",
                 # Node channels carry every message for a node: see docs/topics/delivery.

@@ -470,3 +470,44 @@ async def test_client_that_falls_behind_is_closed_as_slow_consumer_and_others_ke
         await fast.disconnect()
     finally:
         signals.stomp_disconnected.disconnect(receiver)
+
+
+def deny_app(user, action, destination):
+    return not destination.startswith("/app/")
+
+
+@override_settings(STOMP_CLUSTER={"PERMISSION_HOOK": "tests.test_consumer.deny_app"})
+async def test_permission_hook_is_asked_about_app_destinations_too():
+    c = await client()
+    await c.send_frame("SEND", {"destination": "/app/echo", "receipt": "5"}, "x")
+    frame = await c.receive_frame()
+    assert frame.get("message") == "permission denied: cannot send to /app/echo"
+    assert frame.get("receipt-id") == "5"
+
+
+async def test_refused_subscribe_error_answers_its_receipt():
+    c = await client()
+    await c.send_frame("SUBSCRIBE", {"id": "1", "destination": "/elsewhere", "receipt": "42"})
+    frame = await c.receive_frame()
+    assert frame.command is Command.ERROR
+    assert frame.get("message") == "unknown destination /elsewhere"
+    assert frame.get("receipt-id") == "42"
+    assert await c.receive_close() == 1000
+
+
+async def test_send_that_cannot_be_routed_is_refused_with_the_reason(monkeypatch):
+    from stomp_cluster.exceptions import PresenceUnavailable
+    from stomp_cluster.node import get_presence
+
+    c = await client()
+
+    async def down(destination):
+        raise PresenceUnavailable("registry down")
+
+    monkeypatch.setattr(get_presence(), "destination_nodes", down)
+    await c.send_frame("SEND", {"destination": "/topic/t", "receipt": "7"}, "x")
+    frame = await c.receive_frame()
+    assert frame.get("message") == (
+        "message not delivered: presence registry unavailable: cannot route the message"
+    )
+    assert frame.get("receipt-id") == "7"

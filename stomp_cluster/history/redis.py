@@ -11,6 +11,7 @@ registry. ``D`` is the same digest of a destination. ::
                                h (headers, JSON [[name, value], ...]); PX TTL = max_age
     P:h:{U}:pending    hash    D -> id of the first message that waited for the user on
                                that destination; same TTL as the stream
+    P:h:{U}:acks       hash    D -> acknowledgement cursor (client ack modes); same TTL
 
 Why it looks like this
 ======================
@@ -64,6 +65,8 @@ append         EXISTS XADD XRANGE XLEN PEXPIRE PEXPIRE, and when needed:   1
 read           EXISTS XINFO XRANGE (more XRANGE batches when filtering)    1
 take_pending   HGET, then HDEL if found                                    1
 last_id        XREVRANGE + - COUNT 1                                       1
+set_acked      EXISTS HGET HSET PTTL PEXPIRE                               1
+acked          HGET                                                        1
 =============  ==========================================================  =====
 
 A script the server does not know yet (first use, or after a restart) costs one more trip,

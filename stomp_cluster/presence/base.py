@@ -103,8 +103,10 @@ class SessionRecord:
     Attributes:
         session_id: Unique across the cluster; the ``session`` header of CONNECTED.
         node_id: The node whose process holds the socket.
-        channel_name: The consumer's own channel-layer name, to reach (or kick) it.
-        user_key: ``str(user.pk)`` of an authenticated user, ``None`` when anonymous.
+        channel_name: The channel of the node holding the session (consumers have no
+            channel of their own: the node fans out to them).
+        user_key: The key messages to the user are routed by (the username) for an
+            authenticated user, ``None`` when anonymous.
         username: The user's name, ``""`` when anonymous.
         remote_addr: The client's address as the ASGI server saw it.
         user_agent: The ``User-Agent`` of the WebSocket handshake.
@@ -212,7 +214,7 @@ def decode_cursor(cursor: str) -> tuple[float, str]:
 class PresenceBackend(abc.ABC):
     """The registry of nodes, sessions and subscriptions, shared by the cluster.
 
-    Subclasses take their settings (``STOMP_CLUSTER["PRESENCE"]["OPTIONS"]``) as keyword
+    Subclasses take their settings (``STOMP_CLUSTER["PRESENCE_OPTIONS"]``) as keyword
     arguments, consume the ones they know and pass the rest to this constructor, which
     rejects leftovers so that a typo fails loudly instead of being ignored.
 
@@ -225,7 +227,7 @@ class PresenceBackend(abc.ABC):
         if options:
             raise ImproperlyConfigured(
                 f"Unknown option(s) for {type(self).__name__}: {', '.join(sorted(options))}. "
-                "Remove them from STOMP_CLUSTER['PRESENCE']['OPTIONS']."
+                "Remove them from STOMP_CLUSTER['PRESENCE_OPTIONS']."
             )
 
     # -- nodes -------------------------------------------------------------------------

@@ -37,9 +37,11 @@ async def on_subscribed(
 
 
 async def on_unsubscribed(
-    *, consumer: Any, session_id: str, subscription_id: str, **kwargs: Any
+    *, consumer: Any, session_id: str, subscription_id: str, closing: bool = False, **kwargs: Any
 ) -> None:
-    """Remove the subscription."""
+    """Remove the subscription, unless the whole session is about to go."""
+    if closing:
+        return  # remove_session drops it in the same round trip as the session
     node = consumer.node
     await node.presence_call(
         node.presence.remove_subscription(session_id, node.node_id, subscription_id)

@@ -9,6 +9,7 @@ digest of a user key and of a destination. ::
 
     P:n:{N}:info           hash    node_id, channel_name, started_at, last_heartbeat
     P:n:{N}:alive          string  "1" with a PX TTL: the node is alive while it exists
+    P:n:{N}:stats          string  the node's counters (JSON), PX = 3 heartbeat TTLs
     P:n:{N}:sessions       zset    session_id -> connected_at (pages, node counts)
     P:n:{N}:sess:<sid>     hash    one session: sid node_id channel_name user_key username
                                    remote_addr user_agent version connected_at last_seen,
@@ -59,9 +60,10 @@ call                                                     commands               
 add_session, remove_session, add/remove_subscription     1 script                  1
 acquire_sweep_lock, release_sweep_lock                   1 script                  1
 register_node, heartbeat_node, unregister_node           1 script + ZADD/ZREM      1
+                                                         (+ SET of the counters)
 reap_node                                                ZSCORE + 1 script (+1)    1 (+1)
 cross-node queries (sessions_of, subscribers, counts…)   ZRANGE + 1 per node       1
-nodes                                                    ZRANGE + 3 per node       1
+nodes                                                    ZRANGE + 4 per node       1
 =======================================================  ========================  =======
 
 ``reap_node`` takes a second trip to unlist the node when it reaped it. A script the server

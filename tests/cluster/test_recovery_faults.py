@@ -103,7 +103,7 @@ def test_client_that_never_reads_is_disconnected_while_a_fast_one_loses_nothing(
 ):
     # uvicorn's WebSocket send waits for the socket to drain, so a client that does not
     # read makes our outbound queue grow until MAX_OUTBOX.
-    [node] = cluster(1, server="uvicorn", env={"STOMP_MAX_OUTBOX": "500"})
+    [node] = cluster(1, server="uvicorn", env={"STOMP_MAX_OUTBOX": "2000"})
     topic = "/topic/firehose"
     slow = RawStompClient(node.ws_url)
     slow.connect(login="alice", passcode=tokens("alice"))
@@ -113,8 +113,9 @@ def test_client_that_never_reads_is_disconnected_while_a_fast_one_loses_nothing(
     fast = StompPyClient(node.ws_url)
     fast.connect("bob", tokens("bob"))
     fast.subscribe(topic)
-    total = 3000
-    # 500 messages/s of 8 KiB: well within what a reading client takes.
+    total = 6000
+    # 500 messages/s of 8 KiB: well within what a reading client takes, while the one
+    # that does not read fills the kernel's buffers, then 2,000 frames of ours (16 MiB).
     sender = stream(db_path, redis_server.url, topic, total, 500, "--topic", "--size", "8192")
     out, err = sender.communicate(timeout=120)
     assert sender.returncode == 0, err[-2000:]
