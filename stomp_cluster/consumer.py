@@ -653,6 +653,10 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
 
     # -- output, timers and cleanup ----------------------------------------------
 
+    def is_closed(self) -> bool:
+        """Whether this session has ended (it may change across an ``await``)."""
+        return self._closed
+
     def _schedule_flush(self) -> None:
         if not self._flushing:
             asyncio.get_running_loop().create_task(self._flush())
@@ -668,7 +672,7 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
                     break
                 self._backlog = len(chunks)
                 for chunk in chunks:
-                    if self._closed:
+                    if self.is_closed():
                         break  # closed meanwhile (slow consumer): the socket is not ours
                     await self.send(self._ws_message(chunk))
                     self._backlog -= 1
