@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 from channels.layers import channel_layers
 
 from stomp_cluster import node as node_module
 from stomp_cluster.handlers import registry
+from tests.support.procs import RedisServer
 
 
 @pytest.fixture(autouse=True)
@@ -27,3 +30,21 @@ def handlers():
     saved = list(registry._routes)
     yield registry
     registry._routes[:] = saved
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """One redis-server of our own for the session (tests/cluster has its own)."""
+    server = RedisServer()
+    server.start()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def clean_redis(redis_server: RedisServer) -> RedisServer:
+    """The session's redis-server, running and empty (tests may stop or kill it)."""
+    if redis_server.proc is None or redis_server.proc.poll() is not None:
+        redis_server.start()
+    redis_server.flush()
+    return redis_server

@@ -7,7 +7,7 @@ so every test begins with an empty, running Redis.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -21,23 +21,6 @@ from tests.support.procs import RedisServer
 PREFIX = "test"
 
 MakeHistory = Callable[..., Awaitable[HistoryBackend]]
-
-
-@pytest.fixture(scope="session")
-def redis_server() -> Iterator[RedisServer]:
-    server = RedisServer()
-    server.start()
-    yield server
-    server.close()
-
-
-@pytest.fixture
-def clean_redis(redis_server: RedisServer) -> RedisServer:
-    """The session's redis-server, running and empty."""
-    if redis_server.proc is None or redis_server.proc.poll() is not None:
-        redis_server.start()
-    redis_server.flush()
-    return redis_server
 
 
 def make_redis_history(server: RedisServer, **options: Any) -> RedisHistory:

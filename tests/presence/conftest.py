@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 import redis.asyncio
@@ -19,23 +19,6 @@ from stomp_cluster.presence.redis import RedisPresence
 from tests.support.procs import RedisServer
 
 PREFIX = "test"
-
-
-@pytest.fixture(scope="session")
-def redis_server() -> Iterator[RedisServer]:
-    server = RedisServer()
-    server.start()
-    yield server
-    server.close()
-
-
-@pytest.fixture
-def clean_redis(redis_server: RedisServer) -> RedisServer:
-    """The session's redis-server, running and empty."""
-    if redis_server.proc is None or redis_server.proc.poll() is not None:
-        redis_server.start()
-    redis_server.flush()
-    return redis_server
 
 
 def make_redis_backend(server: RedisServer, **options) -> RedisPresence:
