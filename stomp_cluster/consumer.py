@@ -61,6 +61,9 @@ __all__ = ["StompConsumer"]
 
 logger = logging.getLogger(__name__)
 
+#: History entries read per round trip while recovering a subscription.
+RECOVERY_PAGE = 1000
+
 #: Seconds a client may take between opening the WebSocket and sending CONNECT.
 CONNECT_TIMEOUT = 30.0
 
@@ -457,17 +460,21 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
             if resume is not None:
                 after = resume
             complete = True
-            if after is not None:
-                page = await history.read(key, after, destination=destination)
-                complete = page.complete
-                extra: Headers = () if complete else ((RECOVERED_HEADER, "false"),)
+            first = True
+            while after is not None:
+                # Page through: a short read would leave a gap before the held messages.
+                page = await history.read(key, after, destination=destination, limit=RECOVERY_PAGE)
+                if first:
+                    complete, first = page.complete, False
+                    extra: Headers = () if complete else ((RECOVERED_HEADER, "false"),)
                 self.node.stats["redelivered" if again else "recovered"] += len(page.entries)
                 for entry in page.entries:
                     self._send(sub_id, entry.body, entry.headers + extra + again, entry.id)
                     self._recovery.delivered(sub_id, entry.id)
                     extra = ()
-                if resume is not None:
-                    self._receipt_headers = ((RECOVERED_HEADER, "true" if complete else "false"),)
+                after = page.entries[-1].id if len(page.entries) == RECOVERY_PAGE else None
+            if resume is not None:
+                self._receipt_headers = ((RECOVERED_HEADER, "true" if complete else "false"),)
         except PresenceUnavailable:
             logger.warning("history unavailable: session %s recovers nothing", self.session_id)
             if resume is not None:
@@ -475,7 +482,6 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
         finally:
             for message_id, body, headers in self._recovery.finish(sub_id):
                 self._send(sub_id, body, headers, message_id)
-                self._recovery.delivered(sub_id, message_id)
 
     def _send(self, sub_id: str, body: bytes, headers: Headers, message_id: str | None) -> bool:
         """Queue one MESSAGE, keeping history messages that await an ACK."""

@@ -63,7 +63,8 @@ def id_key(message_id: str) -> tuple[int, int]:
 class RecoveryState:
     """Per-session bookkeeping of the subscriptions that have a history."""
 
-    #: Subscription id -> last history id delivered on it.
+    #: Subscription id -> last id delivered on it from the history (the recovery's
+    #: watermark): a live message at or below it was in the history read.
     last_ids: dict[str, str] = field(default_factory=dict)
     #: Subscription id -> live messages held back while it recovers.
     held: dict[str, list[tuple[str, bytes, Headers]]] = field(default_factory=dict)
@@ -79,7 +80,10 @@ class RecoveryState:
     def admit(self, sub_id: str, message_id: str | None, body: bytes, headers: Headers) -> bool:
         """Whether a live message may be delivered on *sub_id* now.
 
-        Held back while recovering; dropped when not newer than what was delivered.
+        Held back while recovering; afterwards dropped only when its id is not newer
+        than the last one recovered from the history (it was in that read). Live
+        messages are not compared with each other: two senders' messages may arrive in
+        either order, and neither is a duplicate.
         """
         if message_id is None:
             return True  # not from a history: nothing to order it against
@@ -88,11 +92,7 @@ class RecoveryState:
             held.append((message_id, body, headers))
             return False
         last = self.last_ids.get(sub_id)
-        if last is not None:
-            if id_key(message_id) <= id_key(last):
-                return False
-            self.last_ids[sub_id] = message_id
-        return True
+        return last is None or id_key(message_id) > id_key(last)
 
     def track(self, sub_id: str) -> None:
         """Remember delivered ids on *sub_id* from now on (a history-backed subscription)."""

@@ -202,3 +202,57 @@ async def test_unacknowledged_messages_come_again_after_reconnect_acknowledged_n
     _, none = await subscribe(last, "/user/queue/work", ack="client")
     assert none == []
     await last.disconnect()
+
+
+async def test_live_messages_from_concurrent_senders_are_not_taken_for_duplicates():
+    from stomp_cluster.node import get_node
+
+    headers = await login_headers("zoe")
+    await asend_to_user("zoe", "/queue/z", "old")
+    client = await connect(headers)
+    _, recovered = await subscribe(client, "/user/queue/z", **{"x-resume-from": "0-0"})
+    watermark = recovered[-1].get("message-id")
+    ms = int(watermark.split("-")[0])
+    node = get_node()
+    # Two senders appended ids ms+2 and ms+1; the later-appended one arrives first.
+    for n in (2, 1):
+        node.dispatch(
+            {
+                "type": "stomp.user",
+                "user": "zoe",
+                "destination": "/user/queue/z",
+                "body": f"sender {n}".encode(),
+                "headers": (),
+                "id": f"{ms + n}-0",
+            }
+        )
+    # A live copy of a recovered message is a duplicate, though, and is dropped.
+    node.dispatch(
+        {
+            "type": "stomp.user",
+            "user": "zoe",
+            "destination": "/user/queue/z",
+            "body": b"old",
+            "headers": (),
+            "id": watermark,
+        }
+    )
+    frames = [await client.receive_frame(), await client.receive_frame()]
+    assert [f.body for f in frames] == [b"sender 2", b"sender 1"]
+    assert await client.receive_nothing(0.2)
+    await client.disconnect()
+
+
+@override_settings(
+    STOMP_CLUSTER={"HISTORY_MAX_LENGTH": 5000, "PASSWORD_LOGIN": True, "NODE_ID": "test-node"}
+)
+async def test_recovery_pages_through_a_history_longer_than_one_read():
+    count = 2500  # more than two reads of RECOVERY_PAGE
+    headers = await login_headers("paula")
+    for n in range(count):
+        await asend_to_user("paula", "/queue/p", str(n))
+    client = await connect(headers)
+    receipt, messages = await subscribe(client, "/user/queue/p", **{"x-resume-from": "0-0"})
+    assert [int(m.body) for m in messages] == list(range(count))
+    assert receipt.get("x-recovered") == "true"
+    await client.disconnect()
