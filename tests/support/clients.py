@@ -250,11 +250,12 @@ class RawStompClient:
         *,
         subprotocols: Iterable[str] = ("v10.stomp", "v11.stomp", "v12.stomp"),
         timeout: float = 10.0,
+        sockopt: Iterable[tuple[int, int, int]] = (),
     ) -> None:
         self.ws_url = ws_url
         self.timeout = timeout
         self.ws = websocket.create_connection(
-            ws_url, subprotocols=list(subprotocols) or None, timeout=timeout
+            ws_url, subprotocols=list(subprotocols) or None, timeout=timeout, sockopt=tuple(sockopt)
         )
         self.subprotocol: str | None = self.ws.subprotocol
         self.parser = FrameParser()
