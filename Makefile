@@ -10,6 +10,7 @@
 #   make test-fast        pytest without cluster, browser and slow tests
 #   make demo             migrate, demo users, then the demo cluster
 #   make docs             Sphinx HTML, warnings are errors
+#   make bench            benchmarks W1–W4 on every stack (BENCH_ARGS="--quick" for a smoke run)
 
 SHELL := /bin/bash
 .DEFAULT_GOAL := test
@@ -104,6 +105,16 @@ demo: venv
 
 docs: venv
 	$(VENV)/bin/sphinx-build -W --keep-going -b html docs docs/_build/html
+
+# -- benchmarks ------------------------------------------------------------------------------
+
+BENCH_ARGS ?=
+
+.PHONY: bench
+bench: venv
+	@command -v redis-server >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq --no-install-recommends redis-server; }
+	$(PY) -m pip install --quiet -r benchmarks/requirements.txt
+	$(PY) -m benchmarks.run $(BENCH_ARGS)
 
 clean:
 	rm -f $(VENV_STAMP) $(JS_STAMP)
