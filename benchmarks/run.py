@@ -1,0 +1,608 @@
+"""Run the benchmark workloads W1–W4 against every stack and print one table.
+
+Usage (from the repository root, or through ``make bench``)::
+
+    python -m benchmarks.run                  # all stacks, all workloads, 3 interleaved runs
+    python -m benchmarks.run --quick          # smoke test: W1 with 2,000 messages, 1 run
+    python -m benchmarks.run --stacks stomp-uvicorn --workloads W1,W2 --runs 5
+
+This process starts its own redis-server (free loopback port), two nodes per stack, and a
+sender process, and is itself the single load generator. Everything it starts, it stops.
+See benchmarks/README.md for what each workload measures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from benchmarks.loadgen import Recorder, close_all, connect_all, percentile
+from tests.support.nodes import (
+    APPLICATION,
+    REPO_ROOT,
+    AsgiNode,
+    manage,
+    prepare_database,
+    server_env,
+)
+from tests.support.procs import RedisServer
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PAGE_KIB = os.sysconf("SC_PAGE_SIZE") / 1024
+
+
+# -- processes -----------------------------------------------------------------------------
+
+
+def cpu_seconds(pid: int | None) -> float:
+    """utime + stime of *pid* from /proc, in seconds (0 when gone)."""
+    if pid is None:
+        return 0.0
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def rss_kib(pid: int | None) -> float:
+    if pid is None:
+        return 0.0
+    try:
+        return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE_KIB
+    except OSError:
+        return 0.0
+
+
+def self_cpu() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
+class AppNode(AsgiNode):
+    """An :class:`AsgiNode` serving another ASGI application and settings module."""
+
+    def __init__(self, *args: Any, app: str, settings: str, **kwargs: Any) -> None:
+        env = dict(kwargs.pop("env", None) or {})
+        env["DJANGO_SETTINGS_MODULE"] = settings
+        super().__init__(*args, env=env, **kwargs)
+        self.app = app
+
+    def command(self) -> list[str]:
+        return [self.app if part == APPLICATION else part for part in super().command()]
+
+
+@dataclass(frozen=True)
+class Stack:
+    name: str
+    label: str
+    server: str
+    dialect: str  # "stomp" or "plain"
+    env: dict[str, str]
+    app: str | None = None  # None: our testproject
+    settings: str | None = None
+    #: sender.py modes for unicast and for broadcast.
+    modes: tuple[str, str] = ("group-user", "group-topic")
+
+    @property
+    def ours(self) -> bool:
+        return self.app is None
+
+    def node(self, node_id: str, ctx: Context) -> AsgiNode:
+        env = {**self.env, "STOMP_LOG_LEVEL": "WARNING"}
+        if self.ours:
+            return AsgiNode(
+                node_id,
+                db_path=ctx.db,
+                redis_url=ctx.redis.url,
+                server=self.server,
+                env=env,
+                log_dir=ctx.logs,
+            )
+        return AppNode(
+            node_id,
+            db_path=ctx.db,
+            redis_url=ctx.redis.url,
+            server=self.server,
+            env=env,
+            log_dir=ctx.logs,
+            app=self.app or "",
+            settings=self.settings or "",
+        )
+
+    def sender_env(self, ctx: Context) -> dict[str, str]:
+        extra = {**self.env, "STOMP_LOG_LEVEL": "WARNING"}
+        if self.settings:
+            extra["DJANGO_SETTINGS_MODULE"] = self.settings
+        return server_env(
+            db_path=ctx.db, redis_url=ctx.redis.url, node_id="bench-sender", extra=extra
+        )
+
+    def url(self, node: AsgiNode, user: str | None, topic: bool = False) -> str:
+        if self.ours:
+            return node.ws_url
+        query = f"user={user or 'anonymous'}" + ("&topic=1" if topic else "")
+        if self.dialect == "sio":
+            return f"ws://{node.host}:{node.port}/socket.io/?EIO=4&transport=websocket&{query}"
+        return f"{node.ws_url}?{query}"
+
+
+_BASELINE = "benchmarks.baselines.channels_app:application"
+_BASELINE_SETTINGS = "benchmarks.baselines.settings"
+_OURS = ("user", "topic")
+
+STACKS = {
+    s.name: s
+    for s in [
+        Stack("stomp-daphne", "stomp_cluster, daphne", "daphne", "stomp", {}, modes=_OURS),
+        Stack("stomp-uvicorn", "stomp_cluster, uvicorn", "uvicorn", "stomp", {}, modes=_OURS),
+        Stack(
+            "channels-core-daphne",
+            "Channels group_send, daphne, RedisChannelLayer",
+            "daphne",
+            "plain",
+            {"BENCH_LAYER": "core"},
+            _BASELINE,
+            _BASELINE_SETTINGS,
+        ),
+        Stack(
+            "channels-pubsub-daphne",
+            "Channels group_send, daphne, RedisPubSubChannelLayer",
+            "daphne",
+            "plain",
+            {"BENCH_LAYER": "pubsub"},
+            _BASELINE,
+            _BASELINE_SETTINGS,
+        ),
+        Stack(
+            "channels-pubsub-uvicorn",
+            "Channels group_send, uvicorn, RedisPubSubChannelLayer",
+            "uvicorn",
+            "plain",
+            {"BENCH_LAYER": "pubsub"},
+            _BASELINE,
+            _BASELINE_SETTINGS,
+        ),
+        Stack(
+            "socketio-uvicorn",
+            "python-socketio + AsyncRedisManager, uvicorn",
+            "uvicorn",
+            "sio",
+            {},
+            "benchmarks.baselines.socketio_app:application",
+            _BASELINE_SETTINGS,
+            modes=("sio-user", "sio-topic"),
+        ),
+    ]
+}
+
+
+@dataclass
+class Context:
+    args: argparse.Namespace
+    redis: RedisServer
+    db: Path
+    logs: Path
+    tokens: dict[str, str]
+
+
+def create_users(db: Path, count: int) -> dict[str, str]:
+    """Create users bench0..bench<count-1> (idempotent) and return {username: token}."""
+    code = (
+        "import json\n"
+        "from django.contrib.auth import get_user_model\n"
+        "from stomp_cluster.tokens import connection_token\n"
+        "User = get_user_model()\n"
+        "out = {}\n"
+        f"for i in range({count}):\n"
+        "    u, made = User.objects.get_or_create(username=f'bench{i}')\n"
+        "    if made:\n"
+        "        u.set_unusable_password(); u.save()\n"
+        "    out[u.username] = connection_token(u, max_age=6 * 3600)\n"
+        "print(json.dumps(out))\n"
+    )
+    out = manage("shell", "-c", code, db_path=db, timeout=300)
+    return json.loads(out.strip().splitlines()[-1])
+
+
+# -- sender --------------------------------------------------------------------------------
+
+
+class Sender:
+    """``benchmarks/sender.py`` in its own process: started, warmed up, then told to go."""
+
+    def __init__(self, stack: Stack, ctx: Context, argv: list[str]) -> None:
+        self.stack, self.ctx, self.argv = stack, ctx, argv
+        self.proc: asyncio.subprocess.Process | None = None
+
+    async def __aenter__(self) -> Sender:
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "benchmarks.sender",
+            *self.argv,
+            cwd=REPO_ROOT,
+            env=self.stack.sender_env(self.ctx),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        assert self.proc.stdout is not None
+        line = await asyncio.wait_for(self.proc.stdout.readline(), 60)
+        if line.strip() != b"ready":
+            raise RuntimeError(f"sender did not start: {line!r} {await self._stderr()}")
+        return self
+
+    async def _stderr(self) -> str:
+        assert self.proc is not None and self.proc.stderr is not None
+        try:
+            return (await asyncio.wait_for(self.proc.stderr.read(), 5)).decode()[-3000:]
+        except TimeoutError:
+            return ""
+
+    async def run(self, limit: float) -> dict[str, Any]:
+        assert self.proc is not None and self.proc.stdin and self.proc.stdout
+        self.proc.stdin.write(b"go\n")
+        await self.proc.stdin.drain()
+        line = await asyncio.wait_for(self.proc.stdout.readline(), limit)
+        if not line:
+            raise RuntimeError(f"sender failed: {await self._stderr()}")
+        return json.loads(line)
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self.proc is not None and self.proc.returncode is None:
+            try:
+                await asyncio.wait_for(self.proc.wait(), 10)
+            except TimeoutError:
+                self.proc.kill()
+                await self.proc.wait()
+
+
+# -- workloads -----------------------------------------------------------------------------
+
+
+async def unicast(
+    stack: Stack,
+    ctx: Context,
+    nodes: list[AsgiNode],
+    clients_users: list[str],
+    recorder: Recorder,
+    *,
+    count: int,
+    window: int,
+    rate: float,
+) -> dict[str, float]:
+    """Shared by W1 (closed loop) and W2 (open loop at *rate*)."""
+    mode = stack.modes[0]
+    argv = [
+        "--mode",
+        mode,
+        "--users",
+        ",".join(clients_users),
+        "--count",
+        str(count),
+        "--window",
+        str(window),
+        "--rate",
+        str(rate),
+    ]
+    procs = {
+        "nodes": [n.pid for n in nodes],
+        "redis": [ctx.redis.proc.pid if ctx.redis.proc else None],
+    }
+    async with Sender(stack, ctx, argv) as sender:
+        before = {k: sum(cpu_seconds(p) for p in v) for k, v in procs.items()}
+        lg0 = self_cpu()
+        result = await sender.run(limit=300)
+        await recorder.drain(count, idle=3.0, limit=30.0)
+    if result["failures"]:
+        print(
+            f"#   {stack.name} sender failures: {result['failures']}, "
+            f"e.g. {result['failure_samples']}",
+            flush=True,
+        )
+    after = {k: sum(cpu_seconds(p) for p in v) for k, v in procs.items()}
+    delivered = len(recorder.counts)
+    span = max(recorder.last_recv - result["t0"], 1e-9)
+    return {
+        "msg_s": delivered / span,
+        "delivered_pct": 100.0 * delivered / count,
+        "send_failed": result["failed"],
+        "p50": 1000 * percentile(recorder.latencies, 0.50),
+        "p90": 1000 * percentile(recorder.latencies, 0.90),
+        "p99": 1000 * percentile(recorder.latencies, 0.99),
+        "max": 1000 * max(recorder.latencies, default=float("nan")),
+        "cpu_nodes": after["nodes"] - before["nodes"],
+        "cpu_redis": after["redis"] - before["redis"],
+        "cpu_sender": result["cpu"],
+        "cpu_loadgen": self_cpu() - lg0,
+    }
+
+
+async def w1_w2(
+    stack: Stack, ctx: Context, nodes: list[AsgiNode], which: set[str]
+) -> dict[str, dict[str, float]]:
+    a = ctx.args
+    users = [f"bench{i}" for i in range(a.clients)]
+    recorder = Recorder()
+    specs = [(stack.url(nodes[1], u), u, ctx.tokens.get(u)) for u in users]
+    dest = "/user/queue/bench" if stack.ours else ""
+    clients, failed, _ = await connect_all(
+        specs, dialect=stack.dialect, destination=dest, recorder=recorder
+    )
+    out: dict[str, dict[str, float]] = {}
+    try:
+        if failed:
+            raise RuntimeError(f"{failed} of {len(specs)} W1/W2 clients failed to subscribe")
+        if "W1" in which:
+            out["W1"] = await unicast(
+                stack, ctx, nodes, users, recorder, count=a.w1_count, window=a.window, rate=0
+            )
+        if "W2" in which:
+            recorder = Recorder()
+            for c in clients:
+                c.recorder = recorder
+            out["W2"] = await unicast(
+                stack,
+                ctx,
+                nodes,
+                users,
+                recorder,
+                count=int(a.w2_rate * a.w2_seconds),
+                window=a.w2_window,
+                rate=a.w2_rate,
+            )
+    finally:
+        await close_all(clients)
+    return out
+
+
+async def w3(stack: Stack, ctx: Context, nodes: list[AsgiNode]) -> dict[str, float]:
+    a = ctx.args
+    recorder = Recorder()
+    specs = [
+        (stack.url(nodes[i % 2], f"fan{i}", topic=True), None, None) for i in range(a.w3_clients)
+    ]
+    dest = "/topic/bench" if stack.ours else ""
+    clients, failed, _ = await connect_all(
+        specs, dialect=stack.dialect, destination=dest, recorder=recorder
+    )
+    try:
+        mode = stack.modes[1]
+        argv = ["--mode", mode, "--count", str(a.w3_broadcasts), "--window", "10"]
+        n_clients = len(clients)
+        expected = n_clients * a.w3_broadcasts
+        pids = [n.pid for n in nodes]
+        async with Sender(stack, ctx, argv) as sender:
+            cpu0 = sum(cpu_seconds(p) for p in pids)
+            result = await sender.run(limit=300)
+            await recorder.drain(expected, idle=3.0, limit=60.0)
+        span = max(recorder.last_recv - result["t0"], 1e-9)
+        return {
+            "deliveries_s": recorder.deliveries / span,
+            "delivered_pct": 100.0 * recorder.deliveries / expected if expected else 0.0,
+            "last_p50": 1000 * percentile(list(recorder.completion.values()), 0.5),
+            "last_max": 1000 * max(recorder.completion.values(), default=float("nan")),
+            "subscribe_failed": failed,
+            "cpu_nodes": sum(cpu_seconds(p) for p in pids) - cpu0,
+        }
+    finally:
+        await close_all(clients)
+
+
+async def w4(stack: Stack, ctx: Context, nodes: list[AsgiNode]) -> dict[str, float]:
+    a = ctx.args
+    node = nodes[0]
+    recorder = Recorder()
+    rss0 = rss_kib(node.pid)
+    specs = [(stack.url(node, f"idle{i}"), None, None) for i in range(a.w4_connections)]
+    dest = "/topic/idle" if stack.ours else ""
+    clients, failed, elapsed = await connect_all(
+        specs,
+        dialect=stack.dialect,
+        destination=dest,
+        recorder=recorder,
+        concurrency=100,
+        limit=300,
+    )
+    try:
+        await asyncio.sleep(1.0)
+        rss1 = rss_kib(node.pid)
+        return {
+            "conn_s": len(clients) / elapsed,
+            "kib_conn": (rss1 - rss0) / max(len(clients), 1),
+            "failed": failed,
+        }
+    finally:
+        await close_all(clients, limit=120)
+
+
+# -- runs and the table --------------------------------------------------------------------
+
+
+async def measure_stack(
+    stack: Stack, ctx: Context, workloads: set[str]
+) -> dict[str, dict[str, float]]:
+    """Start two fresh nodes of *stack* on a flushed Redis, run *workloads*, stop them."""
+    ctx.redis.flush()
+    nodes = [stack.node("bench-a", ctx), stack.node("bench-b", ctx)]
+    for node in nodes:
+        node.spawn()
+    out: dict[str, dict[str, float]] = {}
+    try:
+        for node in nodes:
+            node.wait_ready()
+        await asyncio.sleep(1.0)  # let the nodes register (presence heartbeat)
+        if workloads & {"W1", "W2"}:
+            out.update(await w1_w2(stack, ctx, nodes, workloads))
+        if "W3" in workloads:
+            out["W3"] = await w3(stack, ctx, nodes)
+        if "W4" in workloads:
+            out["W4"] = await w4(stack, ctx, nodes)
+    finally:
+        for node in nodes:
+            node.terminate(timeout=10)
+    return out
+
+
+def summarise(values: list[float], fmt: str = "{:.0f}") -> str:
+    values = [v for v in values if v == v]  # drop NaN
+    if not values:
+        return "–"
+    med = fmt.format(statistics.median(values))
+    if len(values) == 1:
+        return med
+    return f"{med} ({fmt.format(min(values))}–{fmt.format(max(values))})"
+
+
+def table(results: dict[str, list[dict[str, dict[str, float]]]], workloads: set[str]) -> str:
+    cols = ["stack"]
+    if "W1" in workloads:
+        cols += ["W1 msg/s", "W1 deliv %", "W1 CPU s nodes/sender/redis/loadgen"]
+    if "W2" in workloads:
+        cols += ["W2 p50/p90/p99/max ms", "W2 deliv %"]
+    if "W3" in workloads:
+        cols += ["W3 deliveries/s", "W3 last client p50/max ms", "W3 deliv %"]
+    if "W4" in workloads:
+        cols += ["W4 conn/s", "W4 KiB/conn"]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for name, runs in results.items():
+
+        def get(w: str, key: str, runs: list[dict[str, dict[str, float]]] = runs) -> list[float]:
+            return [r[w][key] for r in runs if w in r and key in r[w]]
+
+        def med(w: str, key: str, fmt: str = "{:.0f}") -> str:
+            vals = [v for v in get(w, key) if v == v]
+            return fmt.format(statistics.median(vals)) if vals else "–"
+
+        row = [STACKS[name].label]
+        if "W1" in workloads:
+            row += [
+                summarise(get("W1", "msg_s")),
+                summarise(get("W1", "delivered_pct"), "{:.1f}"),
+                "/".join(
+                    med("W1", k, "{:.1f}")
+                    for k in ("cpu_nodes", "cpu_sender", "cpu_redis", "cpu_loadgen")
+                ),
+            ]
+        if "W2" in workloads:
+            row += [
+                "/".join(med("W2", k, "{:.1f}") for k in ("p50", "p90", "p99", "max")),
+                summarise(get("W2", "delivered_pct"), "{:.1f}"),
+            ]
+        if "W3" in workloads:
+            row += [
+                summarise(get("W3", "deliveries_s")),
+                "/".join(med("W3", k) for k in ("last_p50", "last_max")),
+                summarise(get("W3", "delivered_pct"), "{:.1f}"),
+            ]
+        if "W4" in workloads:
+            row += [summarise(get("W4", "conn_s")), summarise(get("W4", "kib_conn"), "{:.1f}")]
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description="stomp_cluster benchmarks W1–W4 (see benchmarks/README.md)"
+    )
+    p.add_argument(
+        "--stacks", default=",".join(STACKS), help=f"comma-separated, of: {', '.join(STACKS)}"
+    )
+    p.add_argument(
+        "--workloads", default=None, help="comma-separated, default W1,W2,W3,W4 (W1 with --quick)"
+    )
+    p.add_argument(
+        "--runs", type=int, default=3, help="interleaved runs per stack (median, min–max)"
+    )
+    p.add_argument(
+        "--quick", action="store_true", help="smoke test: W1 only, 2,000 messages, 1 run"
+    )
+    p.add_argument("--clients", type=int, default=100, help="W1/W2 clients (one user each)")
+    p.add_argument("--w1-count", type=int, default=20_000)
+    p.add_argument("--window", type=int, default=100, help="W1 sends in flight")
+    p.add_argument("--w2-rate", type=float, default=1000.0)
+    p.add_argument("--w2-seconds", type=float, default=10.0)
+    p.add_argument("--w2-window", type=int, default=100, help="W2 sends in flight")
+    p.add_argument("--w3-clients", type=int, default=1000)
+    p.add_argument("--w3-broadcasts", type=int, default=100)
+    p.add_argument("--w4-connections", type=int, default=5000)
+    p.add_argument("--json", type=Path, help="also write every run's raw numbers here")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.runs, args.w1_count = 1, 2000
+        args.workloads = args.workloads or "W1"
+        args.w2_seconds, args.w3_clients, args.w3_broadcasts, args.w4_connections = (
+            3.0,
+            200,
+            20,
+            500,
+        )
+    args.workloads = args.workloads or "W1,W2,W3,W4"
+    return args
+
+
+async def amain(args: argparse.Namespace) -> int:
+    workloads = {w.strip().upper() for w in args.workloads.split(",") if w.strip()}
+    stacks = [s.strip() for s in args.stacks.split(",") if s.strip()]
+    unknown = [s for s in stacks if s not in STACKS]
+    if unknown:
+        sys.exit(f"unknown stacks: {unknown}; known: {list(STACKS)}")
+    # 5,000 client sockets here and 5,000 in a node (which inherits this limit).
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    work = Path(tempfile.mkdtemp(prefix="stomp-cluster-bench-"))
+    redis = RedisServer()
+    redis.start()
+    try:
+        db = prepare_database(work / "bench.sqlite3")
+        tokens = create_users(db, args.clients)
+        ctx = Context(args, redis, db, work / "logs", tokens)
+        print(
+            f"# redis :{redis.port}, logs in {ctx.logs}, {args.runs} run(s) of {sorted(workloads)} "
+            f"on {stacks}",
+            flush=True,
+        )
+        results: dict[str, list[dict[str, dict[str, float]]]] = {s: [] for s in stacks}
+        for run in range(args.runs):
+            for name in stacks:  # interleaved: every stack once per run
+                started = time.monotonic()
+                try:
+                    out = await measure_stack(STACKS[name], ctx, workloads)
+                except Exception as exc:  # one stack failing must not hide the rest
+                    print(f"# run {run + 1} {name}: FAILED {type(exc).__name__}: {exc}", flush=True)
+                    continue
+                results[name].append(out)
+                print(
+                    f"# run {run + 1} {name} ({time.monotonic() - started:.0f} s): "
+                    + json.dumps(
+                        {w: {k: round(v, 2) for k, v in d.items()} for w, d in out.items()}
+                    ),
+                    flush=True,
+                )
+        print()
+        print(table(results, workloads))
+        if args.json:
+            args.json.write_text(json.dumps(results, indent=1))
+    finally:
+        redis.close()
+    return 0
+
+
+def main() -> None:
+    sys.exit(asyncio.run(amain(parse_args())))
+
+
+if __name__ == "__main__":
+    main()
