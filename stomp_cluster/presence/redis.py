@@ -77,7 +77,9 @@ Connections
 One client per running event loop, as in channels_redis: redis-py's asyncio connections
 belong to the loop that opened them, and ``async_to_sync`` may run a fresh loop per call.
 The pool is a :class:`~redis.asyncio.BlockingConnectionPool`, which waits up to
-``socket_timeout`` for a free connection instead of failing at once, and its size and the
+``pool_timeout`` (30 s) for a free connection instead of failing at once: under a burst,
+calls queue for the pool rather than report an outage that is only load (with the socket
+timeout as the wait, a thousand concurrent calls on a slow machine failed). Its size and the
 socket timeout are set explicitly: redis-py 8's defaults (100 connections, 5 s) are what
 broke channels_redis under load (see FINDINGS). redis-py's automatic retries are off: a
 script whose reply was lost may have run, and running ``reap_node`` twice would lose its
@@ -422,9 +424,12 @@ class RedisPresence(PresenceBackend):
             dict ``{"sentinels": [(host, port)], "master_name": ..., "sentinel_kwargs":
             {...}}`` plus connection keyword arguments. Default ``[("localhost", 6379)]``.
         prefix: Prefix of every key; no braces. Default ``"stomp_cluster"``.
-        socket_timeout: Seconds to wait for Redis (connect, reply, or a free pooled
-            connection) before raising PresenceUnavailable. Default 3.
+        socket_timeout: Seconds to wait for Redis to connect or reply before raising
+            PresenceUnavailable. Default 3.
         max_connections: Size of each event loop's connection pool. Default 50.
+        pool_timeout: Seconds a call waits for a free pooled connection. Default 30:
+            a burst of calls (a thousand sends at once) queues for the pool rather than
+            failing, since a busy pool is load, not an outage.
     """
 
     def __init__(
@@ -434,6 +439,7 @@ class RedisPresence(PresenceBackend):
         prefix: str = "stomp_cluster",
         socket_timeout: float = 3.0,
         max_connections: int = 50,
+        pool_timeout: float = 30.0,
         **options: Any,
     ) -> None:
         super().__init__(**options)
@@ -448,6 +454,7 @@ class RedisPresence(PresenceBackend):
         self.prefix = prefix
         self.socket_timeout = socket_timeout
         self.max_connections = max_connections
+        self.pool_timeout = pool_timeout
         self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Redis]
         self._clients = weakref.WeakKeyDictionary()
         # Our guess of P:nodes, so that fan-out queries take one round trip (see _fanout).
@@ -486,7 +493,7 @@ class RedisPresence(PresenceBackend):
             )
         pool_kwargs: dict[str, Any] = {
             "max_connections": self.max_connections,
-            "timeout": self.socket_timeout,
+            "timeout": self.pool_timeout,
         }
         if "address" in kwargs:
             address = kwargs.pop("address")
