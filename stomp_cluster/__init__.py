@@ -6,8 +6,9 @@ touches neither models nor settings before Django's apps are ready.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from stomp_cluster._lazy import lazy_exports
 
 __version__ = "0.1.0.dev0"
 
@@ -93,14 +94,4 @@ if TYPE_CHECKING:
     from stomp_cluster.tokens import connection_token
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *__all__])
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, __all__)

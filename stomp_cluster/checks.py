@@ -103,6 +103,23 @@ _VALIDATORS: dict[str, tuple[Callable[[Any], bool], str]] = {
 }
 
 
+#: Backend settings checked for importability: (key, hint, check id).
+_BACKENDS = (
+    (
+        "PRESENCE_BACKEND",
+        "Use 'stomp_cluster.presence.memory.MemoryPresence' (one node) or "
+        "'stomp_cluster.presence.redis.RedisPresence' (a cluster).",
+        "stomp_cluster.E004",
+    ),
+    (
+        "HISTORY_BACKEND",
+        "Use 'stomp_cluster.history.memory.MemoryHistory' (one node), "
+        "'stomp_cluster.history.redis.RedisHistory' (a cluster), or None.",
+        "stomp_cluster.E008",
+    ),
+)
+
+
 def validate_settings(value: Any) -> list[tuple[str, str, str]]:
     """Validate a raw ``STOMP_CLUSTER`` value.
 
@@ -142,30 +159,14 @@ def validate_settings(value: Any) -> list[tuple[str, str, str]]:
     from stomp_cluster.conf import DEFAULTS
 
     merged = {**DEFAULTS, **value}
-    try:
-        import_string(merged["PRESENCE_BACKEND"])
-    except ImportError as exc:
-        errors.append(
-            (
-                f"PRESENCE_BACKEND {merged['PRESENCE_BACKEND']!r} cannot be imported: {exc}.",
-                "Use 'stomp_cluster.presence.memory.MemoryPresence' (one node) or "
-                "'stomp_cluster.presence.redis.RedisPresence' (a cluster).",
-                "stomp_cluster.E004",
-            )
-        )
-    history = merged["HISTORY_BACKEND"]
-    if history is not None:
+    for key, hint, check_id in _BACKENDS:
+        path = merged[key]
+        if path is None:
+            continue
         try:
-            import_string(history)
+            import_string(path)
         except ImportError as exc:
-            errors.append(
-                (
-                    f"HISTORY_BACKEND {history!r} cannot be imported: {exc}.",
-                    "Use 'stomp_cluster.history.memory.MemoryHistory' (one node), "
-                    "'stomp_cluster.history.redis.RedisHistory' (a cluster), or None.",
-                    "stomp_cluster.E008",
-                )
-            )
+            errors.append((f"{key} {path!r} cannot be imported: {exc}.", hint, check_id))
     hook = merged["PERMISSION_HOOK"]
     if hook is not None:
         try:

@@ -306,7 +306,9 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
 
     async def _route_send(self, destination: str, frame: Any) -> None:
         s = self.settings
-        headers = self._forwarded_headers(frame.headers)
+        # The SEND's headers travel on; the first of a repeated one wins (STOMP 1.2), and
+        # encode_body drops those a MESSAGE reserves (destination, message-id, ...).
+        headers = frame.header_map()
         from stomp_cluster.send import asend_to_destination, asend_to_user
 
         if destination.startswith(s.USER_PREFIX):
@@ -316,28 +318,15 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
             if not username or not self._is_broker("/" + tail):
                 self._refuse(f"unknown destination {destination}", frame)
                 return
-            await asend_to_user(username, "/" + tail, frame.body, dict(headers))
+            await asend_to_user(username, "/" + tail, frame.body, headers)
             return
         if not self._is_broker(destination):
             self._refuse(f"unknown destination {destination}", frame)
             return
-        await asend_to_destination(destination, frame.body, dict(headers))
+        await asend_to_destination(destination, frame.body, headers)
 
     def _is_broker(self, destination: str) -> bool:
         return any(destination.startswith(p) for p in self.settings.BROKER_PREFIXES)
-
-    @staticmethod
-    def _forwarded_headers(headers: Headers) -> Headers:
-        from stomp_cluster.send import RESERVED_HEADERS
-
-        seen: set[str] = set()
-        result = []
-        for name, value in headers:
-            if name in RESERVED_HEADERS or name in seen:
-                continue
-            seen.add(name)
-            result.append((name, value))
-        return tuple(result)
 
     async def _on_app_send(self, destination: str, prefix: str, frame: Any) -> None:
         path = destination[len(prefix) - 1 :]

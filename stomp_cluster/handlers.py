@@ -79,10 +79,7 @@ class StompRequest:
     @property
     def headers(self) -> Mapping[str, str]:
         """Headers by name; for a repeated header the first value wins, as in STOMP 1.2."""
-        result: dict[str, str] = {}
-        for name, value in self.frame.headers:
-            result.setdefault(name, value)
-        return result
+        return self.frame.header_map()
 
     def text(self) -> str:
         """The body decoded as UTF-8."""

@@ -63,40 +63,43 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _presence: dict[str, PresenceBackend] = {}
+_history: dict[str, HistoryBackend] = {}
+
+
+def _backend(cache: dict[str, Any], path: str, options: dict[str, Any]) -> Any:
+    """The instance of *path* built with *options*, made once per process.
+
+    Keyed by class and options, so that settings changed in tests get a new one.
+    """
+    from django.utils.module_loading import import_string
+
+    key = f"{path}:{sorted(options.items())!r}"
+    backend = cache.get(key)
+    if backend is None:
+        backend = cache[key] = import_string(path)(**options)
+    return backend
 
 
 def get_presence() -> PresenceBackend:
     """Return this process's presence backend, built from settings on first use."""
-    from django.utils.module_loading import import_string
-
     settings = get_settings()
-    key = f"{settings.PRESENCE_BACKEND}:{sorted(settings.PRESENCE_OPTIONS.items())!r}"
-    backend = _presence.get(key)
-    if backend is None:
-        cls = import_string(settings.PRESENCE_BACKEND)
-        backend = _presence[key] = cls(**settings.PRESENCE_OPTIONS)
+    backend: PresenceBackend = _backend(
+        _presence, settings.PRESENCE_BACKEND, settings.PRESENCE_OPTIONS
+    )
     return backend
-
-
-_history: dict[str, HistoryBackend] = {}
 
 
 def get_history() -> HistoryBackend | None:
     """Return this process's message history backend, or None when history is off."""
-    from django.utils.module_loading import import_string
-
     settings = get_settings()
     if settings.HISTORY_BACKEND is None:
         return None
-    key = f"{settings.HISTORY_BACKEND}:{sorted(settings.HISTORY_OPTIONS.items())!r}"
-    backend = _history.get(key)
-    if backend is None:
-        cls = import_string(settings.HISTORY_BACKEND)
-        backend = _history[key] = cls(
-            max_length=settings.HISTORY_MAX_LENGTH,
-            max_age=settings.HISTORY_MAX_AGE,
-            **settings.HISTORY_OPTIONS,
-        )
+    options = {
+        "max_length": settings.HISTORY_MAX_LENGTH,
+        "max_age": settings.HISTORY_MAX_AGE,
+        **settings.HISTORY_OPTIONS,
+    }
+    backend: HistoryBackend = _backend(_history, settings.HISTORY_BACKEND, options)
     return backend
 
 

@@ -7,8 +7,9 @@ imported lazily, so that ``import stomp_cluster.presence`` does not import redis
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from stomp_cluster._lazy import lazy_exports
 
 if TYPE_CHECKING:
     from stomp_cluster.presence.base import (
@@ -42,15 +43,6 @@ _MODULES = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    try:
-        module = _MODULES[name]
-    except KeyError:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *__all__])
+__getattr__, __dir__ = lazy_exports(
+    __name__, {name: f"{__name__}.{module}" for name, module in _MODULES.items()}, __all__
+)

@@ -160,6 +160,16 @@ class Frame:
                 return value
         return default
 
+    def header_map(self) -> dict[str, str]:
+        """Return the headers as a dict in wire order, the first of a repeated one winning.
+
+        The same rule as :meth:`get`, for callers that want every header at once.
+        """
+        result: dict[str, str] = {}
+        for key, value in self.headers:
+            result.setdefault(key, value)
+        return result
+
     def _safe_headers(self) -> list[tuple[str, str]]:
         return [(name, "***" if name in _SECRET_HEADERS else value) for name, value in self.headers]
 

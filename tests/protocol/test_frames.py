@@ -58,6 +58,11 @@ def test_get_returns_the_first_of_repeated_headers():
     assert frame.headers == (("foo", "World"), ("foo", "Hello"))
 
 
+def test_header_map_keeps_wire_order_and_the_first_of_repeated_headers():
+    frame = Frame(Command.SEND, (("b", "1"), ("a", "2"), ("b", "3")))
+    assert list(frame.header_map().items()) == [("b", "1"), ("a", "2")]
+
+
 def test_get_returns_default_when_absent():
     frame = Frame(Command.SEND)
     assert frame.get("destination") is None
