@@ -230,8 +230,7 @@ _S_SET_ACKED = _script(_SET_ACKED, prelude=False)
 
 def _lua(script: _Script, keys: Sequence[str], *args: str | int | bytes) -> _Call:
     # _Call.lua takes one key; the append script declares both, as Redis Cluster requires.
-    # (bytes are fine on the wire; _Call's annotation predates binary bodies.)
-    return _Call(("EVALSHA", script.sha, len(keys), *keys, *args), script)  # type: ignore[arg-type]
+    return _Call(("EVALSHA", script.sha, len(keys), *keys, *args), script)
 
 
 def _binary_host(host: str | tuple[str, int] | Mapping[str, Any]) -> Mapping[str, Any]:

@@ -98,7 +98,8 @@ import logging
 import math
 import time
 import weakref
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -307,6 +308,10 @@ return out
 """
 
 
+#: One Redis command: its name and arguments (bytes for binary values).
+Command = tuple[str | int | bytes, ...]
+
+
 @dataclass(frozen=True, slots=True)
 class _Script:
     source: str
@@ -337,16 +342,90 @@ _S_PAGE = _script(_PAGE)
 class _Call:
     """One command of a pipeline; for a script, ``args`` are EVALSHA's."""
 
-    args: tuple[str | int, ...]
+    args: Command
     script: _Script | None = None
 
     @classmethod
     def lua(cls, script: _Script, key: str, *args: str | int) -> _Call:
         return cls(("EVALSHA", script.sha, 1, key, *args), script)
 
-    def as_eval(self) -> tuple[str | int, ...]:
+    def as_eval(self) -> Command:
         assert self.script is not None
         return ("EVAL", self.script.source, *self.args[2:])
+
+
+class _Batcher:
+    """Put the commands of concurrent calls into shared pipelines (auto-pipelining).
+
+    Each redis-py command costs the caller far more CPU than Redis spends on it: a pooled
+    connection is taken and given back, the command packed, the reply awaited and parsed.
+    Under load that, not Redis, caps a sender (about 1 ms per send with three commands;
+    ``docs/performance.md``). So calls queue here, and at most :attr:`depth` pipelines
+    are in flight per event loop: a call made while they are busy goes out with every
+    other call made meanwhile, in the next pipeline. An idle backend adds no delay (the
+    first call starts a pipeline on the next loop iteration), a busy one sends bigger
+    pipelines, and the pool never needs more than *depth* connections for them.
+
+    Commands of one call stay together and in order; calls of different tasks were never
+    ordered, and two pipelines in flight may run in either order, as two pooled
+    connections could.
+    """
+
+    def __init__(
+        self,
+        send: Callable[[Sequence[Command]], Awaitable[list[Any]]],
+        *,
+        depth: int = 2,
+        max_commands: int = 4096,
+    ) -> None:
+        self.depth = depth
+        self.max_commands = max_commands
+        self._send = send
+        self._waiting: deque[tuple[Sequence[Command], asyncio.Future[list[Any]]]] = deque()
+        self._inflight = 0
+        self._tasks: set[asyncio.Task[None]] = set()  # the loop keeps only weak references
+
+    async def submit(self, commands: Sequence[Command]) -> list[Any]:
+        """Send *commands* with whatever else is waiting; return their replies in order."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[list[Any]] = loop.create_future()
+        self._waiting.append((commands, future))
+        if self._inflight < self.depth:
+            self._inflight += 1
+            task = loop.create_task(self._drain())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        return await future
+
+    async def _drain(self) -> None:
+        try:
+            while self._waiting:
+                batch = [self._waiting.popleft()]
+                size = len(batch[0][0])
+                while self._waiting and size + len(self._waiting[0][0]) <= self.max_commands:
+                    item = self._waiting.popleft()
+                    batch.append(item)
+                    size += len(item[0])
+                flat = [command for commands, _ in batch for command in commands]
+                try:
+                    replies = await self._send(flat)
+                except asyncio.CancelledError:
+                    for _, future in batch:
+                        future.cancel()
+                    raise
+                except BaseException as exc:
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_exception(exc)
+                    continue
+                start = 0
+                for commands, future in batch:
+                    end = start + len(commands)
+                    if not future.done():  # its caller may have been cancelled
+                        future.set_result(replies[start:end])
+                    start = end
+        finally:
+            self._inflight -= 1
 
 
 def _digest(value: str) -> str:
@@ -457,6 +536,8 @@ class RedisPresence(PresenceBackend):
         self.pool_timeout = pool_timeout
         self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Redis]
         self._clients = weakref.WeakKeyDictionary()
+        self._batchers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Batcher]
+        self._batchers = weakref.WeakKeyDictionary()
         # Our guess of P:nodes, so that fan-out queries take one round trip (see _fanout).
         self._known_nodes: list[str] = []
 
@@ -514,20 +595,24 @@ class RedisPresence(PresenceBackend):
     async def _run(self, calls: Sequence[_Call]) -> list[Any]:
         """Send *calls* in one pipeline (one round trip) and return their replies.
 
+        Calls made at the same time by other tasks of this event loop share that pipeline
+        (see :class:`_Batcher`), which is what makes a burst of sends cheap.
+
         A script unknown to the server (first use, or Redis restarted) fails with NOSCRIPT
         without running, so those calls alone are sent again as EVAL, which also caches the
         script: a second round trip, once. Reply errors other than NOSCRIPT are bugs and
         propagate; unreachable Redis becomes :class:`PresenceUnavailable`.
         """
+        batcher = self._batcher()
         try:
-            replies = await self._pipeline([call.args for call in calls])
+            replies = await batcher.submit([call.args for call in calls])
             retry = [
                 i
                 for i, reply in enumerate(replies)
                 if isinstance(reply, redis_errors.NoScriptError)
             ]
             if retry:
-                again = await self._pipeline([calls[i].as_eval() for i in retry])
+                again = await batcher.submit([calls[i].as_eval() for i in retry])
                 for i, reply in zip(retry, again, strict=True):
                     replies[i] = reply
         except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as exc:
@@ -543,7 +628,15 @@ class RedisPresence(PresenceBackend):
                 raise reply
         return replies
 
-    async def _pipeline(self, commands: Sequence[tuple[str | int, ...]]) -> list[Any]:
+    def _batcher(self) -> _Batcher:
+        loop = asyncio.get_running_loop()
+        batcher = self._batchers.get(loop)
+        if batcher is None:
+            # Late-bound, so that tests can wrap _pipeline to count round trips.
+            batcher = self._batchers[loop] = _Batcher(lambda cmds: self._pipeline(cmds))
+        return batcher
+
+    async def _pipeline(self, commands: Sequence[Command]) -> list[Any]:
         pipe = self._client().pipeline(transaction=False)
         for args in commands:
             pipe.execute_command(*args)
