@@ -8,9 +8,12 @@ in ``docs/reference/checks.rst``:
 * ``stomp_cluster.E003`` a value has the wrong type or range.
 * ``stomp_cluster.E004`` ``PRESENCE_BACKEND`` cannot be imported.
 * ``stomp_cluster.E005`` ``PERMISSION_HOOK`` cannot be imported or is not callable.
-* ``stomp_cluster.E006`` no channel layer under the configured ``CHANNEL_LAYER`` name.
+* ``stomp_cluster.E006`` no channel layer under the configured ``CHANNEL_LAYER`` name
+  (only checked with the channel-layer transport).
 * ``stomp_cluster.E007`` ``NODE_HEARTBEAT_INTERVAL`` is not shorter than ``NODE_TTL``.
 * ``stomp_cluster.E008`` ``HISTORY_BACKEND`` cannot be imported.
+* ``stomp_cluster.E009`` ``TRANSPORT_BACKEND`` cannot be imported.
+* ``stomp_cluster.E010`` a backend refuses its ``*_OPTIONS`` (unknown or invalid option).
 * ``stomp_cluster.W001`` the in-memory channel layer with a shared presence backend
   (several nodes expected, but they could not reach each other), or the reverse.
 * ``stomp_cluster.W002`` a channels_redis layer left at its default capacity of 100:
@@ -28,6 +31,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Warning
+from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 
 __all__ = ["check_channel_layer", "check_settings", "validate_settings"]
@@ -100,6 +104,8 @@ _VALIDATORS: dict[str, tuple[Callable[[Any], bool], str]] = {
         "a positive number of seconds, or None for NODE_TTL / 3",
     ),
     "CHANNEL_LAYER": (lambda v: isinstance(v, str), "a key of settings.CHANNEL_LAYERS"),
+    "TRANSPORT_BACKEND": (lambda v: isinstance(v, str) and "." in v, "a dotted path to a class"),
+    "TRANSPORT_OPTIONS": (lambda v: isinstance(v, dict), "a dict of keyword arguments"),
 }
 
 
@@ -117,6 +123,18 @@ _BACKENDS = (
         "'stomp_cluster.history.redis.RedisHistory' (a cluster), or None.",
         "stomp_cluster.E008",
     ),
+    (
+        "TRANSPORT_BACKEND",
+        "Use 'stomp_cluster.transport.ChannelLayerTransport' (the channel layer) or "
+        "'stomp_cluster.transport.RedisTransport' (a cluster).",
+        "stomp_cluster.E009",
+    ),
+)
+
+#: Backends built from their options by the check, to report a bad option at startup.
+_OPTIONS = (
+    ("PRESENCE_BACKEND", "PRESENCE_OPTIONS"),
+    ("TRANSPORT_BACKEND", "TRANSPORT_OPTIONS"),
 )
 
 
@@ -167,6 +185,19 @@ def validate_settings(value: Any) -> list[tuple[str, str, str]]:
             import_string(path)
         except ImportError as exc:
             errors.append((f"{key} {path!r} cannot be imported: {exc}.", hint, check_id))
+    if not errors:
+        for key, options_key in _OPTIONS:
+            # Building a backend opens no connection: it only checks its options.
+            try:
+                import_string(merged[key])(**merged[options_key])
+            except (ImproperlyConfigured, TypeError, ValueError) as exc:
+                errors.append(
+                    (
+                        f"{merged[key]} refuses STOMP_CLUSTER[{options_key!r}]: {exc}",
+                        f"Fix {options_key}; the backend's docstring lists its options.",
+                        "stomp_cluster.E010",
+                    )
+                )
     hook = merged["PERMISSION_HOOK"]
     if hook is not None:
         try:
@@ -213,6 +244,21 @@ def check_channel_layer(
     from stomp_cluster.conf import DEFAULTS
 
     merged = {**DEFAULTS, **value}
+    messages: list[CheckMessage] = []
+    memory_presence = merged["PRESENCE_BACKEND"].endswith("MemoryPresence")
+    history = merged["HISTORY_BACKEND"]
+    if history is not None and history.endswith("MemoryHistory") and not memory_presence:
+        messages.append(
+            Warning(
+                "HISTORY_BACKEND keeps each node's history in its own memory while the "
+                "presence registry is shared: a client that reconnects to another node "
+                "cannot recover what it missed.",
+                hint="Use 'stomp_cluster.history.redis.RedisHistory' in a cluster.",
+                id="stomp_cluster.W004",
+            )
+        )
+    if not merged["TRANSPORT_BACKEND"].endswith(".ChannelLayerTransport"):
+        return messages  # the nodes do not use the channel layer
     name = merged["CHANNEL_LAYER"]
     layers = getattr(settings, "CHANNEL_LAYERS", {}) or {}
     if name not in layers:
@@ -224,10 +270,8 @@ def check_channel_layer(
                 id="stomp_cluster.E006",
             )
         ]
-    messages: list[CheckMessage] = []
     backend = str(layers[name].get("BACKEND", ""))
     in_memory = backend.endswith("InMemoryChannelLayer")
-    memory_presence = merged["PRESENCE_BACKEND"].endswith("MemoryPresence")
     if in_memory != memory_presence:
         messages.append(
             Warning(
@@ -236,17 +280,6 @@ def check_channel_layer(
                 hint="Use RedisChannelLayer with RedisPresence for a cluster, or "
                 "InMemoryChannelLayer with MemoryPresence for a single node.",
                 id="stomp_cluster.W001",
-            )
-        )
-    history = merged["HISTORY_BACKEND"]
-    if history is not None and history.endswith("MemoryHistory") and not memory_presence:
-        messages.append(
-            Warning(
-                "HISTORY_BACKEND keeps each node's history in its own memory while the "
-                "presence registry is shared: a client that reconnects to another node "
-                "cannot recover what it missed.",
-                hint="Use 'stomp_cluster.history.redis.RedisHistory' in a cluster.",
-                id="stomp_cluster.W004",
             )
         )
     if backend.startswith("channels_redis.core."):

@@ -80,8 +80,13 @@ DEFAULTS: dict[str, Any] = {
     # every NODE_HEARTBEAT_INTERVAL seconds (None means NODE_TTL / 3).
     "NODE_TTL": 10.0,
     "NODE_HEARTBEAT_INTERVAL": None,
-    # Name of the channel layer (a key of settings.CHANNEL_LAYERS) used between nodes.
+    # Name of the channel layer (a key of settings.CHANNEL_LAYERS) used between nodes by
+    # the default transport.
     "CHANNEL_LAYER": "default",
+    # How messages travel between nodes (dotted path) and its keyword options; see
+    # stomp_cluster.transport. RedisTransport is the fast one for a cluster.
+    "TRANSPORT_BACKEND": "stomp_cluster.transport.ChannelLayerTransport",
+    "TRANSPORT_OPTIONS": {},
 }
 
 
@@ -126,6 +131,8 @@ class StompSettings:
     NODE_TTL: float
     NODE_HEARTBEAT_INTERVAL: float
     CHANNEL_LAYER: str
+    TRANSPORT_BACKEND: str
+    TRANSPORT_OPTIONS: dict[str, Any]
 
 
 def user_settings() -> dict[str, Any]:
@@ -161,6 +168,7 @@ def get_settings() -> StompSettings:
     merged["NODE_TTL"] = float(merged["NODE_TTL"])
     merged["NODE_HEARTBEAT_INTERVAL"] = float(merged["NODE_HEARTBEAT_INTERVAL"])
     merged["PRESENCE_OPTIONS"] = dict(merged["PRESENCE_OPTIONS"])
+    merged["TRANSPORT_OPTIONS"] = dict(merged["TRANSPORT_OPTIONS"])
     return StompSettings(**merged)
 
 

@@ -2,16 +2,17 @@
 
 Theory of operation
 -------------------
-Each ASGI server process is a *node*. It owns one channel-layer channel (its *node
-channel*) and holds the table of its local STOMP sessions. Messages between nodes travel
-once per node, never once per socket:
+Each ASGI server process is a *node*. It owns one inbox of the transport (its *node
+channel*: a channel-layer channel, or a Redis list with :class:`RedisTransport`; see
+:mod:`stomp_cluster.transport`) and holds the table of its local STOMP sessions.
+Messages between nodes travel once per node, never once per socket:
 
 * The presence registry knows which nodes hold subscribers of a destination and which
   hold a user's sessions (:meth:`PresenceBackend.destination_nodes`,
   :meth:`~PresenceBackend.user_nodes`). A send asks it once, then puts one message on
   the node channel of each such node (:mod:`stomp_cluster.send`); that node encodes a
   MESSAGE frame for each matching local subscription (:meth:`Node.dispatch`). A message
-  for this very node skips the channel layer.
+  for this very node skips the transport.
 * A session-addressed message goes to the node channel of the node holding the session.
 
 Measured on a 2-core machine (``shared/FINDINGS.md``), per-socket group fan-out delivers
@@ -46,8 +47,6 @@ from collections import Counter, defaultdict
 from collections.abc import Awaitable, Iterable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from channels.layers import get_channel_layer
-
 from stomp_cluster.conf import get_settings
 from stomp_cluster.exceptions import PresenceUnavailable
 
@@ -55,8 +54,9 @@ if TYPE_CHECKING:
     from stomp_cluster.consumer import StompConsumer
     from stomp_cluster.history.base import HistoryBackend
     from stomp_cluster.presence.base import PresenceBackend, SessionRecord
+    from stomp_cluster.transport import NodeTransport
 
-__all__ = ["Node", "current_node", "get_history", "get_node", "get_presence"]
+__all__ = ["Node", "current_node", "get_history", "get_node", "get_presence", "get_transport"]
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +64,7 @@ T = TypeVar("T")
 
 _presence: dict[str, PresenceBackend] = {}
 _history: dict[str, HistoryBackend] = {}
+_transport: dict[str, NodeTransport] = {}
 
 
 def _backend(cache: dict[str, Any], path: str, options: dict[str, Any]) -> Any:
@@ -87,6 +88,15 @@ def get_presence() -> PresenceBackend:
         _presence, settings.PRESENCE_BACKEND, settings.PRESENCE_OPTIONS
     )
     return backend
+
+
+def get_transport() -> NodeTransport:
+    """Return this process's node transport, built from settings on first use."""
+    settings = get_settings()
+    transport: NodeTransport = _backend(
+        _transport, settings.TRANSPORT_BACKEND, settings.TRANSPORT_OPTIONS
+    )
+    return transport
 
 
 def get_history() -> HistoryBackend | None:
@@ -114,14 +124,7 @@ class Node:
     def __init__(self) -> None:
         settings = get_settings()
         self.node_id = settings.NODE_ID
-        self.layer = get_channel_layer(settings.CHANNEL_LAYER)
-        if self.layer is None:
-            from django.core.exceptions import ImproperlyConfigured
-
-            raise ImproperlyConfigured(
-                f"stomp_cluster needs a channel layer named {settings.CHANNEL_LAYER!r} in "
-                "settings.CHANNEL_LAYERS (see `manage.py check`)."
-            )
+        self.transport = get_transport()
         self.presence = get_presence()
         self.channel_name = ""
         self.started_at = time.time()
@@ -147,7 +150,7 @@ class Node:
         async with self._start_lock:
             if self._started:  # another task started it while we waited
                 return  # type: ignore[unreachable]  # mypy narrows across the await
-            self.channel_name = await self.layer.new_channel()
+            self.channel_name = await self.transport.open(self.node_id)
             await self._register()
             loop = asyncio.get_running_loop()
             self._tasks = [
@@ -280,23 +283,24 @@ class Node:
         backoff = 0.1
         while True:
             try:
-                message = await self.layer.receive(self.channel_name)
+                messages = await self.transport.receive(self.channel_name)
             except asyncio.CancelledError:
                 raise
             except Exception:
                 logger.warning(
-                    "node %s: channel layer receive failed; retrying", self.node_id, exc_info=True
+                    "node %s: transport receive failed; retrying", self.node_id, exc_info=True
                 )
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
                 continue
             backoff = 0.1
-            try:
-                self.dispatch(message)
-            except Exception:
-                logger.exception(
-                    "node %s: could not dispatch %r", self.node_id, message.get("type")
-                )
+            for message in messages:
+                try:
+                    self.dispatch(message)
+                except Exception:
+                    logger.exception(
+                        "node %s: could not dispatch %r", self.node_id, message.get("type")
+                    )
 
     def dispatch(self, message: dict[str, Any]) -> int:
         """Fan one node-level message out to the local sessions it concerns.

@@ -35,7 +35,6 @@ from typing import Any
 from asgiref.sync import async_to_sync
 from channels.db import database_sync_to_async
 from channels.exceptions import ChannelFull
-from channels.layers import get_channel_layer
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.core.serializers.json import DjangoJSONEncoder
 
@@ -136,13 +135,6 @@ async def _user_key(user: UserRef) -> str:
     raise TypeError(f"user must be a user object, a pk or a username, not {type(user).__name__}")
 
 
-def _layer() -> Any:
-    layer = get_channel_layer(get_settings().CHANNEL_LAYER)
-    if layer is None:
-        raise DeliveryFailed("no channel layer is configured (see `manage.py check`)")
-    return layer
-
-
 #: Seconds a sender trusts its copy of the node table (node id -> node channel).
 NODE_TABLE_TTL = 2.0
 
@@ -165,10 +157,10 @@ async def _route(by_node: dict[str, int], message: dict[str, Any]) -> Delivery:
     """Put *message* on the channel of each node in *by_node*; count what it reached.
 
     Raises:
-        DeliveryFailed: a node channel was full or the layer failed, after the message
+        DeliveryFailed: a node channel was full or the transport failed, after the message
             was handed to every other node.
     """
-    from stomp_cluster.node import current_node, get_presence
+    from stomp_cluster.node import current_node, get_presence, get_transport
 
     if not by_node:
         return Delivery(sessions=0, nodes=0)
@@ -177,19 +169,19 @@ async def _route(by_node: dict[str, int], message: dict[str, Any]) -> Delivery:
     if any(node_id not in channels for node_id in by_node):
         channels = await _node_channels(presence, refresh=True)
     local = current_node()
-    layer = None
+    transport = None
     sends = []
     targets = []
     for node_id in by_node:
         if local is not None and node_id == local.node_id:
-            # This process holds the recipients: skip the channel layer.
+            # This process holds the recipients: skip the transport.
             local.dispatch(message)
             continue
         channel = channels.get(node_id)
         if channel is None:
             continue  # the node left between the two registry reads
-        layer = layer or _layer()
-        sends.append(layer.send(channel, message))
+        transport = transport or get_transport()
+        sends.append(transport.send(channel, message))
         targets.append(node_id)
     failures = []
     for node_id, result in zip(
@@ -201,7 +193,9 @@ async def _route(by_node: dict[str, int], message: dict[str, Any]) -> Delivery:
     if failures:
         node_id, exc = failures[0]
         reason = (
-            "its channel is full" if isinstance(exc, ChannelFull) else f"the layer failed: {exc!r}"
+            "its channel is full"
+            if isinstance(exc, ChannelFull)
+            else f"the transport failed: {exc!r}"
         )
         logger.warning(
             "message to %s not delivered to %d node(s): %s",
@@ -357,7 +351,7 @@ async def asend_to_session(
     when it has none to *destination* itself.
 
     Raises:
-        DeliveryFailed: the node channel was full or the layer failed, or the registry
+        DeliveryFailed: the node channel was full or the transport failed, or the registry
             cannot be asked where the session is.
     """
     payload, extra = encode_body(body, headers, content_type)

@@ -7,6 +7,8 @@ Read from the environment, so that the same project runs as any node of a cluste
 * ``STOMP_NODE_ID``: this node's id (default ``<hostname>-<pid>``).
 * ``STOMP_NODE_TTL``: node heartbeat TTL in seconds (default 10).
 * ``DATABASE_PATH``: the SQLite file (default ``db.sqlite3`` next to ``manage.py``).
+* ``STOMP_TRANSPORT``: how nodes reach each other with Redis: ``redis`` (the default,
+  :class:`stomp_cluster.transport.RedisTransport`) or ``layer`` (the channel layer).
 * ``STOMP_CHANNEL_LAYER=pubsub``: channels_redis's pub/sub layer instead of the core one.
 * ``STOMP_HISTORY_MAX_LENGTH``: messages kept per user for recovery (default 1000).
 """
@@ -131,6 +133,14 @@ else:
     HISTORY_BACKEND = "stomp_cluster.history.memory.MemoryHistory"
     HISTORY_OPTIONS = {}
 
+if REDIS_URL and os.environ.get("STOMP_TRANSPORT", "redis") == "redis":
+    # Node inboxes in Redis: batched both ways and bounded (docs/performance.md).
+    TRANSPORT_BACKEND = "stomp_cluster.transport.RedisTransport"
+    TRANSPORT_OPTIONS: dict[str, object] = {"hosts": [REDIS_URL]}
+else:
+    TRANSPORT_BACKEND = "stomp_cluster.transport.ChannelLayerTransport"
+    TRANSPORT_OPTIONS = {}
+
 STOMP_CLUSTER = {
     "NODE_ID": os.environ.get("STOMP_NODE_ID") or None,
     "NODE_TTL": float(os.environ.get("STOMP_NODE_TTL", "10")),
@@ -138,6 +148,8 @@ STOMP_CLUSTER = {
     "PRESENCE_OPTIONS": PRESENCE_OPTIONS,
     "HISTORY_BACKEND": HISTORY_BACKEND,
     "HISTORY_OPTIONS": HISTORY_OPTIONS,
+    "TRANSPORT_BACKEND": TRANSPORT_BACKEND,
+    "TRANSPORT_OPTIONS": TRANSPORT_OPTIONS,
     "HISTORY_MAX_LENGTH": int(os.environ.get("STOMP_HISTORY_MAX_LENGTH", "1000")),
     # The demo lets scripts log in with a password; tokens are the scalable way.
     "PASSWORD_LOGIN": True,

@@ -18,10 +18,12 @@ def _fresh_cluster_state():
     channel_layers.backends.clear()
     node_module._presence.clear()
     node_module._history.clear()
+    node_module._transport.clear()
     yield
     channel_layers.backends.clear()
     node_module._presence.clear()
     node_module._history.clear()
+    node_module._transport.clear()
 
 
 @pytest.fixture

@@ -109,7 +109,14 @@ from stomp_cluster.history.base import (
 # _Script (pipelined EVALSHA with its NOSCRIPT fallback), _digest (the 20-hex-digit SHA-1 of
 # key names) and RedisPresence itself, whose _client()/_run() build the per-loop client and
 # map outages. If they move, move these imports with them.
-from stomp_cluster.presence.redis import RedisPresence, _Call, _digest, _Script, _script
+from stomp_cluster.presence.redis import (
+    RedisPresence,
+    _Call,
+    _digest,
+    _Script,
+    _script,
+    binary_host,
+)
 from stomp_cluster.typing import Headers
 
 __all__ = ["RedisHistory"]
@@ -233,15 +240,6 @@ def _lua(script: _Script, keys: Sequence[str], *args: str | int | bytes) -> _Cal
     return _Call(("EVALSHA", script.sha, len(keys), *keys, *args), script)
 
 
-def _binary_host(host: str | tuple[str, int] | Mapping[str, Any]) -> Mapping[str, Any]:
-    """Return *host* in RedisPresence's mapping form, with reply decoding turned off."""
-    if isinstance(host, str):
-        return {"address": host, "decode_responses": False}
-    if isinstance(host, Mapping):
-        return {**host, "decode_responses": False}
-    return {"host": host[0], "port": host[1], "decode_responses": False}
-
-
 _SIZES = struct.Struct(">IIII")
 _json_decode = json.JSONDecoder().decode  # json.loads would sniff the encoding of bytes
 
@@ -309,7 +307,7 @@ class RedisHistory(HistoryBackend):
         self.prefix = prefix
         # Only its connection plumbing is used: it holds one client per event loop.
         self._transport = RedisPresence(
-            hosts=[_binary_host(hosts[0])],
+            hosts=[binary_host(hosts[0])],
             prefix=prefix,
             socket_timeout=socket_timeout,
             max_connections=max_connections,

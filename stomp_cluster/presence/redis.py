@@ -428,6 +428,15 @@ class _Batcher:
             self._inflight -= 1
 
 
+def binary_host(host: str | tuple[str, int] | Mapping[str, Any]) -> Mapping[str, Any]:
+    """Return *host* in RedisPresence's mapping form, with reply decoding turned off."""
+    if isinstance(host, str):
+        return {"address": host, "decode_responses": False}
+    if isinstance(host, Mapping):
+        return {**host, "decode_responses": False}
+    return {"host": host[0], "port": host[1], "decode_responses": False}
+
+
 def _digest(value: str) -> str:
     return hashlib.sha1(value.encode()).hexdigest()[:_HASH_LEN]
 

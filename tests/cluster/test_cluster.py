@@ -261,21 +261,22 @@ def test_thousand_sessions_are_listed_and_counted_through_pagination(
         loop.close()
 
 
-def test_pubsub_channel_layer_routes_across_nodes(cluster, tokens):
-    a, b = cluster(2, env={"STOMP_CHANNEL_LAYER": "pubsub"})
+@pytest.mark.parametrize("layer", ["pubsub", "core"])
+def test_the_channel_layer_transport_routes_across_nodes(cluster, tokens, layer):
+    a, b = cluster(2, env={"STOMP_TRANSPORT": "layer", "STOMP_CHANNEL_LAYER": layer})
     topic = f"/topic/{unique()}"
     subscriber = connected(b, "bob", tokens)
     subscriber.subscribe(topic)
     subscriber.subscribe("/user/queue/notify")
     sender = connected(a, "alice", tokens)
-    sender.send(topic, "over pub/sub", receipt=True)
-    assert subscriber.wait_for_message().body == "over pub/sub"
+    sender.send(topic, f"over the {layer} layer", receipt=True)
+    assert subscriber.wait_for_message().body == f"over the {layer} layer"
     result = (
         DjangoSession(a.http_url)
         .login("carol")
-        .post_json("/notify/", {"to": "bob", "text": "pub/sub notify"})
+        .post_json("/notify/", {"to": "bob", "text": f"{layer} notify"})
     )
     assert result == {"sessions": 1, "nodes": 1}
     assert json.loads(subscriber.wait_for_message(lambda m: "notify" in m.body).body)["text"] == (
-        "pub/sub notify"
+        f"{layer} notify"
     )
