@@ -20,7 +20,7 @@ import uuid
 from typing import Any
 from urllib.parse import urlsplit
 
-from channels.consumer import AsyncConsumer
+from channels.consumer import AsyncConsumer, get_handler_name
 from channels.exceptions import StopConsumer
 from django.contrib.auth.models import AnonymousUser
 from django.http.request import split_domain_port, validate_host
@@ -97,6 +97,21 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
     user: Any = None
     username: str = ""
     user_key: str | None = None
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        """Call the handler of an ASGI event, without Channels' per-event thread hop.
+
+        Channels' ``AsyncConsumer.dispatch`` runs ``close_old_connections`` in a worker
+        thread before every event, for consumers that use the ORM directly. Every STOMP
+        frame is an event here, and that hop was the largest single cost of a connect
+        and of a SEND under load (``docs/performance.md``). This consumer reaches the
+        database only through ``database_sync_to_async``, which closes stale
+        connections itself, around each call, in the thread that uses them.
+        """
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
 
     async def websocket_connect(self, message: dict[str, Any]) -> None:
         """Check the origin, pick the STOMP subprotocol and accept the WebSocket."""

@@ -311,6 +311,9 @@ return out
 #: One Redis command: its name and arguments (bytes for binary values).
 Command = tuple[str | int | bytes, ...]
 
+#: The argument types redis-py packs (it refuses bool, None and the rest).
+_ENCODABLE = frozenset({str, bytes, int, float})
+
 
 @dataclass(frozen=True, slots=True)
 class _Script:
@@ -386,7 +389,19 @@ class _Batcher:
         self._tasks: set[asyncio.Task[None]] = set()  # the loop keeps only weak references
 
     async def submit(self, commands: Sequence[Command]) -> list[Any]:
-        """Send *commands* with whatever else is waiting; return their replies in order."""
+        """Send *commands* with whatever else is waiting; return their replies in order.
+
+        Raises:
+            redis.exceptions.DataError: an argument is not bytes, str, int or float. It is
+                checked here, since redis-py would fail the whole shared pipeline for it.
+        """
+        for command in commands:
+            for arg in command:
+                if type(arg) not in _ENCODABLE:
+                    raise redis_errors.DataError(
+                        f"invalid argument of type {type(arg).__name__} in {command[0]!r}: "
+                        "convert it to bytes, str, int or float first"
+                    )
         loop = asyncio.get_running_loop()
         future: asyncio.Future[list[Any]] = loop.create_future()
         self._waiting.append((commands, future))
@@ -394,38 +409,49 @@ class _Batcher:
             self._inflight += 1
             task = loop.create_task(self._drain())
             self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            task.add_done_callback(self._drained)
         return await future
 
+    def _drained(self, task: asyncio.Task[None]) -> None:
+        # A done callback rather than a finally: it also runs for a task cancelled
+        # before it started.
+        self._tasks.discard(task)
+        self._inflight -= 1
+
     async def _drain(self) -> None:
-        try:
-            while self._waiting:
-                batch = [self._waiting.popleft()]
-                size = len(batch[0][0])
-                while self._waiting and size + len(self._waiting[0][0]) <= self.max_commands:
-                    item = self._waiting.popleft()
-                    batch.append(item)
-                    size += len(item[0])
-                flat = [command for commands, _ in batch for command in commands]
-                try:
-                    replies = await self._send(flat)
-                except asyncio.CancelledError:
-                    for _, future in batch:
-                        future.cancel()
-                    raise
-                except BaseException as exc:
-                    for _, future in batch:
-                        if not future.done():
-                            future.set_exception(exc)
-                    continue
-                start = 0
-                for commands, future in batch:
-                    end = start + len(commands)
-                    if not future.done():  # its caller may have been cancelled
-                        future.set_result(replies[start:end])
-                    start = end
-        finally:
-            self._inflight -= 1
+        while self._waiting:
+            batch: list[tuple[Sequence[Command], asyncio.Future[list[Any]]]] = []
+            size = 0
+            while self._waiting and (
+                not batch or size + len(self._waiting[0][0]) <= self.max_commands
+            ):
+                item = self._waiting.popleft()
+                if item[1].done():
+                    continue  # its caller was cancelled while it waited: never sent
+                batch.append(item)
+                size += len(item[0])
+            if not batch:
+                continue
+            flat = [command for commands, _ in batch for command in commands]
+            try:
+                replies = await self._send(flat)
+            except asyncio.CancelledError:
+                # The loop is closing: nobody is left to send what waits.
+                for _, future in (*batch, *self._waiting):
+                    future.cancel()
+                self._waiting.clear()
+                raise
+            except Exception as exc:
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            start = 0
+            for commands, future in batch:
+                end = start + len(commands)
+                if not future.done():  # its caller was cancelled while it was sent
+                    future.set_result(replies[start:end])
+                start = end
 
 
 def binary_host(host: str | tuple[str, int] | Mapping[str, Any]) -> Mapping[str, Any]:
