@@ -6,8 +6,14 @@ A session's user comes, in this order, from:
    :mod:`stomp_cluster.tokens`: microseconds, the way for scripts and many clients;
 2. ``login``/``passcode`` checked by :func:`django.contrib.auth.authenticate`, only when
    ``PASSWORD_LOGIN`` is on, since each check costs about half a second of CPU;
-3. the WebSocket handshake's Django session cookie, through Channels'
-   ``AuthMiddlewareStack`` (``scope["user"]``).
+3. the WebSocket handshake's Django session cookie: ``scope["user"]`` when Channels'
+   ``AuthMiddlewareStack`` wraps the consumer, else the session cookie read here, only
+   when the CONNECT has no ``passcode`` and the handshake has a session cookie.
+
+Reading the cookie ourselves, lazily, saves a thread hop per connection: Channels'
+``AuthMiddleware`` loads the user of every WebSocket in a worker thread before the
+consumer runs, even when the client then logs in with a token or has no cookie at all
+(``docs/performance.md``). Both ways give the same user.
 
 A CONNECT with a ``passcode`` that matches neither of the first two is refused rather
 than silently falling back to the cookie, so that a client learns its credentials are
@@ -18,23 +24,59 @@ from __future__ import annotations
 
 import inspect
 import logging
+from collections.abc import Mapping
+from importlib import import_module
+from types import SimpleNamespace
 from typing import Any
 
 from channels.db import database_sync_to_async
 from django.contrib.auth import authenticate
 from django.contrib.auth.models import AnonymousUser
+from django.http.cookie import parse_cookie
 from django.utils.module_loading import import_string
 
 from stomp_cluster.conf import get_settings
 from stomp_cluster.tokens import verify_connection_token
 
-__all__ = ["authenticate_connect", "check_permission"]
+__all__ = ["authenticate_connect", "check_permission", "scope_user"]
 
 logger = logging.getLogger(__name__)
 
 
+async def scope_user(scope: Mapping[str, Any]) -> Any:
+    """The Django user of the WebSocket handshake: its session cookie's, or anonymous."""
+    if "user" in scope:  # resolved by Channels' AuthMiddlewareStack
+        return scope["user"] or AnonymousUser()
+    key = _session_cookie(scope)
+    if not key:
+        return AnonymousUser()
+    return await database_sync_to_async(_session_user)(key)
+
+
+def _session_cookie(scope: Mapping[str, Any]) -> str | None:
+    from django.conf import settings
+
+    if "cookies" in scope:  # parsed by Channels' CookieMiddleware
+        found: str | None = scope["cookies"].get(settings.SESSION_COOKIE_NAME)
+        return found
+    headers: list[tuple[bytes, bytes]] = scope.get("headers") or []
+    for name, raw in headers:
+        if name == b"cookie":
+            return parse_cookie(raw.decode("latin-1")).get(settings.SESSION_COOKIE_NAME)
+    return None
+
+
+def _session_user(key: str) -> Any:
+    # Django's own get_user(), given the one thing it reads: request.session.
+    from django.conf import settings
+    from django.contrib.auth import get_user
+
+    engine = import_module(settings.SESSION_ENGINE)
+    return get_user(SimpleNamespace(session=engine.SessionStore(key)))  # type: ignore[arg-type]
+
+
 async def authenticate_connect(
-    scope_user: Any, login: str | None, passcode: str | None
+    scope: Mapping[str, Any], login: str | None, passcode: str | None
 ) -> tuple[Any, str | None]:
     """Decide the user of a CONNECT.
 
@@ -54,7 +96,7 @@ async def authenticate_connect(
             logger.info("x refused CONNECT for login %r: bad credentials", login)
             return None, "authentication failed: bad login or passcode"
     else:
-        user = scope_user if scope_user is not None else AnonymousUser()
+        user = await scope_user(scope)
     if settings.REQUIRE_AUTHENTICATION and not getattr(user, "is_authenticated", False):
         return None, "authentication required"
     return user, None

@@ -85,8 +85,8 @@ def _header(scope: dict[str, Any], name: bytes) -> str:
 class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
     """One STOMP session over one WebSocket.
 
-    Mount it with ``stomp_cluster.routing.websocket_urlpatterns``, behind Channels'
-    ``AuthMiddlewareStack`` so that browser sessions are authenticated by their cookie.
+    Mount it with ``stomp_cluster.routing.websocket_urlpatterns``. Browser sessions are
+    authenticated by their session cookie (:func:`stomp_cluster.auth.scope_user`).
     """
 
     # No per-consumer channel: the node fans messages out to sockets directly, which
@@ -263,8 +263,7 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
         self._disconnect_reason = "error"
 
     async def _on_connect(self, event: ConnectRequested) -> None:
-        scope_user = self.scope.get("user") or AnonymousUser()
-        user, error = await authenticate_connect(scope_user, event.login, event.passcode)
+        user, error = await authenticate_connect(self.scope, event.login, event.passcode)
         if error is not None:
             self._refuse(error)
             return

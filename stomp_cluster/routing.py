@@ -2,7 +2,6 @@
 
 In your ``asgi.py``::
 
-    from channels.auth import AuthMiddlewareStack
     from channels.routing import ProtocolTypeRouter, URLRouter
     from django.core.asgi import get_asgi_application
 
@@ -12,11 +11,13 @@ In your ``asgi.py``::
 
     application = ProtocolTypeRouter({
         "http": django_asgi_app,
-        "websocket": AuthMiddlewareStack(URLRouter(stomp_cluster.routing.websocket_urlpatterns)),
+        "websocket": URLRouter(stomp_cluster.routing.websocket_urlpatterns),
     })
 
 The path is ``STOMP_CLUSTER["URL_PATH"]`` (``ws`` by default, so ``ws://host/ws``).
-Origins are checked by the consumer against ``ALLOWED_HOSTS`` (or ``ALLOWED_ORIGINS``).
+Origins are checked by the consumer against ``ALLOWED_HOSTS`` (or ``ALLOWED_ORIGINS``), and
+the session cookie is read by the consumer when a CONNECT needs it; wrapping the router in
+Channels' ``AuthMiddlewareStack`` works as well (see :mod:`stomp_cluster.auth`).
 """
 
 from __future__ import annotations

@@ -40,6 +40,7 @@ from django.core.serializers.json import DjangoJSONEncoder
 
 from stomp_cluster.conf import get_settings
 from stomp_cluster.exceptions import DeliveryFailed, PresenceUnavailable
+from stomp_cluster.transport import RedisTransport
 from stomp_cluster.typing import Headers
 
 __all__ = [
@@ -276,12 +277,11 @@ async def asend_to_user(
         DeliveryFailed: the channel layer refused or could not take the message.
         LookupError: *user* is a pk that matches no user.
     """
-    from stomp_cluster.node import get_history, get_presence
+    from stomp_cluster.node import get_history, get_presence, get_transport
 
     key = await _user_key(user)
     payload, extra = encode_body(body, headers, content_type)
     full = user_destination(destination)
-    by_node = await _lookup(get_presence().user_nodes(key))
     message: dict[str, Any] = {
         "type": "stomp.user",
         "user": key,
@@ -289,11 +289,52 @@ async def asend_to_user(
         "body": payload,
         "headers": extra,
     }
-    if not live_only and get_history() is not None:
+    presence, history, transport = get_presence(), get_history(), get_transport()
+    if live_only:
+        history = None
+    if isinstance(transport, RedisTransport) and transport.shares_redis_with(presence, history):
+        return await _send_to_user_in_one_trip(transport, presence, history, key, message)
+    by_node = await _lookup(presence.user_nodes(key))
+    if history is not None:
         # History first: a client that reconnects after this point recovers the
         # message from its id even if routing below misses its new node.
         message["id"] = await _append(key, full, payload, extra, pending=not by_node)
     return await _route(by_node, message)
+
+
+async def _send_to_user_in_one_trip(
+    transport: RedisTransport,
+    presence: Any,
+    history: Any,
+    key: str,
+    message: dict[str, Any],
+) -> Delivery:
+    """:func:`asend_to_user` when presence, history and transport share one Redis."""
+    from stomp_cluster.node import current_node
+
+    local = current_node()
+    try:
+        sent = await transport.send_to_user(
+            presence, history, key, message, local_node=local.node_id if local else ""
+        )
+    except PresenceUnavailable as exc:
+        raise DeliveryFailed("Redis unavailable: the message was not sent") from exc
+    if sent.message_id is not None:
+        message["id"] = sent.message_id
+    if local is not None and local.node_id in sent.nodes:
+        local.dispatch(message)
+    reached = {n: c for n, c in sent.nodes.items() if n not in sent.full}
+    if sent.full:
+        logger.warning(
+            "message to %s not delivered to %d node(s): its channel is full",
+            message["destination"],
+            len(sent.full),
+        )
+        raise DeliveryFailed(
+            f"not delivered to node {min(sent.full)}: its channel is full",
+            reached=sum(reached.values()),
+        )
+    return Delivery(sessions=sum(reached.values()), nodes=len(reached))
 
 
 def topic_history_key(destination: str) -> str | None:

@@ -19,8 +19,9 @@ transports ship:
       costs the sender a fraction of a round trip per message; ``layer.send()`` takes a
       pooled connection and runs several commands for every message.
     * *Receives are batched.* A node pops up to ``batch`` messages per round trip
-      (``LPOP key count``), where channels_redis's core layer takes one message per
-      ``BZPOPMIN`` and a Lua call (about 500 messages/s per node here, FINDINGS.md).
+      (``BLMPOP`` on Redis 7, ``LPOP key count`` before), where channels_redis's core
+      layer takes one message per ``BZPOPMIN`` and a Lua call (about 500 messages/s per
+      node here, FINDINGS.md).
     * *It stays bounded.* A push checks the inbox's length in the same script and fails
       with :class:`~channels.exceptions.ChannelFull` past ``capacity``, which the send
       helpers report as :class:`~stomp_cluster.exceptions.DeliveryFailed`. The pub/sub
@@ -40,7 +41,8 @@ import abc
 import asyncio
 import weakref
 from collections.abc import Mapping, Sequence
-from typing import Any, cast
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, cast
 
 import msgpack  # type: ignore[import-untyped]  # a dependency of channels_redis
 from channels.exceptions import ChannelFull
@@ -49,9 +51,13 @@ from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 
 from stomp_cluster.exceptions import PresenceUnavailable
+from stomp_cluster.history.redis import APPEND_FUNCTION
 from stomp_cluster.presence.redis import RedisPresence, _Call, _digest, _script, binary_host
 
-__all__ = ["ChannelLayerTransport", "NodeTransport", "RedisTransport"]
+if TYPE_CHECKING:
+    from stomp_cluster.history.redis import RedisHistory
+
+__all__ = ["ChannelLayerTransport", "NodeTransport", "RedisTransport", "UserSend"]
 
 Message = dict[str, Any]
 
@@ -130,12 +136,82 @@ return n + 1
     prelude=False,
 )
 
+# The one-trip send to a user (see RedisTransport.send_to_user). KEYS: the history's stream
+# and pending hash, or none. ARGV: 1 presence prefix, 2 user digest, 3 inbox prefix,
+# 4 capacity, 5 expiry ms, 6 this node's id (gets no push), 7 the message (msgpack), 8 "1"
+# to append to the history, 9-14 the append script's ARGV. Returns the history id ("" for
+# none), then node id, sessions there, status (1 pushed, 0 this node, -1 inbox full) for
+# each node holding the user. Node keys are found as the presence backend names them.
+_SEND_TO_USER = _script(
+    APPEND_FUNCTION
+    + r"""
+local prefix = ARGV[1]
+local found = {}
+for _, node in ipairs(redis.call('ZRANGE', prefix .. ':nodes', 0, -1)) do
+  local tag = '{' .. string.sub(redis.sha1hex(node), 1, 20) .. '}'
+  local n = redis.call('SCARD', prefix .. ':n:' .. tag .. ':u:' .. ARGV[2])
+  if n > 0 then found[#found + 1] = {node, tag, n} end
+end
+local id = ''
+if ARGV[8] == '1' then
+  local pending = ''
+  if #found == 0 then pending = ARGV[14] end
+  id = append(KEYS, {ARGV[9], ARGV[10], ARGV[11], ARGV[12], ARGV[13], pending})
+end
+local element = ARGV[7]
+if id ~= '' then element = '\193' .. id .. '\0' .. element end
+local out = {id}
+for _, f in ipairs(found) do
+  local status = 0
+  if f[1] ~= ARGV[6] then
+    local key = ARGV[3] .. ':inbox:' .. f[2]
+    if redis.call('LLEN', key) >= tonumber(ARGV[4]) then
+      status = -1
+    else
+      redis.call('RPUSH', key, element)
+      redis.call('PEXPIRE', key, ARGV[5])
+      status = 1
+    end
+  end
+  out[#out + 1] = f[1]
+  out[#out + 1] = f[3]
+  out[#out + 1] = status
+end
+return out
+""",
+    prelude=False,
+)
+
 _pack = msgpack.Packer(use_bin_type=True).pack
+
+#: Marks an inbox element that carries a history id before its msgpack body: 0xC1 is the
+#: one byte msgpack never uses, so no plain element can start with it.
+_WITH_ID = 0xC1
 
 
 def _unpack(raw: bytes) -> Message:
-    message: Message = msgpack.unpackb(raw, raw=False)
+    if raw[0] == _WITH_ID:
+        message_id, _, raw = raw[1:].partition(b"\0")
+        message: Message = msgpack.unpackb(raw, raw=False)
+        message["id"] = message_id.decode("ascii")
+        return message
+    message = msgpack.unpackb(raw, raw=False)
     return message
+
+
+@dataclass(frozen=True, slots=True)
+class UserSend:
+    """What :meth:`RedisTransport.send_to_user` did: the history id and where it went.
+
+    Attributes:
+        message_id: the history id of the message, or None when it was not recorded.
+        nodes: node id -> the user's sessions there, for every node holding the user.
+        full: the nodes whose inbox was full (the message is not in them).
+    """
+
+    message_id: str | None
+    nodes: dict[str, int]
+    full: frozenset[str]
 
 
 class RedisTransport(NodeTransport):
@@ -181,6 +257,7 @@ class RedisTransport(NodeTransport):
         if not expiry > 0:
             raise ImproperlyConfigured(f"RedisTransport 'expiry' must be positive, got {expiry!r}.")
         self.prefix = prefix
+        self.host = hosts[0]
         self.capacity = capacity
         self.expiry_ms = int(expiry * 1000)
         self.batch = batch
@@ -194,6 +271,7 @@ class RedisTransport(NodeTransport):
         # A blocking pop holds its connection, so receivers get one of their own.
         self._receivers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Redis]
         self._receivers = weakref.WeakKeyDictionary()
+        self._blmpop: bool | None = None  # whether the server has BLMPOP (Redis 7)
         # Block for less than the socket timeout, or an idle wait would look like an outage.
         self.block = max(0.1, min(1.0, socket_timeout / 2))
 
@@ -225,19 +303,102 @@ class RedisTransport(NodeTransport):
         client = self._receiver()
         raws: list[bytes]
         try:
-            # redis-py's annotations cover every reply type; with decode_responses off
-            # and a count, LPOP gives a list of bytes or None, BLPOP a pair or None.
+            if self._blmpop is None:
+                info = await client.info("server")
+                self._blmpop = int(str(info.get("redis_version", "0")).split(".")[0]) >= 7
+            if self._blmpop:
+                # Redis 7: wait and take up to a batch in one command.
+                reply = await client.execute_command(  # type: ignore[no-untyped-call]
+                    "BLMPOP", self.block, 1, address, "LEFT", "COUNT", self.batch
+                )
+                return () if reply is None else [_unpack(raw) for raw in reply[1]]
+            # Older servers: take a batch if there is one, else wait for one.
+            # (redis-py's annotations cover every reply type; with decode_responses off
+            # and a count, LPOP gives a list of bytes or None, BLPOP a pair or None.)
             raws = cast(list[bytes], await client.lpop(address, self.batch) or [])
             if not raws:
                 popped = await client.blpop([address], timeout=self.block)
                 if popped is None:
                     return ()
                 raws = [cast(bytes, popped[1])]
-                if self.batch > 1:
-                    raws += cast(list[bytes], await client.lpop(address, self.batch - 1) or [])
         except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as exc:
             raise PresenceUnavailable(f"transport unreachable: {exc}") from exc
         return [_unpack(raw) for raw in raws]
+
+    def shares_redis_with(self, *backends: Any) -> bool:
+        """Whether each of *backends* keeps its keys in this transport's Redis.
+
+        Then :meth:`send_to_user` can do in one script what takes the three of them a
+        round trip each. A backend given as None (no history) does not count.
+        """
+        from stomp_cluster.history.redis import RedisHistory
+
+        for backend in backends:
+            if backend is None:
+                continue
+            if not isinstance(backend, RedisPresence | RedisHistory):
+                return False
+            if backend.host != self.host:
+                return False
+        return True
+
+    async def send_to_user(
+        self,
+        presence: RedisPresence,
+        history: RedisHistory | None,
+        user_key: str,
+        message: Message,
+        *,
+        local_node: str,
+    ) -> UserSend:
+        """Look the user up, append to the history and push to the nodes: one round trip.
+
+        The sender's hot path (:func:`stomp_cluster.send.asend_to_user`). Done one call
+        each, the registry lookup, the history append and the pushes cost three round
+        trips and three redis-py pipelines of CPU; here it is one script, which also
+        makes the lookup and the append atomic (no session can appear between them).
+
+        It needs *presence*, *history* and this transport in one standalone (or Sentinel)
+        Redis: the script reaches keys it derives itself, which Redis Cluster refuses.
+        Check with :meth:`shares_redis_with` first.
+
+        Args:
+            message: the node-level message, without ``id``; ``destination``, ``body``
+                and ``headers`` are also what the history records.
+            local_node: this process's node id, which gets no push (the caller
+                dispatches to it directly), or "".
+        """
+        if history is not None:
+            keys: tuple[str, ...] = history.keys(user_key)
+            # The pending mark (offline delivery) goes with every call; the script
+            # sets it only when no node holds the user.
+            append: tuple[Any, ...] = history.append_args(
+                message["destination"], message["body"], message["headers"], pending=True
+            )
+        else:
+            keys, append = (), (0, 0, "", b"", "", "")
+        args = (
+            presence.prefix,
+            _digest(user_key),
+            self.prefix,
+            self.capacity,
+            self.expiry_ms,
+            local_node,
+            _pack(message),
+            "0" if history is None else "1",
+            *append,
+        )
+        call = _Call(("EVALSHA", _SEND_TO_USER.sha, len(keys), *keys, *args), _SEND_TO_USER)
+        (reply,) = await self._io._run([call])
+        message_id = reply[0].decode("ascii") or None
+        nodes: dict[str, int] = {}
+        full = set()
+        for i in range(1, len(reply), 3):
+            node_id = reply[i].decode()
+            nodes[node_id] = int(reply[i + 1])
+            if reply[i + 2] == -1:
+                full.add(node_id)
+        return UserSend(message_id, nodes, frozenset(full))
 
     async def close(self) -> None:
         loop = asyncio.get_running_loop()

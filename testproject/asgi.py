@@ -9,7 +9,6 @@ from django.core.asgi import get_asgi_application
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "testproject.settings")
 django_asgi_app = get_asgi_application()
 
-from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
 import stomp_cluster.routing  # noqa: E402
@@ -17,6 +16,6 @@ import stomp_cluster.routing  # noqa: E402
 application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
-        "websocket": AuthMiddlewareStack(URLRouter(stomp_cluster.routing.websocket_urlpatterns)),
+        "websocket": URLRouter(stomp_cluster.routing.websocket_urlpatterns),
     }
 )

@@ -10,17 +10,26 @@ from __future__ import annotations
 import time
 
 import pytest
+import redis.asyncio
 from django.test import override_settings
 
 from stomp_cluster import asend_to_destination, asend_to_user
 from stomp_cluster.node import get_presence
 from stomp_cluster.presence.base import NodeRecord, SessionRecord, SubscriptionRecord
-from tests.presence.conftest import monitor_commands
+from tests.presence.conftest import command_calls, monitor_commands
 
 pytestmark = pytest.mark.timeout(60)
 
 
-def redis_settings(url: str):
+def redis_settings(url: str, transport: str = "layer"):
+    transport_settings = (
+        {
+            "TRANSPORT_BACKEND": "stomp_cluster.transport.RedisTransport",
+            "TRANSPORT_OPTIONS": {"hosts": [url]},
+        }
+        if transport == "redis"
+        else {}
+    )
     return override_settings(
         CHANNEL_LAYERS={
             "default": {
@@ -38,6 +47,7 @@ def redis_settings(url: str):
             "PRESENCE_OPTIONS": {"hosts": [url]},
             "HISTORY_BACKEND": "stomp_cluster.history.redis.RedisHistory",
             "HISTORY_OPTIONS": {"hosts": [url]},
+            **transport_settings,
         },
     )
 
@@ -67,8 +77,8 @@ async def commands_of(url: str, operation) -> list[str]:
     return [c.split()[0].upper() for c in await monitor_commands(url, operation)]
 
 
-async def user_send_commands(url: str, sessions: int) -> list[str]:
-    with redis_settings(url):
+async def user_send_commands(url: str, sessions: int, transport: str = "layer") -> list[str]:
+    with redis_settings(url, transport):
         await register(sessions, 2, destination="/user/queue/n")
 
         async def send():
@@ -99,3 +109,39 @@ async def test_topic_send_is_one_message_per_node_not_per_subscriber(clean_redis
 
         commands = await commands_of(clean_redis.url, send)
     assert commands.count("ZADD") == 3  # one message per node channel
+
+
+async def test_with_the_redis_transport_a_user_send_is_one_script_whatever_the_sockets(
+    clean_redis,
+):
+    one = await user_send_commands(clean_redis.url, 1, "redis")
+    clean_redis.flush()
+    many = await user_send_commands(clean_redis.url, 25, "redis")
+    assert one == many == ["EVALSHA"]  # what the sender sent (MONITOR omits Lua's)
+
+    # What the script ran (INFO commandstats counts Lua's commands too): it looks the user
+    # up on each node, appends to the history and pushes once to each node inbox.
+    raw = redis.asyncio.Redis.from_url(clean_redis.url)
+    with redis_settings(clean_redis.url, "redis"):
+        before = await command_calls(raw)
+        await asend_to_user("ursula", "/queue/n", "counted")
+        after = await command_calls(raw)
+    await raw.aclose()
+    ran = {name: after[name] - before.get(name, 0) for name in after}
+    assert ran["scard"] == 2 and ran["xadd"] == 1 and ran["rpush"] == 2, ran
+
+
+async def test_with_the_redis_transport_a_user_send_is_one_round_trip(clean_redis, monkeypatch):
+    from stomp_cluster.node import get_history, get_transport
+    from tests.presence.conftest import count_round_trips
+
+    with redis_settings(clean_redis.url, "redis"):
+        await register(3, 2, destination="/user/queue/n")
+        await asend_to_user("ursula", "/queue/n", "warm-up")  # connections, script loading
+        trips = [
+            count_round_trips(backend, monkeypatch)
+            for backend in (get_presence(), get_history()._transport, get_transport()._io)
+        ]
+        delivery = await asend_to_user("ursula", "/queue/n", "hi")
+    assert (delivery.sessions, delivery.nodes) == (6, 2)
+    assert [len(t) for t in trips] == [0, 0, 1]

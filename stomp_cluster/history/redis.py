@@ -123,9 +123,11 @@ __all__ = ["RedisHistory"]
 
 _MAX_ID = (2**64 - 1, 2**64 - 1)
 
-# KEYS: stream, pending. ARGV: max_length, max_age ms, destination, body, headers JSON,
-# destination hash ("" unless pending). Returns the new id.
-_APPEND = r"""
+# A function, so that RedisTransport's one-trip send can run it too (its parameters shadow
+# the script's KEYS and ARGV). KEYS: stream, pending. ARGV: max_length, max_age ms,
+# destination, body, headers JSON, destination hash ("" unless pending). Returns the new id.
+APPEND_FUNCTION = r"""
+local function append(KEYS, ARGV)
 local stream = KEYS[1]
 local fresh = redis.call('EXISTS', stream) == 0
 local id = redis.call('XADD', stream, '*', 'd', ARGV[3], 'b', ARGV[4], 'h', ARGV[5])
@@ -156,7 +158,10 @@ if ARGV[6] ~= '' then redis.call('HSETNX', KEYS[2], ARGV[6], id) end
 redis.call('PEXPIRE', stream, ARGV[2])
 redis.call('PEXPIRE', KEYS[2], ARGV[2])
 return id
+end
 """
+
+_APPEND = APPEND_FUNCTION + "return append(KEYS, ARGV)\n"
 
 # KEYS: stream. ARGV: after, how many (0: none), destination, "1" to filter by it.
 # Returns nil when the stream does not exist, else length, entries-added,
@@ -305,6 +310,7 @@ class RedisHistory(HistoryBackend):
                 "braces would change the Redis Cluster hash tag of every key."
             )
         self.prefix = prefix
+        self.host = hosts[0]
         # Only its connection plumbing is used: it holds one client per event loop.
         self._transport = RedisPresence(
             hosts=[binary_host(hosts[0])],
@@ -312,6 +318,10 @@ class RedisHistory(HistoryBackend):
             socket_timeout=socket_timeout,
             max_connections=max_connections,
         )
+
+    def keys(self, user_key: str) -> tuple[str, str]:
+        """The stream and pending-hash keys of *user_key*'s history."""
+        return self._keys(user_key)
 
     def _keys(self, user_key: str) -> tuple[str, str]:
         stream = f"{self.prefix}:h:{{{_digest(user_key)}}}"
@@ -327,14 +337,12 @@ class RedisHistory(HistoryBackend):
             ) from exc
         return reply
 
-    def _append_call(
-        self, user_key: str, destination: str, body: bytes, headers: Headers, pending: bool
-    ) -> _Call:
-        """Return the script call of :meth:`append` (tests pipeline many of them)."""
+    def append_args(
+        self, destination: str, body: bytes, headers: Headers, pending: bool
+    ) -> tuple[int, int, str, bytes, str, str]:
+        """ARGV of the append script (see ``APPEND_FUNCTION``), shared with RedisTransport."""
         encoded = json.dumps([[name, value] for name, value in headers], separators=(",", ":"))
-        return _lua(
-            _S_APPEND,
-            self._keys(user_key),
+        return (
             self.max_length,
             self.max_age_ms,
             destination,
@@ -342,6 +350,13 @@ class RedisHistory(HistoryBackend):
             encoded,
             _digest(destination) if pending else "",
         )
+
+    def _append_call(
+        self, user_key: str, destination: str, body: bytes, headers: Headers, pending: bool
+    ) -> _Call:
+        """Return the script call of :meth:`append` (tests pipeline many of them)."""
+        args = self.append_args(destination, body, headers, pending)
+        return _lua(_S_APPEND, self._keys(user_key), *args)
 
     async def append(
         self,
