@@ -26,7 +26,6 @@ import inspect
 import logging
 from collections.abc import Mapping
 from importlib import import_module
-from types import SimpleNamespace
 from typing import Any
 
 from channels.db import database_sync_to_async
@@ -67,12 +66,45 @@ def _session_cookie(scope: Mapping[str, Any]) -> str | None:
 
 
 def _session_user(key: str) -> Any:
-    # Django's own get_user(), given the one thing it reads: request.session.
-    from django.conf import settings
-    from django.contrib.auth import get_user
+    """The user of the session *key*, checked as Django's ``get_user()`` checks it.
 
-    engine = import_module(settings.SESSION_ENGINE)
-    return get_user(SimpleNamespace(session=engine.SessionStore(key)))  # type: ignore[arg-type]
+    One difference: a session signed under a key of ``SECRET_KEY_FALLBACKS`` is accepted
+    without ``cycle_key()``, which would give the session a new key that no response can
+    ever bring to the browser (its cookie would point at a deleted row). The next HTTP
+    request cycles it. A session whose hash matches no key is flushed, as Django and
+    Channels do: the password changed, so every session of that user ends.
+    """
+    from django.conf import settings
+    from django.contrib.auth import (
+        BACKEND_SESSION_KEY,
+        HASH_SESSION_KEY,
+        SESSION_KEY,
+        get_user_model,
+        load_backend,
+    )
+    from django.utils.crypto import constant_time_compare
+
+    session = import_module(settings.SESSION_ENGINE).SessionStore(key)
+    try:
+        user_id = get_user_model()._meta.pk.to_python(session[SESSION_KEY])
+        backend_path = session[BACKEND_SESSION_KEY]
+    except KeyError:
+        return AnonymousUser()
+    if backend_path not in settings.AUTHENTICATION_BACKENDS:
+        return AnonymousUser()
+    user = load_backend(backend_path).get_user(user_id)
+    if user is None:
+        return AnonymousUser()
+    if hasattr(user, "get_session_auth_hash"):
+        stored = session.get(HASH_SESSION_KEY) or ""
+        expected = [user.get_session_auth_hash()]
+        with_secret = getattr(user, "_get_session_auth_hash", None)  # what Django uses
+        if with_secret is not None:
+            expected += [with_secret(secret=secret) for secret in settings.SECRET_KEY_FALLBACKS]
+        if not any(constant_time_compare(stored, hashed) for hashed in expected):
+            session.flush()
+            return AnonymousUser()
+    return user
 
 
 async def authenticate_connect(
