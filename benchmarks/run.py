@@ -384,8 +384,10 @@ async def w3(stack: Stack, ctx: Context, nodes: list[AsgiNode]) -> dict[str, flo
         n_clients = len(clients)
         expected = n_clients * a.w3_broadcasts
         pids = [n.pid for n in nodes]
+        redis_pid = ctx.redis.proc.pid if ctx.redis.proc else None
         async with Sender(stack, ctx, argv) as sender:
             cpu0 = sum(cpu_seconds(p) for p in pids)
+            redis0, lg0 = cpu_seconds(redis_pid), self_cpu()
             result = await sender.run(limit=300)
             await recorder.drain(expected, idle=3.0, limit=60.0)
         span = max(recorder.last_recv - result["t0"], 1e-9)
@@ -396,6 +398,9 @@ async def w3(stack: Stack, ctx: Context, nodes: list[AsgiNode]) -> dict[str, flo
             "last_max": 1000 * max(recorder.completion.values(), default=float("nan")),
             "subscribe_failed": failed,
             "cpu_nodes": sum(cpu_seconds(p) for p in pids) - cpu0,
+            "cpu_redis": cpu_seconds(redis_pid) - redis0,
+            "cpu_sender": result["cpu"],
+            "cpu_loadgen": self_cpu() - lg0,
         }
     finally:
         await close_all(clients)
@@ -471,9 +476,9 @@ def table(results: dict[str, list[dict[str, dict[str, float]]]], workloads: set[
     if "W1" in workloads:
         cols += ["W1 msg/s", "W1 deliv %", "W1 CPU s nodes/sender/redis/loadgen"]
     if "W2" in workloads:
-        cols += ["W2 p50/p90/p99/max ms", "W2 deliv %"]
+        cols += ["W2 p50/p90/p99/max ms", "W2 deliv %", "W2 CPU s"]
     if "W3" in workloads:
-        cols += ["W3 deliveries/s", "W3 last client p50/max ms", "W3 deliv %"]
+        cols += ["W3 deliveries/s", "W3 last client p50/max ms", "W3 deliv %", "W3 CPU s"]
     if "W4" in workloads:
         cols += ["W4 conn/s", "W4 KiB/conn"]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
@@ -486,26 +491,29 @@ def table(results: dict[str, list[dict[str, dict[str, float]]]], workloads: set[
             vals = [v for v in get(w, key) if v == v]
             return fmt.format(statistics.median(vals)) if vals else "–"
 
+        def cpu(w: str) -> str:
+            keys = ("cpu_nodes", "cpu_sender", "cpu_redis", "cpu_loadgen")
+            return "/".join(med(w, k, "{:.1f}") for k in keys)
+
         row = [STACKS[name].label]
         if "W1" in workloads:
             row += [
                 summarise(get("W1", "msg_s")),
                 summarise(get("W1", "delivered_pct"), "{:.1f}"),
-                "/".join(
-                    med("W1", k, "{:.1f}")
-                    for k in ("cpu_nodes", "cpu_sender", "cpu_redis", "cpu_loadgen")
-                ),
+                cpu("W1"),
             ]
         if "W2" in workloads:
             row += [
                 "/".join(med("W2", k, "{:.1f}") for k in ("p50", "p90", "p99", "max")),
                 summarise(get("W2", "delivered_pct"), "{:.1f}"),
+                cpu("W2"),
             ]
         if "W3" in workloads:
             row += [
                 summarise(get("W3", "deliveries_s")),
                 "/".join(med("W3", k) for k in ("last_p50", "last_max")),
                 summarise(get("W3", "delivered_pct"), "{:.1f}"),
+                cpu("W3"),
             ]
         if "W4" in workloads:
             row += [summarise(get("W4", "conn_s")), summarise(get("W4", "kib_conn"), "{:.1f}")]

@@ -40,6 +40,7 @@ from stomp_cluster.protocol import (
     DisconnectRequested,
     Limits,
     NackRequested,
+    PreparedMessage,
     ProtocolFailed,
     ReceiptRequested,
     SendRequested,
@@ -80,6 +81,10 @@ def _header(scope: dict[str, Any], name: bytes) -> str:
         if key == name:
             return bytes(value).decode("latin-1")
     return ""
+
+
+#: Flush tasks in flight, held so that the loop's weak references do not lose them.
+_flushes: set[asyncio.Task[None]] = set()
 
 
 class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
@@ -486,11 +491,18 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
             for message_id, body, headers in self._recovery.finish(sub_id):
                 self._send(sub_id, body, headers, message_id)
 
-    def _send(self, sub_id: str, body: bytes, headers: Headers, message_id: str | None) -> bool:
+    def _send(
+        self,
+        sub_id: str,
+        body: bytes,
+        headers: Headers,
+        message_id: str | None,
+        prepared: PreparedMessage | None = None,
+    ) -> bool:
         """Queue one MESSAGE, keeping history messages that await an ACK."""
         sent = self.connection.send_message(
             sub_id,  # type: ignore[arg-type]
-            body,
+            body if prepared is None else prepared,
             headers=headers,
             message_id=message_id,
         )
@@ -578,13 +590,21 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
         )
 
     def deliver(
-        self, destination: str, body: bytes, headers: Headers, message_id: str | None = None
+        self,
+        destination: str,
+        body: bytes,
+        headers: Headers,
+        message_id: str | None = None,
+        prepared: PreparedMessage | None = None,
     ) -> int:
         """Queue a MESSAGE on each subscription of this session to *destination*.
 
         Called by the node from the event loop; never waits on the socket. A
         *message_id* from a history is used as the MESSAGE's ``message-id``, and
         orders it against recovered messages (see :mod:`stomp_cluster.recovery`).
+
+        *prepared* is the same body and headers already encoded, shared by every session
+        the node delivers one message to (:class:`~stomp_cluster.protocol.PreparedMessage`).
 
         Returns:
             How many subscriptions it was queued on.
@@ -600,7 +620,7 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
         for sub_id in tuple(ids):
             if not self._recovery.admit(sub_id, message_id, body, headers):
                 continue
-            if self._send(sub_id, body, headers, message_id):
+            if self._send(sub_id, body, headers, message_id, prepared):
                 count += 1
                 self._backlog += 1
         if count or self.connection.close_expected:
@@ -668,7 +688,10 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
 
     def _schedule_flush(self) -> None:
         if not self._flushing:
-            asyncio.get_running_loop().create_task(self._flush())
+            task = asyncio.get_running_loop().create_task(self._flush())
+            # Keep a reference until it is done: the loop holds tasks only weakly.
+            _flushes.add(task)
+            task.add_done_callback(_flushes.discard)
 
     async def _flush(self) -> None:
         if self._flushing:

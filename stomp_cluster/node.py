@@ -49,6 +49,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from stomp_cluster.conf import get_settings
 from stomp_cluster.exceptions import PresenceUnavailable
+from stomp_cluster.protocol import PreparedMessage
 
 if TYPE_CHECKING:
     from stomp_cluster.consumer import StompConsumer
@@ -332,7 +333,12 @@ class Node:
         else:
             logger.warning("node %s: unknown message type %r", self.node_id, kind)
             return 0
-        return sum(consumer.deliver(destination, body, headers, message_id) for consumer in targets)
+        # Encoded once for all the local sessions (see PreparedMessage).
+        prepared = PreparedMessage(body, headers)
+        return sum(
+            consumer.deliver(destination, body, headers, message_id, prepared)
+            for consumer in targets
+        )
 
     # -- heartbeat, resync and sweeping ------------------------------------------
 

@@ -69,6 +69,7 @@ from stomp_cluster.protocol.frames import (
     SUPPORTED_VERSIONS,
     Command,
     Frame,
+    PreparedMessage,
     Version,
     _shorten,
     encode_frame,
@@ -124,9 +125,6 @@ _TRANSITIONS: dict[tuple[State, _Trigger], State] = {
 
 
 # Headers send_message() sets itself, dropped from the caller's.
-_RESERVED_MESSAGE_HEADERS = frozenset(
-    {"destination", "message-id", "subscription", "ack", "content-length"}
-)
 
 
 class StompConnection:
@@ -449,7 +447,7 @@ class StompConnection:
     def send_message(
         self,
         subscription_id: SubscriptionId,
-        body: bytes,
+        body: bytes | PreparedMessage,
         *,
         headers: Headers = (),
         message_id: str | None = None,
@@ -459,7 +457,9 @@ class StompConnection:
 
         Args:
             subscription_id: the subscription the message is delivered to.
-            body: the message body.
+            body: the message body, or a :class:`PreparedMessage` holding the body and
+                extra headers, encoded once for every subscription it is sent to (then
+                *headers* is ignored).
             headers: extra headers, such as ``content-type`` and the sender's user
                 headers; ``destination``, ``message-id``, ``subscription``, ``ack`` and
                 ``content-length`` are set here and dropped from them.
@@ -499,10 +499,13 @@ class StompConnection:
             # This header will be used to relate the message to a subsequent ACK or NACK
             # frame." (1.2, MESSAGE)
             message_headers.append(("ack", ack_value))
-        message_headers.extend(
-            header for header in headers if header[0] not in _RESERVED_MESSAGE_HEADERS
-        )
-        self._queue(Frame(Command.MESSAGE, tuple(message_headers), body))
+        prepared = body if isinstance(body, PreparedMessage) else PreparedMessage(body, headers)
+        head = tuple(message_headers)
+        if self._debug:
+            logger.debug("> %s", prepared.frame(head))
+        # CONNECTED: the version is negotiated and no ERROR has sealed the output.
+        assert self.version is not None
+        self._outgoing.append(prepared.encode(head, self.version))
         return message_id
 
     def send_receipt(self, receipt_id: str, *, headers: Headers = ()) -> None:

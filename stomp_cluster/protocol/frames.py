@@ -34,6 +34,7 @@ __all__ = [
     "SUPPORTED_VERSIONS",
     "Command",
     "Frame",
+    "PreparedMessage",
     "Version",
     "encode_frame",
     "escape",
@@ -281,6 +282,24 @@ def _sanitise_value(value: str) -> str:
     return value
 
 
+def _header_lines(command: Command, headers: Headers, version: Version | None) -> list[str]:
+    """``name:value`` lines of *headers*, escaped as *command* in *version* requires."""
+    if version is None or version is Version.V1_0 or command in _UNESCAPED_COMMANDS:
+        return [f"{_sanitise_name(name)}:{_sanitise_value(value)}" for name, value in headers]
+    if not _needs_escaping("".join(chain.from_iterable(headers))):
+        # The usual case, checked once for all headers rather than eight times for each.
+        return [f"{name}:{value}" for name, value in headers]
+    lines = []
+    for name, value in headers:
+        if version is Version.V1_1:
+            # 1.1 defines no escape for a carriage return, and a peer that accepts
+            # CRLF line endings would drop one at the end of a value.
+            name = name.replace("\r", " ")
+            value = value.replace("\r", " ")
+        lines.append(f"{escape(name, version)}:{escape(value, version)}")
+    return lines
+
+
 def encode_frame(frame: Frame, version: Version | None) -> bytes:
     """Serialise ``frame`` for the wire.
 
@@ -299,21 +318,7 @@ def encode_frame(frame: Frame, version: Version | None) -> bytes:
         ValueError: if the frame's own ``content-length`` header does not match its body.
     """
     body = frame.body
-    headers = frame.headers
-    lines = [frame.command.value]
-    if version is None or version is Version.V1_0 or frame.command in _UNESCAPED_COMMANDS:
-        lines.extend(f"{_sanitise_name(name)}:{_sanitise_value(value)}" for name, value in headers)
-    elif not _needs_escaping("".join(chain.from_iterable(headers))):
-        # The usual case, checked once for all headers rather than eight times for each.
-        lines.extend(f"{name}:{value}" for name, value in headers)
-    else:
-        for name, value in headers:
-            if version is Version.V1_1:
-                # 1.1 defines no escape for a carriage return, and a peer that accepts
-                # CRLF line endings would drop one at the end of a value.
-                name = name.replace("\r", " ")
-                value = value.replace("\r", " ")
-            lines.append(f"{escape(name, version)}:{escape(value, version)}")
+    lines = [frame.command.value, *_header_lines(frame.command, frame.headers, version)]
     length = frame.get("content-length")
     if length is None:
         if body:
@@ -324,6 +329,57 @@ def encode_frame(frame: Frame, version: Version | None) -> bytes:
         raise ValueError(f"content-length {length!r} does not match a body of {len(body)} bytes")
     lines.append("\n")
     return b"".join(("\n".join(lines).encode(), body, b"\0"))
+
+
+#: Headers of a MESSAGE that the server sets for each subscription, or from the body.
+RESERVED_MESSAGE_HEADERS = frozenset(
+    {"destination", "message-id", "subscription", "ack", "content-length"}
+)
+
+
+class PreparedMessage:
+    """A MESSAGE's body and extra headers, encoded once for all the subscriptions it reaches.
+
+    A broadcast reaches every subscriber on a node with the same body and headers; only
+    ``destination``, ``message-id``, ``subscription`` and ``ack`` differ. Encoding the
+    whole frame for each subscriber was the largest cost of a fan-out (a py-spy profile
+    of a node under W3, ``docs/performance.md``), so the part after those headers is
+    encoded once per STOMP version and reused: :meth:`encode` gives the same bytes as
+    :func:`encode_frame` of the full frame.
+
+    Args:
+        body: the MESSAGE body.
+        headers: extra headers; the reserved ones (:data:`RESERVED_MESSAGE_HEADERS`) are
+            dropped, since the server sets them.
+    """
+
+    __slots__ = ("_tails", "body", "headers")
+
+    def __init__(self, body: bytes, headers: Headers = ()) -> None:
+        self.body = body
+        self.headers: Headers = tuple(h for h in headers if h[0] not in RESERVED_MESSAGE_HEADERS)
+        self._tails: dict[Version, bytes] = {}
+
+    def tail(self, version: Version) -> bytes:
+        """The frame after the per-subscription headers: the rest, the body and NUL."""
+        tail = self._tails.get(version)
+        if tail is None:
+            lines = _header_lines(Command.MESSAGE, self.headers, version)
+            if self.body:
+                lines.append(f"content-length:{len(self.body)}")
+            text = "".join(line + "\n" for line in lines) + "\n"
+            tail = self._tails[version] = b"".join((text.encode(), self.body, b"\0"))
+        return tail
+
+    def encode(self, head: Headers, version: Version) -> bytes:
+        """The MESSAGE frame with *head* (destination, message-id, ...) first."""
+        lines = _header_lines(Command.MESSAGE, head, version)
+        text = "MESSAGE\n" + "".join(line + "\n" for line in lines)
+        return text.encode() + self.tail(version)
+
+    def frame(self, head: Headers) -> Frame:
+        """The same message as a :class:`Frame` (for logging and tests)."""
+        return Frame(Command.MESSAGE, (*head, *self.headers), self.body)
 
 
 def _shorten(text: str, limit: int = 64) -> str:

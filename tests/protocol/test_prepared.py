@@ -1,0 +1,91 @@
+"""PreparedMessage: a MESSAGE encoded once for many subscriptions, byte for byte the same."""
+
+from __future__ import annotations
+
+import logging
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from stomp_cluster.protocol import (
+    Command,
+    Frame,
+    FrameReader,
+    PreparedMessage,
+    StompConnection,
+    SubscribeRequested,
+    Version,
+    encode_frame,
+)
+
+text = st.text(min_size=1, max_size=12)
+headers = st.lists(st.tuples(text, st.text(max_size=12)), max_size=6)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    body=st.binary(max_size=64),
+    extra=headers,
+    head=st.tuples(text, text, text),
+    version=st.sampled_from(list(Version)),
+)
+def test_encoding_is_the_whole_frames_encoding(body, extra, head, version):
+    prepared = PreparedMessage(body, tuple(extra))
+    head_headers = (("destination", head[0]), ("message-id", head[1]), ("subscription", head[2]))
+    expected = encode_frame(prepared.frame(head_headers), version)
+
+    assert prepared.encode(head_headers, version) == expected
+    assert prepared.encode(head_headers, version) == expected  # from the cached tail
+
+
+def test_reserved_headers_are_dropped_and_the_rest_kept_in_order():
+    prepared = PreparedMessage(
+        b"x",
+        (
+            ("content-type", "text/plain"),
+            ("message-id", "forged"),
+            ("subscription", "forged"),
+            ("content-length", "99"),
+            ("x-a", "1"),
+        ),
+    )
+    assert prepared.headers == (("content-type", "text/plain"), ("x-a", "1"))
+    frame = prepared.frame((("destination", "/topic/a"),))
+    assert frame.headers[0] == ("destination", "/topic/a")
+    assert frame.get("content-length") is None  # added by the encoder, from the body
+
+
+def test_a_connection_sends_one_prepared_message_to_each_subscription_as_its_own_frame(caplog):
+    caplog.set_level(logging.DEBUG, logger="stomp_cluster.protocol.connection")
+    conn = StompConnection()
+    conn.receive_data(b"CONNECT\naccept-version:1.2\nhost:h\n\n\0")
+    conn.events_received()
+    conn.accept_connect(session="s1")
+    conn.receive_data(
+        b"SUBSCRIBE\nid:a\ndestination:/topic/t\n\n\0SUBSCRIBE\nid:b\ndestination:/topic/t\n\n\0"
+    )
+    subs = [e.subscription.id for e in conn.events_received() if isinstance(e, SubscribeRequested)]
+    conn.data_to_send()
+    prepared = PreparedMessage(b"hello", (("content-type", "text/plain"),))
+
+    for sub in subs:
+        conn.send_message(sub, prepared)
+
+    reader = FrameReader(
+        commands=frozenset(Command),
+        max_frame_size=1 << 16,
+        max_body_size=1 << 16,
+        max_headers=100,
+        max_header_length=1 << 12,
+    )
+    reader.version = Version.V1_2
+    reader.feed(b"".join(conn.data_to_send()))
+    frames = []
+    while (frame := reader.next_frame()) is not None:
+        frames.append(frame)
+    assert [f.get("subscription") for f in frames] == ["a", "b"]
+    assert [f.get("message-id") for f in frames] == ["1", "2"]
+    assert all(f.body == b"hello" and f.get("content-type") == "text/plain" for f in frames)
+    assert all(isinstance(f, Frame) and f.command is Command.MESSAGE for f in frames)
+    logged = [r.getMessage() for r in caplog.records if r.getMessage().startswith("> MESSAGE")]
+    assert len(logged) == 2 and "subscription" in logged[0]
