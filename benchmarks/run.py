@@ -147,6 +147,16 @@ STACKS = {
     for s in [
         Stack("stomp-daphne", "stomp_cluster, daphne", "daphne", "stomp", {}, modes=_OURS),
         Stack("stomp-uvicorn", "stomp_cluster, uvicorn", "uvicorn", "stomp", {}, modes=_OURS),
+        # The same with the channel-layer transport (channels_redis core layer, capacity
+        # 10,000): what RedisTransport and the one-trip send bought, in the same run.
+        Stack(
+            "stomp-uvicorn-layer",
+            "stomp_cluster, uvicorn, ChannelLayerTransport",
+            "uvicorn",
+            "stomp",
+            {"STOMP_TRANSPORT": "layer"},
+            modes=_OURS,
+        ),
         Stack(
             "channels-core-daphne",
             "Channels group_send, daphne, RedisChannelLayer",

@@ -9,7 +9,7 @@
     │   ├── LimitExceeded      carries the limit's name and value
     │   └── UnsupportedVersion
     ├── InvalidState           also an AssertionError: our code drove the protocol out of order
-    ├── DeliveryFailed         the send helper could not hand a message to the channel layer
+    ├── DeliveryFailed         the send helper could not hand a message to the transport
     └── PresenceUnavailable    the presence backend is unreachable; callers degrade, never crash
 
 Configuration mistakes raise Django's :class:`~django.core.exceptions.ImproperlyConfigured`
@@ -42,7 +42,7 @@ __all__ = [
 
 
 class DeliveryFailed(StompClusterError):
-    """A send helper could not hand the message to the channel layer.
+    """A send helper could not hand the message to the transport between nodes.
 
     Raised when the layer refuses the message (for instance a full channel) or is
     unreachable. The message may still have reached some nodes; see ``reached``.

@@ -196,9 +196,12 @@ class Node:
         """Stop background tasks and unregister (clean shutdown)."""
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        if self._tasks:
+            # asyncio.wait neither raises the tasks' errors nor swallows our own
+            # cancellation; the timeout bounds a task that ignores its cancellation.
+            _, pending = await asyncio.wait(self._tasks, timeout=5)
+            for task in pending:
+                logger.warning("node %s: task %s did not stop", self.node_id, task.get_name())
         self._tasks = []
         with contextlib.suppress(PresenceUnavailable):
             await self.presence.unregister_node(self.node_id)
@@ -282,7 +285,13 @@ class Node:
 
     async def _listen(self) -> None:
         backoff = 0.1
+        me = asyncio.current_task()
         while True:
+            if me is not None and me.cancelling():
+                # On Python 3.11, redis-py's asyncio.wait_for can swallow a cancellation
+                # that lands as a command completes (CPython gh-86296): the receive then
+                # returns normally from a cancelled task. Stop anyway.
+                raise asyncio.CancelledError
             try:
                 messages = await self.transport.receive(self.channel_name)
             except asyncio.CancelledError:

@@ -16,7 +16,7 @@ nothing.
 
 Each call returns a :class:`Delivery` saying how many sessions and nodes it reached
 according to the presence registry at the time of sending. Sending to nobody is not an
-error. A full node channel raises :class:`DeliveryFailed`: nothing is dropped silently.
+error. A full node inbox raises :class:`DeliveryFailed`: nothing is dropped silently.
 
 Bodies may be ``str`` (sent as ``text/plain;charset=utf-8``), ``bytes`` (sent as-is) or
 anything JSON-serialisable (sent as ``application/json``).
@@ -158,7 +158,7 @@ async def _route(by_node: dict[str, int], message: dict[str, Any]) -> Delivery:
     """Put *message* on the channel of each node in *by_node*; count what it reached.
 
     Raises:
-        DeliveryFailed: a node channel was full or the transport failed, after the message
+        DeliveryFailed: a node inbox was full or the transport failed, after the message
             was handed to every other node.
     """
     from stomp_cluster.node import current_node, get_presence, get_transport
@@ -171,6 +171,7 @@ async def _route(by_node: dict[str, int], message: dict[str, Any]) -> Delivery:
         channels = await _node_channels(presence, refresh=True)
     local = current_node()
     transport = None
+    gone: set[str] = set()
     sends = []
     targets = []
     for node_id in by_node:
@@ -180,7 +181,8 @@ async def _route(by_node: dict[str, int], message: dict[str, Any]) -> Delivery:
             continue
         channel = channels.get(node_id)
         if channel is None:
-            continue  # the node left between the two registry reads
+            gone.add(node_id)  # the node left between the two registry reads
+            continue
         transport = transport or get_transport()
         sends.append(transport.send(channel, message))
         targets.append(node_id)
@@ -190,7 +192,8 @@ async def _route(by_node: dict[str, int], message: dict[str, Any]) -> Delivery:
     ):
         if isinstance(result, BaseException):
             failures.append((node_id, result))
-    reached = {n: c for n, c in by_node.items() if n not in {f[0] for f in failures}}
+    missed = gone | {node_id for node_id, _ in failures}
+    reached = {n: c for n, c in by_node.items() if n not in missed}
     if failures:
         node_id, exc = failures[0]
         reason = (
@@ -227,7 +230,7 @@ async def asend_to_destination(
     """Publish to every subscriber of *destination* (e.g. ``/topic/news``), cluster-wide.
 
     Raises:
-        DeliveryFailed: a node channel was full, or the channel layer, the registry or
+        DeliveryFailed: a node inbox was full, or the transport, the registry or
             (for a ``HISTORY_TOPICS`` destination) the history was unavailable.
         ValueError: *destination* is a ``/user/`` one: use :func:`asend_to_user`.
     """
@@ -274,7 +277,8 @@ async def asend_to_user(
         live_only: deliver to live sessions only; keep no history of it.
 
     Raises:
-        DeliveryFailed: the channel layer refused or could not take the message.
+        DeliveryFailed: a node inbox was full, or the transport, the registry or the
+            history was unavailable.
         LookupError: *user* is a pk that matches no user.
     """
     from stomp_cluster.node import get_history, get_presence, get_transport
@@ -392,7 +396,7 @@ async def asend_to_session(
     when it has none to *destination* itself.
 
     Raises:
-        DeliveryFailed: the node channel was full or the transport failed, or the registry
+        DeliveryFailed: the node inbox was full or the transport failed, or the registry
             cannot be asked where the session is.
     """
     payload, extra = encode_body(body, headers, content_type)
@@ -413,7 +417,7 @@ async def adisconnect_session(session_id: str, message: str = "disconnected by t
         False when the registry knows no such session.
 
     Raises:
-        DeliveryFailed: the registry or the channel layer is unavailable.
+        DeliveryFailed: the registry or the transport is unavailable.
     """
     kick = {"type": "stomp.kick", "session": session_id, "message": message}
     delivery = await _route(await _session_node(session_id), kick)

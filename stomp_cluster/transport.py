@@ -228,7 +228,8 @@ class RedisTransport(NodeTransport):
         expiry: Seconds an inbox lives after its last push: how long messages wait for a
             node that stopped reading. Default 60, as channels_redis's channels.
         batch: Most messages a node pops per round trip. Default 1,000.
-        socket_timeout: Seconds to wait for Redis before a call fails. Default 3.
+        socket_timeout: Seconds to wait for Redis before a call fails; at least 0.5, since
+            a node's idle wait for its inbox must end within it. Default 3.
         max_connections: Size of each event loop's connection pool. Default 50.
     """
 
@@ -254,6 +255,11 @@ class RedisTransport(NodeTransport):
                 raise ImproperlyConfigured(
                     f"RedisTransport '{name}' must be a positive int, got {value!r}."
                 )
+        if not socket_timeout >= 0.5:
+            raise ImproperlyConfigured(
+                f"RedisTransport 'socket_timeout' must be at least 0.5 s, got {socket_timeout!r}: "
+                "a node's blocking read of its inbox must end well within it."
+            )
         if not expiry > 0:
             raise ImproperlyConfigured(f"RedisTransport 'expiry' must be positive, got {expiry!r}.")
         self.prefix = prefix
@@ -272,8 +278,9 @@ class RedisTransport(NodeTransport):
         self._receivers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Redis]
         self._receivers = weakref.WeakKeyDictionary()
         self._blmpop: bool | None = None  # whether the server has BLMPOP (Redis 7)
-        # Block for less than the socket timeout, or an idle wait would look like an outage.
-        self.block = max(0.1, min(1.0, socket_timeout / 2))
+        # Block for less than the socket timeout, or an idle wait would look like an outage:
+        # Redis ends a blocking pop on its 10 Hz clock, up to 100 ms late.
+        self.block = min(1.0, socket_timeout - 0.3)
 
     def address(self, node_id: str) -> str:
         """The inbox key of *node_id*, with the node's hash tag as in the presence layout."""

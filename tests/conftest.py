@@ -8,6 +8,7 @@ import pytest
 from channels.layers import channel_layers
 
 from stomp_cluster import node as node_module
+from stomp_cluster import send as send_module
 from stomp_cluster.handlers import registry
 from tests.support.procs import RedisServer
 
@@ -19,6 +20,9 @@ def _fresh_cluster_state():
     node_module._presence.clear()
     node_module._history.clear()
     node_module._transport.clear()
+    # Keyed by id() of the presence backend: a backend of an earlier test may have had the
+    # same id(), and its table other nodes.
+    send_module._node_table.clear()
     yield
     channel_layers.backends.clear()
     node_module._presence.clear()
