@@ -131,7 +131,9 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
         # socket: the outbound queue that MAX_OUTBOX bounds.
         self._backlog = 0
         self._last_sent = self._last_received = time.monotonic()
-        self._timers: list[asyncio.TimerHandle] = []
+        # At most one pending timer per purpose ("connect", "send", "check"): a
+        # heart-beat timer re-arms itself, and a list would grow with every beat.
+        self._timers: dict[str, asyncio.TimerHandle] = {}
         # What the node routes to us: destination -> subscription ids, and the reverse.
         # Only subscriptions that passed our checks are here, unlike the protocol's.
         self._subs_by_destination: dict[str, list[str]] = {}
@@ -165,7 +167,7 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
         if version is not None:
             accept["subprotocol"] = version.subprotocol
         await self.send(accept)
-        self._call_later(CONNECT_TIMEOUT, self._connect_timeout)
+        self._call_later("connect", CONNECT_TIMEOUT, self._connect_timeout)
 
     def _origin_allowed(self) -> bool:
         # Browsers always send Origin on a WebSocket handshake; other clients (stomp.py,
@@ -287,10 +289,10 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
         self._cancel_timers()
         outgoing, incoming = self.connection.heartbeat_intervals
         if outgoing:
-            self._call_later(outgoing / 1000, self._heartbeat_send, outgoing / 1000)
+            self._call_later("send", outgoing / 1000, self._heartbeat_send, outgoing / 1000)
         if incoming:
             limit = (incoming + self.settings.HEARTBEAT_GRACE_MS) / 1000
-            self._call_later(limit, self._heartbeat_check, limit)
+            self._call_later("check", limit, self._heartbeat_check, limit)
         self.node.add_session(self)
         logger.info("= session %s connected (user %r)", self.session_id, self.username)
         await signals.fire(signals.stomp_connected, consumer=self, **self._signal_kwargs())
@@ -732,11 +734,19 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
         await self._cleanup()
         await self.send({"type": "websocket.close", "code": 1000})
 
-    def _call_later(self, delay: float, callback: Any, *args: Any) -> None:
-        self._timers.append(asyncio.get_running_loop().call_later(delay, callback, *args))
+    def _call_later(self, name: str, delay: float, callback: Any, *args: Any) -> None:
+        """Run *callback* after *delay* seconds, replacing the pending timer *name*.
+
+        Timers are handles in the event loop's heap, not tasks: thousands of idle
+        sessions cost no task each (``docs/performance.md``, W4).
+        """
+        old = self._timers.get(name)
+        if old is not None:
+            old.cancel()
+        self._timers[name] = asyncio.get_running_loop().call_later(delay, callback, *args)
 
     def _cancel_timers(self) -> None:
-        for timer in self._timers:
+        for timer in self._timers.values():
             timer.cancel()
         self._timers.clear()
 
@@ -755,7 +765,7 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
             self.connection.send_heartbeat()
             self._schedule_flush()
             idle = 0.0
-        self._call_later(max(interval - idle, 0.01), self._heartbeat_send, interval)
+        self._call_later("send", max(interval - idle, 0.01), self._heartbeat_send, interval)
 
     def _heartbeat_check(self, limit: float) -> None:
         if self._closed:
@@ -767,7 +777,7 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
             self._disconnect_reason = "heartbeat_timeout"
             self._schedule_flush()
             return
-        self._call_later(limit - silent + 0.01, self._heartbeat_check, limit)
+        self._call_later("check", limit - silent + 0.01, self._heartbeat_check, limit)
 
     async def _cleanup(self) -> None:
         if self._closed:

@@ -355,6 +355,23 @@ async def test_server_sends_heartbeats_when_asked():
     await c.disconnect()
 
 
+@override_settings(STOMP_CLUSTER={"HEARTBEAT_SEND_MS": 10, "HEARTBEAT_RECEIVE_MS": 10})
+async def test_heart_beats_keep_one_timer_each_however_long_the_session_lives():
+    from stomp_cluster.node import get_node
+
+    c = await client(headers={"heart-beat": "10,10"})
+    (consumer,) = get_node().sessions.values()
+    for _ in range(30):  # thirty beats each way, about 0.3 s
+        assert (await c.receive_output(1)).get("text") == "\n"
+        await c.send_to(text_data="\n")
+    # One pending timer to send the next beat, one to check the client's: a list of
+    # every timer ever armed would have grown by two per beat, for as long as it lives.
+    assert sorted(consumer._timers) == ["check", "send"]
+    assert all(not t.cancelled() for t in consumer._timers.values())
+    await c.disconnect()
+    assert consumer._timers == {}
+
+
 @override_settings(STOMP_CLUSTER={"HEARTBEAT_RECEIVE_MS": 50, "HEARTBEAT_GRACE_MS": 50})
 async def test_silent_client_is_closed_after_interval_plus_grace():
     events = []
