@@ -44,7 +44,7 @@ import logging
 import time
 import weakref
 from collections import Counter, defaultdict
-from collections.abc import Awaitable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from stomp_cluster.conf import get_settings
@@ -63,54 +63,68 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-_presence: dict[str, PresenceBackend] = {}
-_history: dict[str, HistoryBackend] = {}
-_transport: dict[str, NodeTransport] = {}
+# Backends by class and options; under the key None, the last one with its settings.
+_presence: dict[Any, Any] = {}
+_history: dict[Any, Any] = {}
+_transport: dict[Any, Any] = {}
 
 
-def _backend(cache: dict[str, Any], path: str, options: dict[str, Any]) -> Any:
+def _backend(
+    cache: dict[Any, Any], settings: Any, path: str, options: Callable[[], dict[str, Any]]
+) -> Any:
     """The instance of *path* built with *options*, made once per process.
 
-    Keyed by class and options, so that settings changed in tests get a new one.
+    Keyed by class and options, so that settings changed in tests get a new one. The
+    last answer is kept with the settings object it came from: the send path asks for
+    three backends per message, and the settings object only changes with the settings.
     """
+    last = cache.get(None)
+    if last is not None and last[0] is settings:
+        return last[1]
     from django.utils.module_loading import import_string
 
-    key = f"{path}:{sorted(options.items())!r}"
+    kwargs = options()
+    key = f"{path}:{sorted(kwargs.items())!r}"
     backend = cache.get(key)
     if backend is None:
-        backend = cache[key] = import_string(path)(**options)
+        backend = cache[key] = import_string(path)(**kwargs)
+    cache[None] = (settings, backend)
     return backend
 
 
 def get_presence() -> PresenceBackend:
     """Return this process's presence backend, built from settings on first use."""
-    settings = get_settings()
+    s = get_settings()
     backend: PresenceBackend = _backend(
-        _presence, settings.PRESENCE_BACKEND, settings.PRESENCE_OPTIONS
+        _presence, s, s.PRESENCE_BACKEND, lambda: s.PRESENCE_OPTIONS
     )
     return backend
 
 
 def get_transport() -> NodeTransport:
     """Return this process's node transport, built from settings on first use."""
-    settings = get_settings()
+    s = get_settings()
     transport: NodeTransport = _backend(
-        _transport, settings.TRANSPORT_BACKEND, settings.TRANSPORT_OPTIONS
+        _transport, s, s.TRANSPORT_BACKEND, lambda: s.TRANSPORT_OPTIONS
     )
     return transport
 
 
 def get_history() -> HistoryBackend | None:
     """Return this process's message history backend, or None when history is off."""
-    settings = get_settings()
-    if settings.HISTORY_BACKEND is None:
+    s = get_settings()
+    if s.HISTORY_BACKEND is None:
         return None
-    options = {
-        "max_length": settings.HISTORY_MAX_LENGTH,
-        "max_age": settings.HISTORY_MAX_AGE,
-        **settings.HISTORY_OPTIONS,
-    }
-    backend: HistoryBackend = _backend(_history, settings.HISTORY_BACKEND, options)
+    backend: HistoryBackend = _backend(
+        _history,
+        s,
+        s.HISTORY_BACKEND,
+        lambda: {
+            "max_length": s.HISTORY_MAX_LENGTH,
+            "max_age": s.HISTORY_MAX_AGE,
+            **s.HISTORY_OPTIONS,
+        },
+    )
     return backend
 
 

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import functools
 import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -52,7 +53,14 @@ from redis.asyncio import Redis
 
 from stomp_cluster.exceptions import PresenceUnavailable
 from stomp_cluster.history.redis import APPEND_FUNCTION
-from stomp_cluster.presence.redis import RedisPresence, _Call, _digest, _script, binary_host
+from stomp_cluster.presence.redis import (
+    RedisPresence,
+    _Call,
+    _digest,
+    _Script,
+    _script,
+    binary_host,
+)
 
 if TYPE_CHECKING:
     from stomp_cluster.history.redis import RedisHistory
@@ -136,40 +144,41 @@ return n + 1
     prelude=False,
 )
 
-# The one-trip send to a user (see RedisTransport.send_to_user). KEYS: the history's stream
-# and pending hash, or none. ARGV: 1 presence prefix, 2 user digest, 3 inbox prefix,
-# 4 capacity, 5 expiry ms, 6 this node's id (gets no push), 7 the message (msgpack), 8 "1"
-# to append to the history, 9-14 the append script's ARGV. Returns the history id ("" for
+# The one-trip send to a user (see RedisTransport.send_to_user). What is the same for every
+# send of one process (key prefixes, capacity, expiry, this node's id, history bounds) is
+# written into the script's text as Lua string literals, so that a send passes only what
+# varies: redis-py's packing and parsing cost the sender per argument and per reply item.
+# KEYS: the history's stream and pending hash, or none. ARGV: 1 user digest, 2 the message
+# (msgpack), 3 "1" to append to the history, 4 destination, 5 body, 6 headers JSON,
+# 7 destination digest (the pending mark). Returns one string: the history id ("" for
 # none), then node id, sessions there, status (1 pushed, 0 this node, -1 inbox full) for
-# each node holding the user. Node keys are found as the presence backend names them.
-_SEND_TO_USER = _script(
-    APPEND_FUNCTION
-    + r"""
-local prefix = ARGV[1]
+# each node holding the user, all separated by NUL. Node keys are named as the presence
+# backend names them.
+_SEND_TO_USER_BODY = r"""
 local found = {}
-for _, node in ipairs(redis.call('ZRANGE', prefix .. ':nodes', 0, -1)) do
+for _, node in ipairs(redis.call('ZRANGE', PRESENCE .. ':nodes', 0, -1)) do
   local tag = '{' .. string.sub(redis.sha1hex(node), 1, 20) .. '}'
-  local n = redis.call('SCARD', prefix .. ':n:' .. tag .. ':u:' .. ARGV[2])
+  local n = redis.call('SCARD', PRESENCE .. ':n:' .. tag .. ':u:' .. ARGV[1])
   if n > 0 then found[#found + 1] = {node, tag, n} end
 end
 local id = ''
-if ARGV[8] == '1' then
+if ARGV[3] == '1' then
   local pending = ''
-  if #found == 0 then pending = ARGV[14] end
-  id = append(KEYS, {ARGV[9], ARGV[10], ARGV[11], ARGV[12], ARGV[13], pending})
+  if #found == 0 then pending = ARGV[7] end
+  id = append(KEYS, {MAX_LENGTH, MAX_AGE, ARGV[4], ARGV[5], ARGV[6], pending})
 end
-local element = ARGV[7]
+local element = ARGV[2]
 if id ~= '' then element = '\193' .. id .. '\0' .. element end
 local out = {id}
 for _, f in ipairs(found) do
   local status = 0
-  if f[1] ~= ARGV[6] then
-    local key = ARGV[3] .. ':inbox:' .. f[2]
-    if redis.call('LLEN', key) >= tonumber(ARGV[4]) then
+  if f[1] ~= LOCAL_NODE then
+    local key = INBOX .. ':inbox:' .. f[2]
+    if redis.call('LLEN', key) >= CAPACITY then
       status = -1
     else
       redis.call('RPUSH', key, element)
-      redis.call('PEXPIRE', key, ARGV[5])
+      redis.call('PEXPIRE', key, EXPIRY)
       status = 1
     end
   end
@@ -177,10 +186,37 @@ for _, f in ipairs(found) do
   out[#out + 1] = f[3]
   out[#out + 1] = status
 end
-return out
-""",
-    prelude=False,
-)
+return table.concat(out, '\0')
+"""
+
+
+def _lua_string(value: str | int) -> str:
+    """*value* as a Lua string literal, every byte escaped: safe for any text."""
+    return '"' + "".join(f"\\{byte}" for byte in str(value).encode()) + '"'
+
+
+@functools.cache
+def _send_to_user_script(
+    presence_prefix: str,
+    inbox_prefix: str,
+    capacity: int,
+    expiry_ms: int,
+    local_node: str,
+    max_length: int,
+    max_age_ms: int,
+) -> _Script:
+    constants = {
+        "PRESENCE": _lua_string(presence_prefix),
+        "INBOX": _lua_string(inbox_prefix),
+        "CAPACITY": str(int(capacity)),
+        "EXPIRY": _lua_string(expiry_ms),
+        "LOCAL_NODE": _lua_string(local_node),
+        "MAX_LENGTH": _lua_string(max_length),
+        "MAX_AGE": _lua_string(max_age_ms),
+    }
+    header = "".join(f"local {name} = {value}\n" for name, value in constants.items())
+    return _script(APPEND_FUNCTION + header + _SEND_TO_USER_BODY, prelude=False)
+
 
 _pack = msgpack.Packer(use_bin_type=True).pack
 
@@ -379,31 +415,31 @@ class RedisTransport(NodeTransport):
             keys: tuple[str, ...] = history.keys(user_key)
             # The pending mark (offline delivery) goes with every call; the script
             # sets it only when no node holds the user.
-            append: tuple[Any, ...] = history.append_args(
+            max_length, max_age, *append = history.append_args(
                 message["destination"], message["body"], message["headers"], pending=True
             )
         else:
-            keys, append = (), (0, 0, "", b"", "", "")
-        args = (
+            keys, max_length, max_age, append = (), 0, 0, ["", b"", "", ""]
+        script = _send_to_user_script(
             presence.prefix,
-            _digest(user_key),
             self.prefix,
             self.capacity,
             self.expiry_ms,
             local_node,
-            _pack(message),
-            "0" if history is None else "1",
-            *append,
+            max_length,
+            max_age,
         )
-        call = _Call(("EVALSHA", _SEND_TO_USER.sha, len(keys), *keys, *args), _SEND_TO_USER)
+        args = (_digest(user_key), _pack(message), "0" if history is None else "1", *append)
+        call = _Call(("EVALSHA", script.sha, len(keys), *keys, *args), script)
         (reply,) = await self._io._run([call])
-        message_id = reply[0].decode("ascii") or None
+        parts = reply.split(b"\0")
+        message_id = parts[0].decode("ascii") or None
         nodes: dict[str, int] = {}
         full = set()
-        for i in range(1, len(reply), 3):
-            node_id = reply[i].decode()
-            nodes[node_id] = int(reply[i + 1])
-            if reply[i + 2] == -1:
+        for i in range(1, len(parts), 3):
+            node_id = parts[i].decode()
+            nodes[node_id] = int(parts[i + 1])
+            if parts[i + 2] == b"-1":
                 full.add(node_id)
         return UserSend(message_id, nodes, frozenset(full))
 

@@ -92,6 +92,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -463,6 +464,7 @@ def binary_host(host: str | tuple[str, int] | Mapping[str, Any]) -> Mapping[str,
     return {"host": host[0], "port": host[1], "decode_responses": False}
 
 
+@functools.lru_cache(maxsize=4096)  # user keys and destinations repeat: W1 asks 3 per send
 def _digest(value: str) -> str:
     return hashlib.sha1(value.encode()).hexdigest()[:_HASH_LEN]
 
