@@ -314,6 +314,7 @@ class RedisTransport(NodeTransport):
         self._receivers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Redis]
         self._receivers = weakref.WeakKeyDictionary()
         self._blmpop: bool | None = None  # whether the server has BLMPOP (Redis 7)
+        self._shared: dict[tuple[int, ...], tuple[tuple[Any, ...], bool]] = {}
         # Block for less than the socket timeout, or an idle wait would look like an outage:
         # Redis ends a blocking pop on its 10 Hz clock, up to 100 ms late.
         self.block = min(1.0, socket_timeout - 0.3)
@@ -374,16 +375,19 @@ class RedisTransport(NodeTransport):
         Then :meth:`send_to_user` can do in one script what takes the three of them a
         round trip each. A backend given as None (no history) does not count.
         """
+        key = tuple(map(id, backends))
+        known = self._shared.get(key)
+        if known is not None and known[0] == backends:
+            return known[1]
         from stomp_cluster.history.redis import RedisHistory
 
-        for backend in backends:
-            if backend is None:
-                continue
-            if not isinstance(backend, RedisPresence | RedisHistory):
-                return False
-            if backend.host != self.host:
-                return False
-        return True
+        shared = all(
+            backend is None
+            or (isinstance(backend, RedisPresence | RedisHistory) and backend.host == self.host)
+            for backend in backends
+        )
+        self._shared[key] = (backends, shared)
+        return shared
 
     async def send_to_user(
         self,

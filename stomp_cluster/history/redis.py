@@ -89,6 +89,7 @@ raise :class:`~stomp_cluster.exceptions.PresenceUnavailable`.
 
 from __future__ import annotations
 
+import functools
 import json
 import struct
 from collections.abc import Mapping, Sequence
@@ -274,6 +275,11 @@ def _unpack(packed: bytes) -> tuple[HistoryEntry, ...]:
     return tuple(entries)
 
 
+@functools.lru_cache(maxsize=1024)  # a sender's headers are mostly the same few
+def _headers_json(headers: Headers) -> str:
+    return json.dumps([[name, value] for name, value in headers], separators=(",", ":"))
+
+
 class RedisHistory(HistoryBackend):
     """Histories in Redis (standalone or Sentinel), laid out for Redis Cluster.
 
@@ -341,13 +347,12 @@ class RedisHistory(HistoryBackend):
         self, destination: str, body: bytes, headers: Headers, pending: bool
     ) -> tuple[int, int, str, bytes, str, str]:
         """ARGV of the append script (see ``APPEND_FUNCTION``), shared with RedisTransport."""
-        encoded = json.dumps([[name, value] for name, value in headers], separators=(",", ":"))
         return (
             self.max_length,
             self.max_age_ms,
             destination,
             bytes(body),
-            encoded,
+            _headers_json(tuple(headers)),
             _digest(destination) if pending else "",
         )
 

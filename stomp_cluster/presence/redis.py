@@ -575,6 +575,8 @@ class RedisPresence(PresenceBackend):
         self._clients = weakref.WeakKeyDictionary()
         self._batchers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Batcher]
         self._batchers = weakref.WeakKeyDictionary()
+        # The last loop asked, and its batcher: almost always the one running.
+        self._last_batcher: tuple[asyncio.AbstractEventLoop, _Batcher] | None = None
         # Our guess of P:nodes, so that fan-out queries take one round trip (see _fanout).
         self._known_nodes: list[str] = []
 
@@ -667,10 +669,14 @@ class RedisPresence(PresenceBackend):
 
     def _batcher(self) -> _Batcher:
         loop = asyncio.get_running_loop()
+        last = self._last_batcher
+        if last is not None and last[0] is loop:
+            return last[1]
         batcher = self._batchers.get(loop)
         if batcher is None:
             # Late-bound, so that tests can wrap _pipeline to count round trips.
             batcher = self._batchers[loop] = _Batcher(lambda cmds: self._pipeline(cmds))
+        self._last_batcher = (loop, batcher)
         return batcher
 
     async def _pipeline(self, commands: Sequence[Command]) -> list[Any]:
