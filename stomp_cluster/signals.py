@@ -47,10 +47,37 @@ async def fire(signal: Signal, **kwargs: Any) -> None:
     """
     from stomp_cluster.consumer import StompConsumer
 
+    receiver = _only_async_receiver(signal, StompConsumer)
+    if receiver is not None:
+        # What asend_robust would do with a single async receiver, without the three
+        # tasks its two gathers create: two signals per connection made them a tenth
+        # of a node's CPU while clients connected (W4, docs/performance.md).
+        try:
+            await receiver(signal=signal, sender=StompConsumer, **kwargs)
+        except Exception as exc:
+            _log_failure(receiver, exc)
+        return
     for receiver, result in await signal.asend_robust(sender=StompConsumer, **kwargs):
         if isinstance(result, Exception):
-            logger.error(
-                "signal receiver %r raised",
-                receiver,
-                exc_info=(type(result), result, result.__traceback__),
-            )
+            _log_failure(receiver, result)
+
+
+def _only_async_receiver(signal: Signal, sender: Any) -> Any:
+    """The receiver of *signal* when it is the only one and async, else None.
+
+    Uses Django's ``Signal._live_receivers()`` (Django 5.0 and later), which returns the
+    sync and the async receivers; any other shape means "use asend_robust".
+    """
+    try:
+        sync_receivers, async_receivers = signal._live_receivers(sender)
+    except Exception:
+        return None
+    if not sync_receivers and len(async_receivers) == 1:
+        return async_receivers[0]
+    return None
+
+
+def _log_failure(receiver: Any, exc: BaseException) -> None:
+    logger.error(
+        "signal receiver %r raised", receiver, exc_info=(type(exc), exc, exc.__traceback__)
+    )
