@@ -71,6 +71,8 @@ from stomp_cluster.protocol.frames import (
     Frame,
     PreparedMessage,
     Version,
+    _header_lines,
+    _needs_escaping,
     _shorten,
     encode_frame,
 )
@@ -176,6 +178,8 @@ class StompConnection:
         self._session = Session(limits)
         self._subscriptions = MappingProxyType(self._session.subscriptions)
         self._message_counter = 0
+        # (destination, subscription id) -> the MESSAGE head around the message-id line.
+        self._message_heads: dict[tuple[str, str], tuple[str, str]] = {}
         self._events: list[Event] = []
         self._outgoing: list[bytes] = []
         self._error_frame: bytes | None = None
@@ -505,8 +509,31 @@ class StompConnection:
             logger.debug("> %s", prepared.frame(head))
         # CONNECTED: the version is negotiated and no ERROR has sealed the output.
         assert self.version is not None
-        self._outgoing.append(prepared.encode(head, self.version))
+        self._outgoing.append(self._encode_message(head, prepared, self.version))
         return message_id
+
+    def _encode_message(self, head: Headers, prepared: PreparedMessage, version: Version) -> bytes:
+        """``prepared.encode(head, version)``, with the escaped destination and subscription
+        lines kept per subscription: only the message-id (and ack) change between messages.
+        """
+        (_, destination), (_, message_id), (_, subscription_id), *ack = head
+        if any(_needs_escaping(value) for value in (message_id, *(v for _, v in ack))):
+            return prepared.encode(head, version)  # ids we did not make: the general path
+        key = (destination, subscription_id)
+        parts = self._message_heads.get(key)
+        if parts is None:
+            if len(self._message_heads) >= 256:  # subscriptions come and go: stay bounded
+                self._message_heads.clear()
+            dest_line, sub_line = _header_lines(
+                Command.MESSAGE,
+                (("destination", destination), ("subscription", subscription_id)),
+                version,
+            )
+            parts = self._message_heads[key] = (f"MESSAGE\n{dest_line}\n", f"\n{sub_line}\n")
+        text = f"{parts[0]}message-id:{message_id}{parts[1]}"
+        if ack:
+            text += f"ack:{ack[0][1]}\n"
+        return text.encode() + prepared.tail(version)
 
     def send_receipt(self, receipt_id: str, *, headers: Headers = ()) -> None:
         """Queue a RECEIPT, then call :meth:`data_to_send`.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from hypothesis import given, settings
+from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from stomp_cluster.protocol import (
@@ -89,3 +89,83 @@ def test_a_connection_sends_one_prepared_message_to_each_subscription_as_its_own
     assert all(isinstance(f, Frame) and f.command is Command.MESSAGE for f in frames)
     logged = [r.getMessage() for r in caplog.records if r.getMessage().startswith("> MESSAGE")]
     assert len(logged) == 2 and "subscription" in logged[0]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    destination=text,
+    sub_id=text,
+    message_id=st.one_of(st.none(), text),
+    ack=st.sampled_from(["auto", "client", "client-individual"]),
+    version=st.sampled_from(list(Version)),
+    body=st.binary(max_size=16),
+)
+def test_a_connection_encodes_each_message_as_encode_frame_would(
+    destination, sub_id, message_id, ack, version, body
+):
+    # The connection keeps the escaped destination and subscription lines per
+    # subscription; whatever the ids, the bytes must be encode_frame's.
+    conn = StompConnection()
+    login = f"CONNECT\naccept-version:{version.value}\nhost:h\n\n\0".encode()
+    conn.receive_data(login)
+    conn.events_received()
+    conn.accept_connect(session="s1")
+    conn.data_to_send()
+    subscription = Frame(
+        Command.SUBSCRIBE, (("id", sub_id), ("destination", destination), ("ack", ack))
+    )
+    conn.receive_data(encode_frame(subscription, version))
+    events = conn.events_received()
+    if not any(isinstance(e, SubscribeRequested) for e in events):
+        event("refused")
+        return  # an id or destination this version cannot carry: refused, nothing to send
+    event("sent")
+    parsed = next(e for e in events if isinstance(e, SubscribeRequested)).subscription
+    conn.data_to_send()
+    prepared = PreparedMessage(body, (("content-type", "text/plain"),))
+
+    for _ in range(2):  # the second one uses the kept head
+        sent = conn.send_message(parsed.id, prepared, message_id=message_id)
+        (frame_bytes,) = conn.data_to_send()
+        head = [
+            ("destination", parsed.destination),
+            ("message-id", sent),
+            ("subscription", parsed.id),
+        ]
+        if ack != "auto" and version is Version.V1_2:
+            ack_header = [h for h in _reparse(frame_bytes, version).headers if h[0] == "ack"]
+            head += ack_header
+        assert frame_bytes == encode_frame(prepared.frame(tuple(head)), version)
+
+
+def _reparse(data: bytes, version: Version) -> Frame:
+    reader = FrameReader(
+        commands=frozenset(Command),
+        max_frame_size=1 << 16,
+        max_body_size=1 << 16,
+        max_headers=100,
+        max_header_length=1 << 12,
+    )
+    reader.version = version
+    reader.feed(data)
+    frame = reader.next_frame()
+    assert frame is not None
+    return frame
+
+
+def test_the_kept_heads_stay_bounded_as_subscriptions_come_and_go():
+    conn = StompConnection()
+    conn.receive_data(b"CONNECT\naccept-version:1.2\nhost:h\n\n\0")
+    conn.events_received()
+    conn.accept_connect(session="s1")
+    prepared = PreparedMessage(b"x")
+    for i in range(300):
+        conn.receive_data(f"SUBSCRIBE\nid:{i}\ndestination:/topic/{i}\n\n\0".encode())
+        conn.events_received()
+        conn.send_message(str(i), prepared)
+        conn.receive_data(f"UNSUBSCRIBE\nid:{i}\n\n\0".encode())
+        conn.events_received()
+    frames = [f for f in conn.data_to_send() if f.startswith(b"MESSAGE")]
+    assert len(frames) == 300
+    assert frames[-1].startswith(b"MESSAGE\ndestination:/topic/299\nmessage-id:300\n")
+    assert len(conn._message_heads) <= 256
