@@ -186,31 +186,39 @@ async def _route(by_node: dict[str, int], message: dict[str, Any]) -> Delivery:
         transport = transport or get_transport()
         sends.append(transport.send(channel, message))
         targets.append(node_id)
-    failures = []
-    for node_id, result in zip(
-        targets, await asyncio.gather(*sends, return_exceptions=True), strict=True
-    ):
-        if isinstance(result, BaseException):
-            failures.append((node_id, result))
-    missed = gone | {node_id for node_id, _ in failures}
-    reached = {n: c for n, c in by_node.items() if n not in missed}
-    if failures:
-        node_id, exc = failures[0]
-        reason = (
-            "its channel is full"
-            if isinstance(exc, ChannelFull)
-            else f"the transport failed: {exc!r}"
-        )
-        logger.warning(
-            "message to %s not delivered to %d node(s): %s",
-            message.get("destination"),
-            len(failures),
-            reason,
-        )
-        raise DeliveryFailed(
-            f"not delivered to node {node_id}: {reason}", reached=sum(reached.values())
-        ) from exc
-    return Delivery(sessions=sum(reached.values()), nodes=len(reached))
+    results = await asyncio.gather(*sends, return_exceptions=True)
+    failures = {
+        node_id: result
+        for node_id, result in zip(targets, results, strict=True)
+        if isinstance(result, BaseException)
+    }
+    return _outcome(message.get("destination"), by_node, failures, gone)
+
+
+def _outcome(
+    destination: Any,
+    by_node: dict[str, int],
+    failures: dict[str, BaseException],
+    gone: set[str] | frozenset[str] = frozenset(),
+) -> Delivery:
+    """What a routed message reached, or DeliveryFailed naming the first node it missed.
+
+    *failures* maps the nodes the transport refused to its exception; *gone* are nodes
+    skipped because they left the cluster meanwhile (not failures, not reached).
+    """
+    reached = {n: c for n, c in by_node.items() if n not in failures and n not in gone}
+    if not failures:
+        return Delivery(sessions=sum(reached.values()), nodes=len(reached))
+    node_id, exc = next(iter(failures.items()))
+    reason = (
+        "its channel is full" if isinstance(exc, ChannelFull) else f"the transport failed: {exc!r}"
+    )
+    logger.warning(
+        "message to %s not delivered to %d node(s): %s", destination, len(failures), reason
+    )
+    raise DeliveryFailed(
+        f"not delivered to node {node_id}: {reason}", reached=sum(reached.values())
+    ) from exc
 
 
 async def _lookup(call: Any) -> dict[str, int]:
@@ -327,18 +335,11 @@ async def _send_to_user_in_one_trip(
         message["id"] = sent.message_id
     if local is not None and local.node_id in sent.nodes:
         local.dispatch(message)
-    reached = {n: c for n, c in sent.nodes.items() if n not in sent.full}
-    if sent.full:
-        logger.warning(
-            "message to %s not delivered to %d node(s): its channel is full",
-            message["destination"],
-            len(sent.full),
-        )
-        raise DeliveryFailed(
-            f"not delivered to node {min(sent.full)}: its channel is full",
-            reached=sum(reached.values()),
-        )
-    return Delivery(sessions=sum(reached.values()), nodes=len(reached))
+    failures: dict[str, BaseException] = {
+        node_id: ChannelFull(f"the inbox of node {node_id} is full")
+        for node_id in sorted(sent.full)
+    }
+    return _outcome(message["destination"], sent.nodes, failures)
 
 
 def topic_history_key(destination: str) -> str | None:
