@@ -60,6 +60,7 @@ from stomp_cluster.presence.redis import (
     _Script,
     _script,
     binary_host,
+    check_hosts_and_prefix,
 )
 
 if TYPE_CHECKING:
@@ -280,12 +281,7 @@ class RedisTransport(NodeTransport):
         socket_timeout: float = 3.0,
         max_connections: int = 50,
     ) -> None:
-        if not hosts:
-            raise ImproperlyConfigured("RedisTransport needs at least one entry in 'hosts'.")
-        if not prefix or "{" in prefix or "}" in prefix:
-            raise ImproperlyConfigured(
-                f"RedisTransport 'prefix' must be non-empty and without braces, got {prefix!r}."
-            )
+        check_hosts_and_prefix("RedisTransport", hosts, prefix)
         for name, value in (("capacity", capacity), ("batch", batch)):
             if not isinstance(value, int) or value < 1:
                 raise ImproperlyConfigured(

@@ -95,8 +95,6 @@ import struct
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from django.core.exceptions import ImproperlyConfigured
-
 from stomp_cluster.exceptions import PresenceUnavailable
 from stomp_cluster.history.base import (
     HistoryBackend,
@@ -117,6 +115,7 @@ from stomp_cluster.presence.redis import (
     _Script,
     _script,
     binary_host,
+    check_hosts_and_prefix,
 )
 from stomp_cluster.typing import Headers
 
@@ -308,13 +307,7 @@ class RedisHistory(HistoryBackend):
         **options: Any,
     ) -> None:
         super().__init__(max_length=max_length, max_age=max_age, **options)
-        if not hosts:
-            raise ImproperlyConfigured("RedisHistory needs at least one entry in 'hosts'.")
-        if not prefix or "{" in prefix or "}" in prefix:
-            raise ImproperlyConfigured(
-                f"RedisHistory 'prefix' must be non-empty and without braces, got {prefix!r}: "
-                "braces would change the Redis Cluster hash tag of every key."
-            )
+        check_hosts_and_prefix("RedisHistory", hosts, prefix)
         self.prefix = prefix
         self.host = hosts[0]
         # Only its connection plumbing is used: it holds one client per event loop.

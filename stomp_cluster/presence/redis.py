@@ -455,6 +455,21 @@ class _Batcher:
                 start = end
 
 
+def check_hosts_and_prefix(owner: str, hosts: Sequence[Any], prefix: str) -> None:
+    """Refuse what no Redis backend of ours can work with, naming *owner* in the message.
+
+    Raises:
+        ImproperlyConfigured: *hosts* is empty, or *prefix* is empty or has braces.
+    """
+    if not hosts:
+        raise ImproperlyConfigured(f"{owner} needs at least one entry in 'hosts'.")
+    if not prefix or "{" in prefix or "}" in prefix:
+        raise ImproperlyConfigured(
+            f"{owner} 'prefix' must be non-empty and without braces, got {prefix!r}: "
+            "braces would change the Redis Cluster hash tag of every key."
+        )
+
+
 def binary_host(host: str | tuple[str, int] | Mapping[str, Any]) -> Mapping[str, Any]:
     """Return *host* in RedisPresence's mapping form, with reply decoding turned off."""
     if isinstance(host, str):
@@ -559,13 +574,7 @@ class RedisPresence(PresenceBackend):
         **options: Any,
     ) -> None:
         super().__init__(**options)
-        if not hosts:
-            raise ImproperlyConfigured("RedisPresence needs at least one entry in 'hosts'.")
-        if not prefix or "{" in prefix or "}" in prefix:
-            raise ImproperlyConfigured(
-                f"RedisPresence 'prefix' must be non-empty and without braces, got {prefix!r}: "
-                "braces would change the Redis Cluster hash tag of every key."
-            )
+        check_hosts_and_prefix("RedisPresence", hosts, prefix)
         self.host = hosts[0]
         self.prefix = prefix
         self.socket_timeout = socket_timeout

@@ -71,14 +71,7 @@ def test_a_connection_sends_one_prepared_message_to_each_subscription_as_its_own
     for sub in subs:
         conn.send_message(sub, prepared)
 
-    reader = FrameReader(
-        commands=frozenset(Command),
-        max_frame_size=1 << 16,
-        max_body_size=1 << 16,
-        max_headers=100,
-        max_header_length=1 << 12,
-    )
-    reader.version = Version.V1_2
+    reader = _reader(Version.V1_2)
     reader.feed(b"".join(conn.data_to_send()))
     frames = []
     while (frame := reader.next_frame()) is not None:
@@ -138,7 +131,7 @@ def test_a_connection_encodes_each_message_as_encode_frame_would(
         assert frame_bytes == encode_frame(prepared.frame(tuple(head)), version)
 
 
-def _reparse(data: bytes, version: Version) -> Frame:
+def _reader(version: Version) -> FrameReader:
     reader = FrameReader(
         commands=frozenset(Command),
         max_frame_size=1 << 16,
@@ -147,6 +140,11 @@ def _reparse(data: bytes, version: Version) -> Frame:
         max_header_length=1 << 12,
     )
     reader.version = version
+    return reader
+
+
+def _reparse(data: bytes, version: Version) -> Frame:
+    reader = _reader(version)
     reader.feed(data)
     frame = reader.next_frame()
     assert frame is not None
