@@ -6,7 +6,7 @@
 #   make style            ruff format + ruff check --fix (rewrites files)
 #   make types            mypy (strict on stomp_cluster/, see setup.cfg)
 #   make checkmigrations  fail if a model change has no migration
-#   make test             all of the above, then pytest with coverage and its report
+#   make test             all of the above and the docs, then pytest with coverage and its report
 #   make test-fast        pytest without cluster, browser and slow tests
 #   make demo             migrate, demo users, then the demo cluster
 #   make docs             Sphinx HTML, warnings are errors
@@ -83,7 +83,7 @@ types: venv
 checkmigrations: venv
 	DJANGO_SETTINGS_MODULE=testproject.settings $(PY) manage.py makemigrations --check --dry-run
 
-test: venv deps lint types checkmigrations
+test: venv deps lint types checkmigrations docs
 	@rm -f .coverage .coverage.*
 	@status=0; \
 	if [ "$(COVERAGE_SUBPROCESSES)" = 1 ]; then export COVERAGE_PROCESS_START="$(CURDIR)/setup.cfg"; fi; \
