@@ -485,8 +485,19 @@ async def test_a_send_while_redis_is_down_fails_with_delivery_failed():
 # -- a started node ----------------------------------------------------------------------
 
 
-async def stop_node(node: Any) -> None:
-    await node.stop()
+@pytest.fixture
+async def started_node(clean_redis):
+    """Node "n1" started on the test server, with its transport, presence and history."""
+    with cluster_settings(clean_redis.url, node_id="n1"):
+        node = get_node()
+        await node.ensure_started()
+        transport, presence, history = get_transport(), get_presence(), get_history()
+        assert isinstance(transport, RedisTransport) and history is not None
+        try:
+            yield node, transport, presence, history
+        finally:
+            await node.stop()
+            await transport.close()
 
 
 class StubSession:
@@ -508,104 +519,82 @@ class StubSession:
         return self.deliver(destination, body, headers)
 
 
-async def test_a_started_node_reads_its_inbox_and_delivers(clean_redis):
-    with cluster_settings(clean_redis.url, node_id="n1"):
-        node = get_node()
-        await node.ensure_started()
-        transport, presence, history = get_transport(), get_presence(), get_history()
-        assert isinstance(transport, RedisTransport) and history is not None
-        try:
-            assert node.channel_name == transport.address("n1")
-            [record] = await presence.nodes()
-            assert (record.node_id, record.channel_name) == ("n1", node.channel_name)
-            stub = StubSession("s1", "ursula")
-            node.add_session(stub)  # type: ignore[arg-type]
-            node.subscribe(stub, USER_DESTINATION)  # type: ignore[arg-type]
+async def test_a_started_node_reads_its_inbox_and_delivers(started_node):
+    node, transport, presence, history = started_node
+    assert node.channel_name == transport.address("n1")
+    [record] = await presence.nodes()
+    assert (record.node_id, record.channel_name) == ("n1", node.channel_name)
+    stub = StubSession("s1", "ursula")
+    node.add_session(stub)  # type: ignore[arg-type]
+    node.subscribe(stub, USER_DESTINATION)  # type: ignore[arg-type]
 
-            # A session-addressed message, as another node pushes it.
-            await transport.send(
-                node.channel_name,
-                {
-                    "type": "stomp.session",
-                    "session": "s1",
-                    "destination": "/queue/x",
-                    "body": b"hello",
-                    "headers": (("a", "1"),),
-                },
-            )
-            await eventually(lambda: stub.delivered)
-            assert stub.delivered == [("/queue/x", b"hello", (("a", "1"),), None)]
+    # A session-addressed message, as another node pushes it.
+    await transport.send(
+        node.channel_name,
+        {
+            "type": "stomp.session",
+            "session": "s1",
+            "destination": "/queue/x",
+            "body": b"hello",
+            "headers": (("a", "1"),),
+        },
+    )
+    await eventually(lambda: stub.delivered)
+    assert stub.delivered == [("/queue/x", b"hello", (("a", "1"),), None)]
 
-            # A user message, as another node's one-trip send pushes it: with its id.
-            now = time.time()
-            await presence.add_session(
-                SessionRecord(
-                    "s1", "n1", node.channel_name, "ursula", "ursula", "", "", "1.2", now, now
-                )
-            )
-            sent = await transport.send_to_user(
-                presence,  # type: ignore[arg-type]
-                history,  # type: ignore[arg-type]
-                "ursula",
-                {
-                    "type": "stomp.user",
-                    "user": "ursula",
-                    "destination": USER_DESTINATION,
-                    "body": b"for you",
-                    "headers": (("k", "v"),),
-                },
-                local_node="elsewhere",
-            )
-            assert sent.nodes == {"n1": 1} and sent.full == frozenset()
-            assert sent.message_id == await history.last_id("ursula")
-            await eventually(lambda: len(stub.delivered) == 2)
-            assert stub.delivered[1] == (
-                USER_DESTINATION,
-                b"for you",
-                (("k", "v"),),
-                sent.message_id,
-            )
-        finally:
-            await stop_node(node)
-            await transport.close()
+    # A user message, as another node's one-trip send pushes it: with its id.
+    now = time.time()
+    await presence.add_session(
+        SessionRecord("s1", "n1", node.channel_name, "ursula", "ursula", "", "", "1.2", now, now)
+    )
+    sent = await transport.send_to_user(
+        presence,  # type: ignore[arg-type]
+        history,  # type: ignore[arg-type]
+        "ursula",
+        {
+            "type": "stomp.user",
+            "user": "ursula",
+            "destination": USER_DESTINATION,
+            "body": b"for you",
+            "headers": (("k", "v"),),
+        },
+        local_node="elsewhere",
+    )
+    assert sent.nodes == {"n1": 1} and sent.full == frozenset()
+    assert sent.message_id == await history.last_id("ursula")
+    await eventually(lambda: len(stub.delivered) == 2)
+    assert stub.delivered[1] == (
+        USER_DESTINATION,
+        b"for you",
+        (("k", "v"),),
+        sent.message_id,
+    )
 
 
-async def test_a_started_node_delivers_its_own_sessions_without_its_inbox(clean_redis, raw):
-    with cluster_settings(clean_redis.url, node_id="n1"):
-        node = get_node()
-        await node.ensure_started()
-        transport, presence, history = get_transport(), get_presence(), get_history()
-        assert isinstance(transport, RedisTransport) and history is not None
-        try:
-            stub = StubSession("s1", "ursula")
-            node.add_session(stub)  # type: ignore[arg-type]
-            node.subscribe(stub, USER_DESTINATION)  # type: ignore[arg-type]
-            now = time.time()
-            await presence.add_session(
-                SessionRecord(
-                    "s1", "n1", node.channel_name, "ursula", "ursula", "", "", "1.2", now, now
-                )
-            )
-            await presence.add_subscription(
-                "s1", "n1", SubscriptionRecord("0", USER_DESTINATION, "auto")
-            )
-            await register({"far-0": 1})
+async def test_a_started_node_delivers_its_own_sessions_without_its_inbox(started_node, raw):
+    node, transport, presence, history = started_node
+    stub = StubSession("s1", "ursula")
+    node.add_session(stub)  # type: ignore[arg-type]
+    node.subscribe(stub, USER_DESTINATION)  # type: ignore[arg-type]
+    now = time.time()
+    await presence.add_session(
+        SessionRecord("s1", "n1", node.channel_name, "ursula", "ursula", "", "", "1.2", now, now)
+    )
+    await presence.add_subscription("s1", "n1", SubscriptionRecord("0", USER_DESTINATION, "auto"))
+    await register({"far-0": 1})
 
-            delivery = await asend_to_user("ursula", "/queue/n", "both")
+    delivery = await asend_to_user("ursula", "/queue/n", "both")
 
-            assert delivery == Delivery(sessions=2, nodes=2)
-            message_id = await history.last_id("ursula")
-            # Delivered here at once, with the history id...
-            assert [(d[1], d[3]) for d in stub.delivered] == [(b"both", message_id)]
-            [got] = await transport.receive(transport.address("far-0"))
-            assert got["id"] == message_id
-            # ...and not a second time through this node's own inbox.
-            await asyncio.sleep(0.3)
-            assert len(stub.delivered) == 1
-            assert await raw.llen(node.channel_name) == 0
-        finally:
-            await stop_node(node)
-            await transport.close()
+    assert delivery == Delivery(sessions=2, nodes=2)
+    message_id = await history.last_id("ursula")
+    # Delivered here at once, with the history id...
+    assert [(d[1], d[3]) for d in stub.delivered] == [(b"both", message_id)]
+    [got] = await transport.receive(transport.address("far-0"))
+    assert got["id"] == message_id
+    # ...and not a second time through this node's own inbox.
+    await asyncio.sleep(0.3)
+    assert len(stub.delivered) == 1
+    assert await raw.llen(node.channel_name) == 0
 
 
 class SwallowingTransport(RedisTransport):
