@@ -1,6 +1,7 @@
 # Developer and CI entry points. `make test` installs what it needs, then runs every check.
 #
-#   make venv             .venv with the package (editable) and the test/docs/demo extras
+#   make venv             .venv with the package (editable) and the locked test/docs/demo tools
+#   make lock             regenerate requirements/dev.txt (the lock) with the newest allowed versions
 #   make deps             redis-server, Node packages of tests/js, Chromium (apt/npm, when missing)
 #   make lint             ruff check + ruff format --check
 #   make style            ruff format + ruff check --fix (rewrites files)
@@ -8,6 +9,7 @@
 #   make checkmigrations  fail if a model change has no migration
 #   make test             all of the above and the docs, then pytest with coverage and its report
 #   make test-fast        pytest without cluster, browser and slow tests
+#   make test-latest      make test in .venv-latest, with the newest versions setup.cfg allows
 #   make demo             migrate, demo users, then the demo cluster
 #   make docs             Sphinx HTML, warnings are errors
 #   make bench            benchmarks W1–W4 on every stack (BENCH_ARGS="--quick" for a smoke run)
@@ -29,7 +31,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export DEBIAN_FRONTEND := noninteractive
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: venv deps lint style types checkmigrations test test-fast demo docs clean
+.PHONY: venv deps lint style types checkmigrations test test-fast test-latest lock demo docs clean
 
 # -- environment -----------------------------------------------------------------------------
 
@@ -39,11 +41,38 @@ JS_STAMP := $(JS_DIR)/node_modules/.stamp-installed
 
 venv: $(VENV_STAMP)
 
+# The development environment is locked: requirements/dev.txt pins every package that `make
+# test` installs (tools, docs, runtime dependencies, pip and setuptools themselves) to exact
+# versions with hashes, so a new upstream release cannot change a run. The library's own
+# install_requires keep their ranges; `make test-latest` runs against the newest of those.
+LOCK := requirements/dev.txt
+LOCK_PYTHON := 3.11
+LOCK_ARGS ?= --upgrade
+# LOCKED=0: install the newest versions setup.cfg's ranges allow (make test-latest).
+LOCKED ?= 1
+
+ifeq ($(LOCKED),1)
+$(VENV_STAMP): setup.cfg pyproject.toml $(LOCK)
+	test -x $(PY) || $(PYTHON3) -m venv $(VENV)
+	$(PY) -m pip install --quiet --require-hashes -r $(LOCK)
+	@# No build isolation: setuptools and wheel come from the lock, not from the index.
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
+	@touch $@
+else
 $(VENV_STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON3) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test,docs,demo]'
+	$(PY) -m pip install --quiet --upgrade pip setuptools wheel
+	$(PY) -m pip install --quiet --upgrade --upgrade-strategy eager -e '.[test,docs,demo]'
 	@touch $@
+endif
+
+# Regenerate the lock on purpose: after changing a dependency in setup.cfg, or to move to
+# new upstream releases (LOCK_ARGS="--upgrade-package redis" moves one package only).
+lock: venv
+	$(VENV)/bin/uv pip compile --quiet $(LOCK_ARGS) --generate-hashes \
+		--python-version $(LOCK_PYTHON) --extra test --extra docs --extra demo \
+		--custom-compile-command "make lock" \
+		setup.cfg requirements/tools.in -o $(LOCK)
 
 # apt-get update runs only when a package is missing, and then once.
 deps: $(JS_STAMP)
@@ -93,6 +122,12 @@ test: venv deps lint types checkmigrations docs
 	$(PY) -m coverage report || true; \
 	exit $$status
 
+# The whole of `make test` against the newest versions the ranges allow, in its own venv, so
+# that an upstream release is met on purpose before `make lock` adopts it.
+test-latest:
+	rm -f .venv-latest/.stamp-installed
+	$(MAKE) --no-print-directory test VENV=.venv-latest LOCKED=0
+
 test-fast: venv
 	$(PY) -m pytest -m "not cluster and not browser and not slow" $(PYTEST_ARGS)
 
@@ -117,5 +152,5 @@ bench: venv
 	$(PY) -m benchmarks.run $(BENCH_ARGS)
 
 clean:
-	rm -f $(VENV_STAMP) $(JS_STAMP)
+	rm -f $(VENV_STAMP) $(JS_STAMP) .venv-latest/.stamp-installed
 	rm -rf docs/_build .coverage .coverage.* htmlcov .mypy_cache .ruff_cache .pytest_cache

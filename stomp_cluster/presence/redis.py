@@ -610,8 +610,10 @@ class RedisPresence(PresenceBackend):
         else:
             kwargs = {**common, "host": host[0], "port": host[1]}
         if "sentinels" in kwargs:
-            # redis-py leaves Sentinel's constructor unannotated.
-            sentinel = Sentinel(  # type: ignore[no-untyped-call]
+            # redis-py before 8.2 leaves Sentinel's constructor unannotated; calling it through
+            # a typed name type-checks the same on every version we allow.
+            make_sentinel: Callable[..., Sentinel] = Sentinel
+            sentinel = make_sentinel(
                 kwargs.pop("sentinels"),
                 sentinel_kwargs=kwargs.pop("sentinel_kwargs", None),
                 socket_timeout=self.socket_timeout,
