@@ -46,9 +46,9 @@ from django.http import (
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 
+from stomp_cluster.backends import get_presence
 from stomp_cluster.exceptions import DeliveryFailed, PresenceUnavailable
 from stomp_cluster.models import Connection, Node
-from stomp_cluster.node import get_presence
 from stomp_cluster.presence.base import NodeRecord, SessionRecord, decode_cursor
 from stomp_cluster.send import adisconnect_session
 

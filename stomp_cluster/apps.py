@@ -1,4 +1,8 @@
-"""App config: registers system checks, presence receivers and /app handlers."""
+"""App config: registers system checks, presence receivers and /app handlers.
+
+It is also where the layers are wired together at startup: the signals' sender is the
+consumer class, which the lower layers cannot import.
+"""
 
 from __future__ import annotations
 
@@ -19,8 +23,11 @@ class StompClusterConfig(AppConfig):
 
         checks.register(check_settings, "stomp_cluster")
         checks.register(check_channel_layer, "stomp_cluster")
+        from stomp_cluster import signals
+        from stomp_cluster.consumer import StompConsumer
         from stomp_cluster.presence.receivers import connect_receivers
 
+        signals.sender = StompConsumer
         connect_receivers()
         module = user_settings().get("HANDLER_MODULE", DEFAULTS["HANDLER_MODULE"])
         if isinstance(module, str) and module:

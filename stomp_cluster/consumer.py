@@ -17,16 +17,19 @@ import asyncio
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
 from channels.consumer import AsyncConsumer, get_handler_name
 from channels.exceptions import StopConsumer
+from django.conf import settings as django_settings
 from django.contrib.auth.models import AnonymousUser
 from django.http.request import split_domain_port, validate_host
 
-from stomp_cluster import __version__, signals
+from stomp_cluster import __version__, destinations, signals
 from stomp_cluster.auth import authenticate_connect, check_permission
+from stomp_cluster.backends import get_history
 from stomp_cluster.conf import StompSettings, get_settings
 from stomp_cluster.exceptions import DeliveryFailed
 from stomp_cluster.handlers import HandlerError, StompRequest, call_handler, registry
@@ -34,10 +37,11 @@ from stomp_cluster.history.base import is_valid_id
 from stomp_cluster.node import Node, get_node
 from stomp_cluster.presence.base import SessionRecord, SubscriptionRecord
 from stomp_cluster.protocol import (
-    AckMode,
     AckRequested,
     ConnectRequested,
     DisconnectRequested,
+    Event,
+    Frame,
     Limits,
     NackRequested,
     PreparedMessage,
@@ -50,20 +54,14 @@ from stomp_cluster.protocol import (
     UnsubscribeRequested,
     Version,
 )
-from stomp_cluster.recovery import (
-    RECOVERED_HEADER,
-    REDELIVERED_HEADER,
-    RESUME_HEADER,
-    RecoveryState,
-)
+from stomp_cluster.recovery import RESUME_HEADER, SessionRecovery
+from stomp_cluster.send import asend_to_destination, asend_to_user
+from stomp_cluster.signals import DisconnectReason
 from stomp_cluster.typing import Headers
 
 __all__ = ["StompConsumer"]
 
 logger = logging.getLogger(__name__)
-
-#: History entries read per round trip while recovering a subscription.
-RECOVERY_PAGE = 1000
 
 #: Seconds a client may take between opening the WebSocket and sending CONNECT.
 CONNECT_TIMEOUT = 30.0
@@ -98,10 +96,43 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
     # saves a channel-layer receive task per connection (see stomp_cluster.node).
     channel_layer_alias = "__stomp_cluster_consumer_has_no_channel__"
 
-    session_id: str = ""
-    user: Any = None
-    username: str = ""
-    user_key: str | None = None
+    #: The protocol state machine; made when the WebSocket opens, since it depends on
+    #: the subprotocol the client offered.
+    connection: StompConnection
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.settings: StompSettings = get_settings()
+        self.node: Node = get_node()
+        #: The CONNECTED ``session`` header; "" until CONNECT succeeded.
+        self.session_id = ""
+        self.user: Any = None
+        self.username = ""
+        #: What /user/ destinations of this session route by (None: anonymous).
+        self.user_key: str | None = None
+        self.connected_at = 0.0
+        self._closed = False
+        self._connected = False
+        # Why the server is ending the session, once it decided to (an ERROR is queued):
+        # the frames that follow are moot. None while the session goes on; a session
+        # that ends with this still None was ended by the client.
+        self._ending: DisconnectReason | None = None
+        self._flushing = False
+        self._flush_scheduled = False
+        # Frames handed to the protocol or taken from it but not yet written to the
+        # socket: the outbound queue that MAX_OUTBOX bounds.
+        self._backlog = 0
+        self._last_sent = self._last_received = time.monotonic()
+        # At most one pending timer per purpose ("connect", "send", "check"): a
+        # heart-beat timer re-arms itself, and a list would grow with every beat.
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        # What the node routes to us: destination -> subscription ids, and the reverse.
+        # Only subscriptions that passed our checks are here, unlike the protocol's.
+        self._subs_by_destination: dict[str, list[str]] = {}
+        self._routed: dict[str, Subscription] = {}
+        self._recovery = SessionRecovery(self._send, self.node.stats)
+        self._resume_from: str | None = None
+        self._receipt_headers: Headers = ()
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         """Call the handler of an ASGI event, without Channels' per-event thread hop.
@@ -120,27 +151,6 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
 
     async def websocket_connect(self, message: dict[str, Any]) -> None:
         """Check the origin, pick the STOMP subprotocol and accept the WebSocket."""
-        self.settings: StompSettings = get_settings()
-        self.node: Node = get_node()
-        self._closed = False
-        self._connected = False
-        self._disconnect_reason = "client"
-        self._flushing = False
-        self._flush_scheduled = False
-        # Frames handed to the protocol or taken from it but not yet written to the
-        # socket: the outbound queue that MAX_OUTBOX bounds.
-        self._backlog = 0
-        self._last_sent = self._last_received = time.monotonic()
-        # At most one pending timer per purpose ("connect", "send", "check"): a
-        # heart-beat timer re-arms itself, and a list would grow with every beat.
-        self._timers: dict[str, asyncio.TimerHandle] = {}
-        # What the node routes to us: destination -> subscription ids, and the reverse.
-        # Only subscriptions that passed our checks are here, unlike the protocol's.
-        self._subs_by_destination: dict[str, list[str]] = {}
-        self._routed: dict[str, Subscription] = {}
-        self._recovery = RecoveryState()
-        self._resume_from: str | None = None
-        self._receipt_headers: Headers = ()
         if not self._origin_allowed():
             logger.info("x refused WebSocket from origin %r", _header(self.scope, b"origin"))
             await self.send({"type": "websocket.close", "code": 4003})
@@ -178,10 +188,8 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
             return True
         allowed = self.settings.ALLOWED_ORIGINS
         if allowed is None:
-            from django.conf import settings
-
-            allowed = tuple(settings.ALLOWED_HOSTS)
-            if settings.DEBUG and not allowed:
+            allowed = tuple(django_settings.ALLOWED_HOSTS)
+            if django_settings.DEBUG and not allowed:
                 allowed = (".localhost", "127.0.0.1", "[::1]")
         host, _ = split_domain_port(urlsplit(origin).netloc)
         return bool(host) and validate_host(host, list(allowed))
@@ -202,10 +210,10 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
     async def websocket_disconnect(self, message: dict[str, Any]) -> None:
         """The socket is gone: clean up once, then stop this consumer."""
         code = message.get("code")
-        if code == 1012 and self._disconnect_reason == "client":
+        if code == 1012 and self._ending is None:
             # 1012 "service restart": the server (uvicorn) is shutting down. Not 1001,
             # which browsers also send when they leave a page.
-            self._disconnect_reason = "shutdown"
+            self._ending = DisconnectReason.SHUTDOWN
         await self._cleanup()
         raise StopConsumer
 
@@ -223,11 +231,11 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
             logger.exception("internal error on session %s", self.session_id or "-")
             if not self.connection.close_expected:
                 self.connection.send_error("internal error")
-            self._disconnect_reason = "error"
+            self._ending = DisconnectReason.ERROR
         await self._flush()
 
-    async def _handle(self, event: Any) -> None:
-        if self._disconnect_reason != "client":
+    async def _handle(self, event: Event) -> None:
+        if self._ending is not None:
             # We already refused something (ERROR queued): the rest is moot, including
             # the receipt of the refused frame, which the ERROR carries as receipt-id.
             return
@@ -245,30 +253,30 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
             case UnsubscribeRequested():
                 await self._on_unsubscribe(event.subscription)
             case AckRequested():
-                await self._on_ack(str(event.subscription.id), event.message_ids)
+                await self._recovery.ack(str(event.subscription.id), event.message_ids)
             case NackRequested():
-                self._on_nack(str(event.subscription.id), event.message_ids)
+                self._recovery.nack(str(event.subscription.id), event.message_ids)
             case ReceiptRequested():
                 self.connection.send_receipt(event.receipt_id, headers=self._receipt_headers)
                 self._receipt_headers = ()
             case DisconnectRequested():
-                self._disconnect_reason = "client"
+                pass  # the client closes the socket next: reason "client"
             case ProtocolFailed():
                 logger.info(
                     "x protocol error on session %s: %s",
                     self.session_id or "-",
                     event.error.message,
                 )
-                self._disconnect_reason = "error"
+                self._ending = DisconnectReason.ERROR
 
-    def _refuse(self, message: str, frame: Any = None) -> None:
+    def _refuse(self, message: str, frame: Frame | Subscription | None = None) -> None:
         # The ERROR answers the refused frame's receipt, if it asked for one.
         if isinstance(frame, Subscription):
             receipt = sub_header(frame, "receipt")
         else:
             receipt = frame.get("receipt") if frame is not None else None
         self.connection.send_error(message, receipt_id=receipt)
-        self._disconnect_reason = "error"
+        self._ending = DisconnectReason.ERROR
 
     async def _on_connect(self, event: ConnectRequested) -> None:
         user, error = await authenticate_connect(self.scope, event.login, event.passcode)
@@ -280,6 +288,7 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
             self.username = user.get_username()
             self.user_key = self.username
         self.session_id = uuid.uuid4().hex
+        self._recovery.session_id = self.session_id
         self.connected_at = time.time()
         self._resume_from = event.frame.get(RESUME_HEADER)
         self.connection.accept_connect(
@@ -308,13 +317,12 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
     async def _on_send(self, event: SendRequested) -> None:
         destination = str(event.destination)
         frame = event.frame
-        s = self.settings
         if not await check_permission(self.user, "send", destination):
             self._refuse(f"permission denied: cannot send to {destination}", frame)
             return
-        app_prefix = next((p for p in s.APP_PREFIXES if destination.startswith(p)), None)
-        if app_prefix is not None:
-            await self._on_app_send(destination, app_prefix, frame)
+        path = destinations.app_path(destination)
+        if path is not None:
+            await self._on_app_send(destination, path, frame)
             return
         try:
             await self._route_send(destination, frame)
@@ -326,32 +334,25 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
             )
             self._refuse(f"message not delivered: {exc}", frame)
 
-    async def _route_send(self, destination: str, frame: Any) -> None:
-        s = self.settings
+    async def _route_send(self, destination: str, frame: Frame) -> None:
         # The SEND's headers travel on; the first of a repeated one wins (STOMP 1.2), and
         # encode_body drops those a MESSAGE reserves (destination, message-id, ...).
         headers = frame.header_map()
-        from stomp_cluster.send import asend_to_destination, asend_to_user
-
-        if destination.startswith(s.USER_PREFIX):
+        if destinations.is_user(destination):
             # /user/<username>/queue/x: to another user's (or our own) user destination.
-            rest = destination[len(s.USER_PREFIX) :]
-            username, _, tail = rest.partition("/")
-            if not username or not self._is_broker("/" + tail):
+            recipient = destinations.recipient(destination)
+            if recipient is None:
                 self._refuse(f"unknown destination {destination}", frame)
                 return
-            await asend_to_user(username, "/" + tail, frame.body, headers)
+            username, tail = recipient
+            await asend_to_user(username, tail, frame.body, headers)
             return
-        if not self._is_broker(destination):
+        if not destinations.is_broker(destination):
             self._refuse(f"unknown destination {destination}", frame)
             return
         await asend_to_destination(destination, frame.body, headers)
 
-    def _is_broker(self, destination: str) -> bool:
-        return any(destination.startswith(p) for p in self.settings.BROKER_PREFIXES)
-
-    async def _on_app_send(self, destination: str, prefix: str, frame: Any) -> None:
-        path = destination[len(prefix) - 1 :]
+    async def _on_app_send(self, destination: str, path: str, frame: Frame) -> None:
         found = registry.resolve(path)
         if found is None:
             self._refuse(f"no handler for destination {destination}", frame)
@@ -374,36 +375,30 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
             )
             self._refuse("internal error", frame)
 
-    def user_destination(self, destination: str) -> str:
-        """The ``/user/...`` form of *destination* (``/queue/x`` -> ``/user/queue/x``)."""
-        from stomp_cluster.send import user_destination
-
-        return user_destination(destination)
-
     def user_destination_key(self, destination: str) -> str | None:
         """The user key that routes *destination*, when it is a ``/user/`` one.
 
         Anonymous sessions may subscribe to ``/user/`` destinations too; they receive
         what is sent to their session (replies), never anything sent to a user.
         """
-        if destination.startswith(self.settings.USER_PREFIX) and self.user_key is not None:
+        if self.user_key is not None and destinations.is_user(destination):
             return self.user_key
         return None
 
     async def _on_subscribe(self, sub: Subscription) -> None:
         destination = str(sub.destination)
-        s = self.settings
-        if destination.startswith(s.USER_PREFIX):
-            # Only /user/queue/x style: a session subscribes to its own user's queue and
-            # cannot name another user (Spring resolves it the same way).
-            if not self._is_broker("/" + destination[len(s.USER_PREFIX) :]):
-                self._refuse(
-                    f"cannot subscribe to {destination}: use {s.USER_PREFIX}queue/<name>", sub
-                )
+        match destinations.kind(destination):
+            case destinations.Kind.USER | destinations.Kind.BROKER:
+                pass
+            case _ if destinations.is_user(destination):
+                # Only /user/queue/x style: a session subscribes to its own user's queue
+                # and cannot name another user (Spring resolves it the same way).
+                prefix = self.settings.USER_PREFIX
+                self._refuse(f"cannot subscribe to {destination}: use {prefix}queue/<name>", sub)
                 return
-        elif not self._is_broker(destination):
-            self._refuse(f"unknown destination {destination}", sub)
-            return
+            case _:
+                self._refuse(f"unknown destination {destination}", sub)
+                return
         if not await check_permission(self.user, "subscribe", destination):
             self._refuse(f"permission denied: cannot subscribe to {destination}", sub)
             return
@@ -413,7 +408,7 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
             self._refuse(f"{RESUME_HEADER} must be a message-id such as 1700000000000-0", sub)
             return
         if history_key is not None:
-            self._recovery.begin(str(sub.id))  # hold live messages back until recovered
+            self._recovery.state.begin(str(sub.id))  # hold live messages back until recovered
         self._subs_by_destination.setdefault(destination, []).append(str(sub.id))
         self._routed[str(sub.id)] = sub
         self.node.subscribe(self, destination)
@@ -426,73 +421,23 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
             **self._signal_kwargs(),
         )
         if history_key is not None:
-            await self._recover(str(sub.id), history_key, destination, resume, sub.ack)
+            receipt = await self._recovery.recover(
+                str(sub.id),
+                history_key,
+                destination,
+                resume,
+                sub.ack,
+                per_user=destinations.is_user(destination),
+            )
+            if receipt:
+                self._receipt_headers = receipt
 
     def _history_key(self, destination: str) -> str | None:
-        from stomp_cluster.node import get_history
-        from stomp_cluster.send import topic_history_key
-
         if get_history() is None:
             return None
-        if destination.startswith(self.settings.USER_PREFIX):
+        if destinations.is_user(destination):
             return self.user_key
-        return topic_history_key(destination)
-
-    async def _recover(
-        self, sub_id: str, key: str, destination: str, resume: str | None, ack: AckMode
-    ) -> None:
-        """Deliver what the subscription missed, then the live messages held back.
-
-        See :mod:`stomp_cluster.recovery` for why this has neither gaps nor duplicates.
-        """
-        from stomp_cluster.exceptions import PresenceUnavailable
-        from stomp_cluster.history.base import previous_id
-        from stomp_cluster.node import get_history
-
-        history = get_history()
-        assert history is not None
-        self._recovery.track(sub_id)
-        after = None
-        try:
-            again: Headers = ()
-            if destination.startswith(self.settings.USER_PREFIX):
-                # Sent while the user had no live session at all: due now, unless the
-                # client resumes from its own id (which covers them too).
-                pending = await history.take_pending(key, destination)
-                if resume is None and pending is not None:
-                    after = previous_id(pending)
-            if ack is not AckMode.AUTO and destination.startswith(self.settings.USER_PREFIX):
-                # Per user: a topic's history is shared, so its cursor cannot be.
-                self._recovery.watch_acks(sub_id, key, destination)
-                cursor = await history.acked(key, destination) if resume is None else None
-                if cursor is not None:
-                    # Delivered before, maybe, and not acknowledged: comes again.
-                    after, again = cursor, ((REDELIVERED_HEADER, "true"),)
-            if resume is not None:
-                after = resume
-            complete = True
-            first = True
-            while after is not None:
-                # Page through: a short read would leave a gap before the held messages.
-                page = await history.read(key, after, destination=destination, limit=RECOVERY_PAGE)
-                if first:
-                    complete, first = page.complete, False
-                    extra: Headers = () if complete else ((RECOVERED_HEADER, "false"),)
-                self.node.stats["redelivered" if again else "recovered"] += len(page.entries)
-                for entry in page.entries:
-                    self._send(sub_id, entry.body, entry.headers + extra + again, entry.id)
-                    self._recovery.delivered(sub_id, entry.id)
-                    extra = ()
-                after = page.entries[-1].id if len(page.entries) == RECOVERY_PAGE else None
-            if resume is not None:
-                self._receipt_headers = ((RECOVERED_HEADER, "true" if complete else "false"),)
-        except PresenceUnavailable:
-            logger.warning("history unavailable: session %s recovers nothing", self.session_id)
-            if resume is not None:
-                self._receipt_headers = ((RECOVERED_HEADER, "false"),)
-        finally:
-            for message_id, body, headers in self._recovery.finish(sub_id):
-                self._send(sub_id, body, headers, message_id)
+        return destinations.topic_history_key(destination)
 
     def _send(
         self,
@@ -513,32 +458,13 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
             return False
         self.node.stats["delivered"] += 1
         if message_id is not None:
-            self._recovery.record(sub_id, message_id, body, headers)
+            self._recovery.state.record(sub_id, message_id, body, headers)
         return True
-
-    async def _on_ack(self, sub_id: str, message_ids: tuple[str, ...]) -> None:
-        # Messages without a history (topics, replies) are settled by the ACK alone.
-        cursor = self._recovery.settle(sub_id, message_ids)
-        if cursor is None:
-            return
-        from stomp_cluster.node import get_history
-
-        history = get_history()
-        key, destination = self._recovery.acking[sub_id]
-        if history is not None:
-            await self.node.presence_call(history.set_acked(key, destination, cursor))
-
-    def _on_nack(self, sub_id: str, message_ids: tuple[str, ...]) -> None:
-        # A NACKed history message comes again at once; others are dropped, as STOMP
-        # leaves NACK's effect to the server.
-        for message_id, body, headers in self._recovery.redeliveries(sub_id, message_ids):
-            self.node.stats["redelivered"] += 1
-            self._send(sub_id, body, (*headers, (REDELIVERED_HEADER, "true")), message_id)
 
     async def _on_unsubscribe(self, sub: Subscription, *, closing: bool = False) -> None:
         if self._routed.pop(str(sub.id), None) is None:
             return  # refused at SUBSCRIBE time: never routed
-        self._recovery.forget(str(sub.id))
+        self._recovery.state.forget(str(sub.id))
         destination = str(sub.destination)
         ids = self._subs_by_destination.get(destination, [])
         if str(sub.id) in ids:
@@ -564,8 +490,7 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
 
     def has_user_subscriptions(self) -> bool:
         """Whether this session still has a ``/user/`` subscription."""
-        prefix = self.settings.USER_PREFIX
-        return any(d.startswith(prefix) for d in self._subs_by_destination)
+        return any(destinations.is_user(d) for d in self._subs_by_destination)
 
     def subscription_list(self) -> list[Subscription]:
         """The session's routed subscriptions."""
@@ -621,7 +546,7 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
         ids = self._subs_by_destination.get(destination, ())
         count = 0
         for sub_id in tuple(ids):
-            if not self._recovery.admit(sub_id, message_id, body, headers):
+            if not self._recovery.state.admit(sub_id, message_id, body, headers):
                 continue
             if self._send(sub_id, body, headers, message_id, prepared):
                 count += 1
@@ -633,8 +558,8 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
     def deliver_session(self, destination: str, body: bytes, headers: Headers) -> int:
         """Deliver a session-addressed message: to *destination* or its ``/user/`` form."""
         count = self.deliver(destination, body, headers)
-        if not count and not destination.startswith(self.settings.USER_PREFIX):
-            count = self.deliver(self.user_destination(destination), body, headers)
+        if not count and not destinations.is_user(destination):
+            count = self.deliver(destinations.user_destination(destination), body, headers)
         return count
 
     def kick(self, message: str) -> None:
@@ -642,7 +567,7 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
         if self._closed:
             return
         self.connection.send_error(message)
-        self._disconnect_reason = "kicked"
+        self._ending = DisconnectReason.KICKED
         self._schedule_flush()
 
     def _slow_consumer(self) -> None:
@@ -653,14 +578,14 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
         missed. The socket may be unwritable, so we clean up first and close without
         waiting on the writer.
         """
-        if self._closed or self._disconnect_reason == "slow_consumer":
+        if self._closed or self._ending is DisconnectReason.SLOW_CONSUMER:
             return
         logger.warning(
             "x session %s: %d frames waiting, closing as a slow consumer",
             self.session_id,
             self._backlog,
         )
-        self._disconnect_reason = "slow_consumer"
+        self._ending = DisconnectReason.SLOW_CONSUMER
         self.node.stats["slow_consumer"] += 1
         self.connection.send_error(
             f"slow consumer: more than {self.settings.MAX_OUTBOX} messages waiting"
@@ -679,7 +604,7 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
         """Close this session because the node is shutting down."""
         if self._closed:
             return
-        self._disconnect_reason = "shutdown"
+        self._ending = DisconnectReason.SHUTDOWN
         self.connection.send_error("server shutting down")
         await self._flush()
 
@@ -734,7 +659,9 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
         await self._cleanup()
         await self.send({"type": "websocket.close", "code": 1000})
 
-    def _call_later(self, name: str, delay: float, callback: Any, *args: Any) -> None:
+    def _call_later(
+        self, name: str, delay: float, callback: Callable[..., None], *args: Any
+    ) -> None:
         """Run *callback* after *delay* seconds, replacing the pending timer *name*.
 
         Timers are handles in the event loop's heap, not tasks: thousands of idle
@@ -774,7 +701,7 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
         if silent > limit:
             logger.info("x session %s silent for %.1fs: closing", self.session_id, silent)
             self.connection.send_error(f"no heart-beat from the client for {silent:.1f} seconds")
-            self._disconnect_reason = "heartbeat_timeout"
+            self._ending = DisconnectReason.HEARTBEAT_TIMEOUT
             self._schedule_flush()
             return
         self._call_later("check", limit - silent + 0.01, self._heartbeat_check, limit)
@@ -789,10 +716,11 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
         for sub in self.subscription_list():
             await self._on_unsubscribe_quietly(sub)
         self.node.remove_session(self)
-        logger.info("= session %s closed (%s)", self.session_id, self._disconnect_reason)
+        reason = self._ending or DisconnectReason.CLIENT
+        logger.info("= session %s closed (%s)", self.session_id, reason.value)
         await signals.fire(
             signals.stomp_disconnected,
-            reason=self._disconnect_reason,
+            reason=reason.value,
             consumer=self,
             **self._signal_kwargs(),
         )

@@ -29,6 +29,7 @@ from stomp_cluster.protocol.errors import (
 )
 
 __all__ = [
+    "BackendUnavailable",
     "DeliveryFailed",
     "FrameTooLarge",
     "InvalidState",
@@ -53,7 +54,11 @@ class DeliveryFailed(StompClusterError):
         self.reached = reached
 
 
-class PresenceUnavailable(StompClusterError):
+class BackendUnavailable(StompClusterError):
+    """A backend (presence, history, transport) is unreachable."""
+
+
+class PresenceUnavailable(BackendUnavailable):
     """The presence backend cannot be reached.
 
     Callers degrade rather than crash: a node keeps serving its local sockets and

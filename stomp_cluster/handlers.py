@@ -27,23 +27,29 @@ import json
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from asgiref.sync import async_to_sync, sync_to_async
 
+from stomp_cluster import destinations
 from stomp_cluster.exceptions import StompClusterError
+from stomp_cluster.protocol import Frame
+from stomp_cluster.send import Delivery, asend_to_destination, encode_body
+from stomp_cluster.typing import Headers
 
 if TYPE_CHECKING:
     from django.contrib.auth.base_user import AbstractBaseUser
     from django.contrib.auth.models import AnonymousUser
 
-    from stomp_cluster.consumer import StompConsumer
-    from stomp_cluster.protocol import Frame
-    from stomp_cluster.send import Delivery
-
 __all__ = ["HandlerError", "StompRequest", "message_mapping", "registry"]
 
 Handler = Callable[..., Any]
+
+
+class _Sender(Protocol):
+    """The session a request came from, as far as a handler's reply needs it."""
+
+    def deliver(self, destination: str, body: bytes, headers: Headers) -> int: ...
 
 
 class HandlerError(StompClusterError):
@@ -69,7 +75,7 @@ class StompRequest:
     frame: Frame
     user: AbstractBaseUser | AnonymousUser
     session_id: str
-    _consumer: StompConsumer = field(repr=False)
+    _consumer: _Sender = field(repr=False)
 
     @property
     def body(self) -> bytes:
@@ -105,10 +111,8 @@ class StompRequest:
         Returns:
             How many of the session's subscriptions received it.
         """
-        from stomp_cluster.send import encode_body
-
         payload, extra = encode_body(body, headers, content_type)
-        return self._consumer.deliver(self._consumer.user_destination(destination), payload, extra)
+        return self._consumer.deliver(destinations.user_destination(destination), payload, extra)
 
     def reply(
         self,
@@ -129,8 +133,6 @@ class StompRequest:
         content_type: str | None = None,
     ) -> Delivery:
         """Publish to every subscriber of a broker destination, on every node."""
-        from stomp_cluster.send import asend_to_destination
-
         return await asend_to_destination(destination, body, headers, content_type)
 
     def publish(

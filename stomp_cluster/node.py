@@ -11,14 +11,19 @@ Messages between nodes travel once per node, never once per socket:
   hold a user's sessions (:meth:`PresenceBackend.destination_nodes`,
   :meth:`~PresenceBackend.user_nodes`). A send asks it once, then puts one message on
   the node channel of each such node (:mod:`stomp_cluster.send`); that node encodes a
-  MESSAGE frame for each matching local subscription (:meth:`Node.dispatch`). A message
-  for this very node skips the transport.
+  MESSAGE frame for each matching local subscription (:meth:`Node.deliver`). A message
+  for this very node skips the transport. The messages are typed
+  (:mod:`stomp_cluster.messages`).
 * A session-addressed message goes to the node channel of the node holding the session.
 
-Measured on a 2-core machine (``shared/FINDINGS.md``), per-socket group fan-out delivers
-2.4–4.4k messages/s where node-level fan-out reaches tens of thousands, hence this design.
-It also means consumers need no channel of their own: :class:`StompConsumer` sets no
-channel layer, saving a receive task per socket.
+Measured on a 2-core machine (``docs/performance.md``), per-socket group fan-out through a
+channel layer delivers 2.4–4.4k messages/s where node-level fan-out reaches tens of
+thousands, hence this design. It also means consumers need no channel of their own: the
+consumer sets no channel layer, saving a receive task per socket.
+
+The node knows its sessions only through the small :class:`LocalSession` interface,
+which :class:`~stomp_cluster.consumer.StompConsumer` implements: the node sits below the
+consumer in the layers and never imports it.
 
 We route by the registry rather than by channel-layer groups because ``group_send``
 drops messages for a full channel silently, while ``send`` raises ``ChannelFull``: a send
@@ -41,91 +46,109 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sys
 import time
 import weakref
 from collections import Counter, defaultdict
-from collections.abc import Awaitable, Callable, Iterable
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import Awaitable, Iterable
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
 
+from stomp_cluster import destinations, signals
+from stomp_cluster.backends import get_presence, get_transport
 from stomp_cluster.conf import get_settings
 from stomp_cluster.exceptions import PresenceUnavailable
+from stomp_cluster.messages import Kick, NodeMessage, Publish, ToSession, ToUser, from_wire
+from stomp_cluster.presence.base import NodeRecord, PresenceBackend, SessionRecord
 from stomp_cluster.protocol import PreparedMessage
+from stomp_cluster.typing import Headers
 
-if TYPE_CHECKING:
-    from stomp_cluster.consumer import StompConsumer
-    from stomp_cluster.history.base import HistoryBackend
-    from stomp_cluster.presence.base import PresenceBackend, SessionRecord
-    from stomp_cluster.transport import NodeTransport
-
-__all__ = ["Node", "current_node", "get_history", "get_node", "get_presence", "get_transport"]
+__all__ = ["LocalSession", "Node", "Sweep", "current_node", "get_node", "sweep_lost_nodes"]
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-# Backends by class and options; under the key None, the last one with its settings.
-_presence: dict[Any, Any] = {}
-_history: dict[Any, Any] = {}
-_transport: dict[Any, Any] = {}
+
+class LocalSession(Protocol):
+    """What the node needs of a local session; the consumer implements it."""
+
+    @property
+    def session_id(self) -> str:
+        """The session's cluster-wide id."""
+
+    def deliver(
+        self,
+        destination: str,
+        body: bytes,
+        headers: Headers,
+        message_id: str | None = None,
+        prepared: PreparedMessage | None = None,
+    ) -> int:
+        """Queue a MESSAGE on each subscription to *destination*; return how many."""
+
+    def deliver_session(self, destination: str, body: bytes, headers: Headers) -> int:
+        """Deliver a session-addressed message; return on how many subscriptions."""
+
+    def kick(self, message: str) -> None:
+        """Close the session with an ERROR frame saying *message*."""
+
+    async def shutdown(self) -> None:
+        """Close the session because the node is shutting down."""
+
+    def has_destination(self, destination: str) -> bool:
+        """Whether a subscription of the session is to *destination*."""
+
+    def has_user_subscriptions(self) -> bool:
+        """Whether the session still has a ``/user/`` subscription."""
+
+    def user_destination_key(self, destination: str) -> str | None:
+        """The user key that routes *destination* to this session, if it is a user one."""
+
+    def session_record(self) -> SessionRecord:
+        """The session as the presence registry stores it."""
 
 
-def _backend(
-    cache: dict[Any, Any], settings: Any, path: str, options: Callable[[], dict[str, Any]]
-) -> Any:
-    """The instance of *path* built with *options*, made once per process.
+@dataclass(frozen=True, slots=True)
+class Sweep:
+    """What one sweep removed: the lost nodes, and their sessions."""
 
-    Keyed by class and options, so that settings changed in tests get a new one. The
-    last answer is kept with the settings object it came from: the send path asks for
-    three backends per message, and the settings object only changes with the settings.
+    nodes: list[str]
+    sessions: list[SessionRecord]
+
+
+async def sweep_lost_nodes(presence: PresenceBackend, sweeper_id: str, ttl: float) -> Sweep | None:
+    """Remove the sessions of lost nodes, if *sweeper_id* gets the sweep lock.
+
+    Fires ``stomp_disconnected`` (reason ``"node_lost"``, ``consumer=None``) once for each
+    removed session. Used by every node's heartbeat and by ``manage.py stomp_cluster
+    sweep``. The lock is left to expire after *ttl* (or to be released by the caller),
+    so that the nodes do not all sweep at once.
+
+    Returns:
+        What this call removed, or None when another process holds the lock (it sweeps
+        instead).
     """
-    last = cache.get(None)
-    if last is not None and last[0] is settings:
-        return last[1]
-    from django.utils.module_loading import import_string
-
-    kwargs = options()
-    key = f"{path}:{sorted(kwargs.items())!r}"
-    backend = cache.get(key)
-    if backend is None:
-        backend = cache[key] = import_string(path)(**kwargs)
-    cache[None] = (settings, backend)
-    return backend
-
-
-def get_presence() -> PresenceBackend:
-    """Return this process's presence backend, built from settings on first use."""
-    s = get_settings()
-    backend: PresenceBackend = _backend(
-        _presence, s, s.PRESENCE_BACKEND, lambda: s.PRESENCE_OPTIONS
-    )
-    return backend
-
-
-def get_transport() -> NodeTransport:
-    """Return this process's node transport, built from settings on first use."""
-    s = get_settings()
-    transport: NodeTransport = _backend(
-        _transport, s, s.TRANSPORT_BACKEND, lambda: s.TRANSPORT_OPTIONS
-    )
-    return transport
-
-
-def get_history() -> HistoryBackend | None:
-    """Return this process's message history backend, or None when history is off."""
-    s = get_settings()
-    if s.HISTORY_BACKEND is None:
+    if not await presence.acquire_sweep_lock(sweeper_id, ttl):
         return None
-    backend: HistoryBackend = _backend(
-        _history,
-        s,
-        s.HISTORY_BACKEND,
-        lambda: {
-            "max_length": s.HISTORY_MAX_LENGTH,
-            "max_age": s.HISTORY_MAX_AGE,
-            **s.HISTORY_OPTIONS,
-        },
-    )
-    return backend
+    lost = await presence.lost_nodes()
+    removed: list[SessionRecord] = []
+    for node_id in lost:
+        # Once reaped, the node is out of routing too: sends ask the registry.
+        sessions = await presence.reap_node(node_id)
+        logger.info("node %s lost: reaped %d sessions", node_id, len(sessions))
+        for record in sessions:
+            await signals.fire(
+                signals.stomp_disconnected,
+                session_id=record.session_id,
+                user=None,
+                username=record.username,
+                node_id=node_id,
+                reason=signals.DisconnectReason.NODE_LOST.value,
+                consumer=None,
+            )
+        removed.extend(sessions)
+    return Sweep(nodes=lost, sessions=removed)
 
 
 class Node:
@@ -143,14 +166,14 @@ class Node:
         self.presence = get_presence()
         self.channel_name = ""
         self.started_at = time.time()
-        self.sessions: dict[str, StompConsumer] = {}
+        self.sessions: dict[str, LocalSession] = {}
         #: Delivery counters since the process started, published with each heartbeat
         #: (CLI ``stomp_cluster nodes``, the admin's Nodes page).
         self.stats: Counter[str] = Counter()
         # destination -> sessions with at least one subscription to it (broker destinations)
-        self._topic_sessions: dict[str, set[StompConsumer]] = defaultdict(set)
+        self._topic_sessions: dict[str, set[LocalSession]] = defaultdict(set)
         # user key -> sessions of that user with at least one /user/ subscription
-        self._user_sessions: dict[str, set[StompConsumer]] = defaultdict(set)
+        self._user_sessions: dict[str, set[LocalSession]] = defaultdict(set)
         self._tasks: list[asyncio.Task[None]] = []
         self._start_lock = asyncio.Lock()
         self._started = False
@@ -182,10 +205,9 @@ class Node:
         # "before shutdown" trigger gives us the chance to close our sessions cleanly.
         # Uvicorn instead closes each WebSocket with code 1012, which the consumer
         # reports as reason "shutdown".
-        import sys
-
         if "twisted.internet.reactor" not in sys.modules:
             return
+        # Imported here: only under daphne, where the reactor is already running.
         from twisted.internet import defer, reactor
 
         def before_shutdown() -> Any:
@@ -222,8 +244,6 @@ class Node:
         self._started = False
 
     async def _register(self) -> None:
-        from stomp_cluster.presence.base import NodeRecord
-
         settings = get_settings()
         now = time.time()
         record = NodeRecord(
@@ -246,25 +266,25 @@ class Node:
     # stomp_cluster.presence.receivers, on the signals the consumer fires; the node only
     # routes.
 
-    def add_session(self, consumer: StompConsumer) -> None:
+    def add_session(self, consumer: LocalSession) -> None:
         """Make a CONNECTED session reachable by session-addressed messages."""
         self.sessions[consumer.session_id] = consumer
 
-    def remove_session(self, consumer: StompConsumer) -> None:
+    def remove_session(self, consumer: LocalSession) -> None:
         """Forget a session; its subscriptions must have been removed first."""
         self.sessions.pop(consumer.session_id, None)
 
-    def subscribe(self, consumer: StompConsumer, destination: str) -> None:
+    def subscribe(self, consumer: LocalSession, destination: str) -> None:
         """Deliver what this node receives for *destination* to *consumer* too."""
         user_key = consumer.user_destination_key(destination)
         if user_key is not None:
             self._user_sessions[user_key].add(consumer)
-        elif not destination.startswith(consumer.settings.USER_PREFIX):
+        elif not destinations.is_user(destination):
             self._topic_sessions[destination].add(consumer)
         # An anonymous /user/ subscription is reached only by replies to its own
         # session (StompRequest.reply, send_to_session), never by a broadcast.
 
-    def unsubscribe(self, consumer: StompConsumer, destination: str) -> None:
+    def unsubscribe(self, consumer: LocalSession, destination: str) -> None:
         """Undo :meth:`subscribe` once *consumer* has no subscription left that needs it."""
         user_key = consumer.user_destination_key(destination)
         if user_key is not None:
@@ -274,7 +294,7 @@ class Node:
             self._discard(self._topic_sessions, destination, consumer)
 
     @staticmethod
-    def _discard(index: dict[str, set[StompConsumer]], key: str, consumer: StompConsumer) -> None:
+    def _discard(index: dict[str, set[LocalSession]], key: str, consumer: LocalSession) -> None:
         members = index.get(key)
         if members is not None:
             members.discard(consumer)
@@ -318,48 +338,44 @@ class Node:
                 backoff = min(backoff * 2, 5.0)
                 continue
             backoff = 0.1
-            for message in messages:
+            for wire in messages:
                 try:
-                    self.dispatch(message)
+                    self.deliver(from_wire(wire))
                 except Exception:
                     logger.exception(
-                        "node %s: could not dispatch %r", self.node_id, message.get("type")
+                        "node %s: could not deliver %r", self.node_id, wire.get("type")
                     )
 
-    def dispatch(self, message: dict[str, Any]) -> int:
+    def deliver(self, message: NodeMessage) -> int:
         """Fan one node-level message out to the local sessions it concerns.
 
         Returns:
-            How many subscriptions it was delivered to.
+            How many subscriptions it was delivered to (sessions, for a :class:`Kick`).
         """
-        kind = message.get("type")
-        destination = message.get("destination", "")
-        body: bytes = message.get("body", b"")
-        headers = tuple((str(k), str(v)) for k, v in message.get("headers", ()))
-        message_id: str | None = message.get("id")
-        if kind == "stomp.publish":
-            targets: Iterable[StompConsumer] = tuple(self._topic_sessions.get(destination, ()))
-        elif kind == "stomp.user":
-            targets = tuple(self._user_sessions.get(message["user"], ()))
-        elif kind == "stomp.session":
-            consumer = self.sessions.get(message["session"])
-            if consumer is None:
-                self.stats["dropped_session_gone"] += 1
-                return 0
-            return consumer.deliver_session(destination, body, headers)
-        elif kind == "stomp.kick":
-            consumer = self.sessions.get(message["session"])
-            if consumer is not None:
-                consumer.kick(message.get("message", "disconnected by the server"))
+        match message:
+            case Publish():
+                targets: Iterable[LocalSession] = tuple(
+                    self._topic_sessions.get(message.destination, ())
+                )
+            case ToUser():
+                targets = tuple(self._user_sessions.get(message.user, ()))
+            case ToSession():
+                consumer = self.sessions.get(message.session)
+                if consumer is None:
+                    self.stats["dropped_session_gone"] += 1
+                    return 0
+                return consumer.deliver_session(message.destination, message.body, message.headers)
+            case Kick():
+                consumer = self.sessions.get(message.session)
+                if consumer is None:
+                    return 0
+                consumer.kick(message.message)
                 return 1
-            return 0
-        else:
-            logger.warning("node %s: unknown message type %r", self.node_id, kind)
-            return 0
         # Encoded once for all the local sessions (see PreparedMessage).
+        body, headers = message.body, message.headers
         prepared = PreparedMessage(body, headers)
         return sum(
-            consumer.deliver(destination, body, headers, message_id, prepared)
+            consumer.deliver(message.destination, body, headers, message.id, prepared)
             for consumer in targets
         )
 
@@ -411,31 +427,8 @@ class Node:
             The sessions removed by this call; others may have been removed by another
             node holding the lock.
         """
-        from stomp_cluster import signals
-
-        settings = get_settings()
-        if not await self.presence.acquire_sweep_lock(self.node_id, settings.NODE_TTL):
-            return []
-        removed: list[SessionRecord] = []
-        lost = await self.presence.lost_nodes()
-        if not lost:
-            return removed
-        for node_id in lost:
-            # Once reaped, the node is out of routing too: sends ask the registry.
-            sessions = await self.presence.reap_node(node_id)
-            logger.info("node %s lost: reaped %d sessions", node_id, len(sessions))
-            for record in sessions:
-                await signals.fire(
-                    signals.stomp_disconnected,
-                    session_id=record.session_id,
-                    user=None,
-                    username=record.username,
-                    node_id=node_id,
-                    reason="node_lost",
-                    consumer=None,
-                )
-            removed.extend(sessions)
-        return removed
+        swept = await sweep_lost_nodes(self.presence, self.node_id, get_settings().NODE_TTL)
+        return [] if swept is None else swept.sessions
 
 
 _nodes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Node] = weakref.WeakKeyDictionary()

@@ -20,8 +20,9 @@ from __future__ import annotations
 
 from asgiref.sync import async_to_sync
 
-from stomp_cluster.presence.base import NodeRecord, PresenceBackend, SessionPage, SessionRecord
-from stomp_cluster.send import UserRef, _user_key
+from stomp_cluster.backends import get_presence as _presence
+from stomp_cluster.presence.base import NodeRecord, SessionPage, SessionRecord
+from stomp_cluster.users import UserRef, auser_key
 
 __all__ = [
     "ais_online",
@@ -39,20 +40,14 @@ __all__ = [
 ]
 
 
-def _presence() -> PresenceBackend:
-    from stomp_cluster.node import get_presence
-
-    return get_presence()
-
-
 async def ais_online(user: UserRef) -> bool:
     """Whether *user* has at least one live session on any node."""
-    return await _presence().is_online(await _user_key(user))
+    return await _presence().is_online(await auser_key(user))
 
 
 async def asessions_of(user: UserRef) -> list[SessionRecord]:
     """The live sessions of *user*, on every node."""
-    return await _presence().sessions_of(await _user_key(user))
+    return await _presence().sessions_of(await auser_key(user))
 
 
 async def asubscribers(destination: str) -> list[SessionRecord]:
@@ -82,7 +77,7 @@ async def asessions(
 
     It never scans the whole registry: a page costs one round trip per node.
     """
-    key = None if user is None else await _user_key(user)
+    key = None if user is None else await auser_key(user)
     return await _presence().sessions(
         node=node, user=key, destination=destination, cursor=cursor, limit=limit
     )

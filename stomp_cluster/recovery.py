@@ -37,11 +37,24 @@ recovered MESSAGE carry ``x-recovered: false``: the client should reload its sta
 from __future__ import annotations
 
 import logging
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from stomp_cluster.backends import get_history
+from stomp_cluster.exceptions import BackendUnavailable
+from stomp_cluster.history.base import parse_id, previous_id
+from stomp_cluster.protocol import AckMode
 from stomp_cluster.typing import Headers
 
-__all__ = ["REDELIVERED_HEADER", "RECOVERED_HEADER", "RESUME_HEADER", "RecoveryState"]
+__all__ = [
+    "RECOVERED_HEADER",
+    "RECOVERY_PAGE",
+    "REDELIVERED_HEADER",
+    "RESUME_HEADER",
+    "RecoveryState",
+    "SessionRecovery",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -52,11 +65,11 @@ RECOVERED_HEADER = "x-recovered"
 #: MESSAGE header on a message that may have been delivered before (JMS, RabbitMQ use it).
 REDELIVERED_HEADER = "redelivered"
 
+#: History entries read per round trip while recovering a subscription.
+RECOVERY_PAGE = 1000
 
-def id_key(message_id: str) -> tuple[int, int]:
-    """Sort key of a history id ``<ms>-<seq>``."""
-    ms, _, seq = message_id.partition("-")
-    return int(ms), int(seq or 0)
+# Ids in this module all come from a history, so they are well formed.
+id_key = parse_id
 
 
 @dataclass
@@ -141,8 +154,6 @@ class RecoveryState:
         if unacked:
             oldest_open = min(unacked, key=id_key)
             if id_key(oldest_open) < id_key(newest):
-                from stomp_cluster.history.base import previous_id
-
                 return previous_id(oldest_open)
         return newest
 
@@ -160,3 +171,119 @@ class RecoveryState:
         self.held.pop(sub_id, None)
         self.acking.pop(sub_id, None)
         self.unacked.pop(sub_id, None)
+
+
+#: Queues one MESSAGE on a subscription: ``(subscription id, body, headers, message id)``;
+#: returns whether it was queued.
+SendMessage = Callable[[str, bytes, Headers, "str | None"], bool]
+
+
+class SessionRecovery:
+    """The recovery and acknowledgement flows of one session, over its history.
+
+    The consumer owns the socket and calls these at SUBSCRIBE, ACK and NACK time; this
+    class reads and writes the history and queues MESSAGEs through *send*. Its
+    :attr:`state` is the bookkeeping the consumer also consults for each live message.
+    """
+
+    def __init__(self, send: SendMessage, stats: Counter[str], session_id: str = "") -> None:
+        self.state = RecoveryState()
+        self._send = send
+        self._stats = stats
+        self.session_id = session_id
+
+    async def recover(
+        self,
+        sub_id: str,
+        key: str,
+        destination: str,
+        resume: str | None,
+        ack: AckMode,
+        *,
+        per_user: bool,
+    ) -> Headers:
+        """Deliver what the subscription missed, then the live messages held back.
+
+        *per_user* is True for a user destination: its offline messages (pending) and
+        acknowledgement cursor belong to the user; a topic's history is shared, so it has
+        neither. Call :meth:`RecoveryState.begin` before routing the subscription.
+
+        Returns:
+            The headers the SUBSCRIBE's RECEIPT carries: ``x-recovered`` when the client
+            resumed, else none.
+        """
+        history = get_history()
+        assert history is not None
+        state = self.state
+        state.track(sub_id)
+        after = None
+        receipt: Headers = ()
+        try:
+            again: Headers = ()
+            if per_user:
+                # Sent while the user had no live session at all: due now, unless the
+                # client resumes from its own id (which covers them too).
+                pending = await history.take_pending(key, destination)
+                if resume is None and pending is not None:
+                    after = previous_id(pending)
+            if ack is not AckMode.AUTO and per_user:
+                state.watch_acks(sub_id, key, destination)
+                cursor = await history.acked(key, destination) if resume is None else None
+                if cursor is not None:
+                    # Delivered before, maybe, and not acknowledged: comes again.
+                    after, again = cursor, ((REDELIVERED_HEADER, "true"),)
+            if resume is not None:
+                after = resume
+            complete = True
+            first = True
+            while after is not None:
+                # Page through: a short read would leave a gap before the held messages.
+                page = await history.read(key, after, destination=destination, limit=RECOVERY_PAGE)
+                if first:
+                    complete, first = page.complete, False
+                    extra: Headers = () if complete else ((RECOVERED_HEADER, "false"),)
+                self._stats["redelivered" if again else "recovered"] += len(page.entries)
+                for entry in page.entries:
+                    self._send(sub_id, entry.body, entry.headers + extra + again, entry.id)
+                    state.delivered(sub_id, entry.id)
+                    extra = ()
+                after = page.entries[-1].id if len(page.entries) == RECOVERY_PAGE else None
+            if resume is not None:
+                receipt = ((RECOVERED_HEADER, "true" if complete else "false"),)
+        except BackendUnavailable:
+            logger.warning("history unavailable: session %s recovers nothing", self.session_id)
+            if resume is not None:
+                receipt = ((RECOVERED_HEADER, "false"),)
+        finally:
+            for message_id, body, headers in state.finish(sub_id):
+                self._send(sub_id, body, headers, message_id)
+        return receipt
+
+    async def ack(self, sub_id: str, message_ids: tuple[str, ...]) -> None:
+        """Settle acknowledged messages and move the cursor kept with the history.
+
+        Messages without a history (topics, replies) are settled by the ACK alone. A
+        history outage loses only the cursor's move: those messages may come again.
+        """
+        cursor = self.state.settle(sub_id, message_ids)
+        if cursor is None:
+            return
+        history = get_history()
+        if history is None:
+            return
+        key, destination = self.state.acking[sub_id]
+        try:
+            await history.set_acked(key, destination, cursor)
+        except BackendUnavailable:
+            logger.warning(
+                "history unavailable: session %s could not record its ACK", self.session_id
+            )
+
+    def nack(self, sub_id: str, message_ids: tuple[str, ...]) -> None:
+        """Send NACKed history messages again at once, marked ``redelivered``.
+
+        Others are dropped, as STOMP leaves NACK's effect to the server.
+        """
+        for message_id, body, headers in self.state.redeliveries(sub_id, message_ids):
+            self._stats["redelivered"] += 1
+            self._send(sub_id, body, (*headers, (REDELIVERED_HEADER, "true")), message_id)

@@ -28,20 +28,31 @@ import asyncio
 import json
 import logging
 import time
+import weakref
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from asgiref.sync import async_to_sync
-from channels.db import database_sync_to_async
 from channels.exceptions import ChannelFull
-from django.contrib.auth.base_user import AbstractBaseUser
 from django.core.serializers.json import DjangoJSONEncoder
 
-from stomp_cluster.conf import get_settings
-from stomp_cluster.exceptions import DeliveryFailed, PresenceUnavailable
-from stomp_cluster.transport import RedisTransport
+from stomp_cluster import destinations
+from stomp_cluster.backends import get_history, get_presence, get_transport
+from stomp_cluster.exceptions import BackendUnavailable, DeliveryFailed
+from stomp_cluster.messages import (
+    DEFAULT_KICK_MESSAGE,
+    Kick,
+    NodeMessage,
+    Publish,
+    ToSession,
+    ToUser,
+)
+from stomp_cluster.node import current_node
+from stomp_cluster.presence.base import PresenceBackend
+from stomp_cluster.protocol.frames import RESERVED_MESSAGE_HEADERS
 from stomp_cluster.typing import Headers
+from stomp_cluster.users import UserRef, auser_key
 
 __all__ = [
     "Delivery",
@@ -50,6 +61,7 @@ __all__ = [
     "asend_to_session",
     "asend_to_user",
     "disconnect_session",
+    "encode_body",
     "send_to_destination",
     "send_to_session",
     "send_to_user",
@@ -57,10 +69,9 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: Headers a sender may not set: the server owns them on a MESSAGE frame.
-RESERVED_HEADERS = frozenset(
-    {"destination", "message-id", "subscription", "ack", "content-length", "receipt", "transaction"}
-)
+#: Headers of a sender's that never travel on: those a MESSAGE reserves for the server,
+#: and the SEND frame's own ``receipt`` and ``transaction``.
+_NOT_FORWARDED = RESERVED_MESSAGE_HEADERS | {"receipt", "transaction"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,13 +91,13 @@ class Delivery:
         return bool(self.sessions)
 
 
-UserRef = AbstractBaseUser | int | str
-
-
 def encode_body(
     body: Any, headers: Mapping[str, str] | None, content_type: str | None
 ) -> tuple[bytes, Headers]:
     """Turn a body and headers into wire bytes and a header tuple.
+
+    Headers the server owns on a MESSAGE (``destination``, ``message-id``, ...) are
+    dropped, as are ``receipt`` and ``transaction``.
 
     Raises:
         TypeError: *body* is not str, bytes or JSON-serialisable.
@@ -99,70 +110,39 @@ def encode_body(
     else:
         payload = json.dumps(body, cls=DjangoJSONEncoder, separators=(",", ":")).encode()
         content_type = content_type or "application/json"
-    extra = [(str(k), str(v)) for k, v in (headers or {}).items() if k not in RESERVED_HEADERS]
+    extra = [(str(k), str(v)) for k, v in (headers or {}).items() if k not in _NOT_FORWARDED]
     if content_type and not any(k == "content-type" for k, _ in extra):
         extra.append(("content-type", content_type))
     return payload, tuple(extra)
 
 
-def user_destination(destination: str) -> str:
-    """Return the ``/user/...`` form that a client subscribes to for *destination*."""
-    prefix = get_settings().USER_PREFIX
-    if destination.startswith(prefix):
-        return destination
-    return prefix + destination.lstrip("/")
-
-
-async def _user_key(user: UserRef) -> str:
-    # We key users by username, as Spring keys them by principal name: a view usually
-    # has the name at hand, and no database query is needed to route.
-    if isinstance(user, AbstractBaseUser):
-        return user.get_username()
-    if isinstance(user, str):
-        return user
-    if isinstance(user, int) and not isinstance(user, bool):
-        from django.contrib.auth import get_user_model
-
-        model = get_user_model()
-
-        def lookup() -> str | None:
-            found = model._default_manager.filter(pk=user).first()
-            return found.get_username() if found is not None else None
-
-        name: str | None = await database_sync_to_async(lookup)()
-        if name is None:
-            raise LookupError(f"no user with pk {user!r}")
-        return name
-    raise TypeError(f"user must be a user object, a pk or a username, not {type(user).__name__}")
-
-
 #: Seconds a sender trusts its copy of the node table (node id -> node channel).
 NODE_TABLE_TTL = 2.0
 
-_node_table: dict[str, tuple[float, dict[str, str]]] = {}
+# Per presence backend: when the table was read, and the table.
+_node_tables: weakref.WeakKeyDictionary[PresenceBackend, tuple[float, dict[str, str]]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
-async def _node_channels(presence: Any, *, refresh: bool = False) -> dict[str, str]:
+async def _node_channels(presence: PresenceBackend, *, refresh: bool = False) -> dict[str, str]:
     # Node channels change only when a node starts, so senders cache the table briefly
     # and refresh it when a node they must reach is missing from it.
-    key = str(id(presence))
-    cached = _node_table.get(key)
+    cached = _node_tables.get(presence)
     if cached is not None and not refresh and time.monotonic() - cached[0] < NODE_TABLE_TTL:
         return cached[1]
     table = {node.node_id: node.channel_name for node in await presence.nodes()}
-    _node_table[key] = (time.monotonic(), table)
+    _node_tables[presence] = (time.monotonic(), table)
     return table
 
 
-async def _route(by_node: dict[str, int], message: dict[str, Any]) -> Delivery:
+async def _route(by_node: dict[str, int], message: NodeMessage) -> Delivery:
     """Put *message* on the channel of each node in *by_node*; count what it reached.
 
     Raises:
         DeliveryFailed: a node inbox was full or the transport failed, after the message
             was handed to every other node.
     """
-    from stomp_cluster.node import current_node, get_presence, get_transport
-
     if not by_node:
         return Delivery(sessions=0, nodes=0)
     presence = get_presence()
@@ -171,20 +151,22 @@ async def _route(by_node: dict[str, int], message: dict[str, Any]) -> Delivery:
         channels = await _node_channels(presence, refresh=True)
     local = current_node()
     transport = None
+    wire: dict[str, Any] | None = None
     gone: set[str] = set()
     sends = []
     targets = []
     for node_id in by_node:
         if local is not None and node_id == local.node_id:
             # This process holds the recipients: skip the transport.
-            local.dispatch(message)
+            local.deliver(message)
             continue
         channel = channels.get(node_id)
         if channel is None:
             gone.add(node_id)  # the node left between the two registry reads
             continue
         transport = transport or get_transport()
-        sends.append(transport.send(channel, message))
+        wire = wire or message.to_wire()
+        sends.append(transport.send(channel, wire))
         targets.append(node_id)
     results = await asyncio.gather(*sends, return_exceptions=True)
     failures = {
@@ -192,11 +174,11 @@ async def _route(by_node: dict[str, int], message: dict[str, Any]) -> Delivery:
         for node_id, result in zip(targets, results, strict=True)
         if isinstance(result, BaseException)
     }
-    return _outcome(message.get("destination"), by_node, failures, gone)
+    return _outcome(getattr(message, "destination", None), by_node, failures, gone)
 
 
 def _outcome(
-    destination: Any,
+    destination: str | None,
     by_node: dict[str, int],
     failures: dict[str, BaseException],
     gone: set[str] | frozenset[str] = frozenset(),
@@ -224,7 +206,7 @@ def _outcome(
 async def _lookup(call: Any) -> dict[str, int]:
     try:
         result: dict[str, int] = await call
-    except PresenceUnavailable as exc:
+    except BackendUnavailable as exc:
         raise DeliveryFailed("presence registry unavailable: cannot route the message") from exc
     return result
 
@@ -242,21 +224,15 @@ async def asend_to_destination(
             (for a ``HISTORY_TOPICS`` destination) the history was unavailable.
         ValueError: *destination* is a ``/user/`` one: use :func:`asend_to_user`.
     """
-    from stomp_cluster.node import get_presence
-
-    if destination.startswith(get_settings().USER_PREFIX):
+    if destinations.is_user(destination):
         raise ValueError(f"{destination} is a user destination: use send_to_user()")
     payload, extra = encode_body(body, headers, content_type)
     by_node = await _lookup(get_presence().destination_nodes(destination))
-    message: dict[str, Any] = {
-        "type": "stomp.publish",
-        "destination": destination,
-        "body": payload,
-        "headers": extra,
-    }
-    key = topic_history_key(destination)
+    message = Publish(destination, payload, extra)
+    key = destinations.topic_history_key(destination)
     if key is not None:
-        message["id"] = await _append(key, destination, payload, extra, pending=False)
+        message_id = await _append(key, destination, payload, extra, pending=False)
+        message = replace(message, id=message_id)
     return await _route(by_node, message)
 
 
@@ -289,97 +265,52 @@ async def asend_to_user(
             history was unavailable.
         LookupError: *user* is a pk that matches no user.
     """
-    from stomp_cluster.node import get_history, get_presence, get_transport
-
-    key = await _user_key(user)
+    key = await auser_key(user)
     payload, extra = encode_body(body, headers, content_type)
-    full = user_destination(destination)
-    message: dict[str, Any] = {
-        "type": "stomp.user",
-        "user": key,
-        "destination": full,
-        "body": payload,
-        "headers": extra,
-    }
-    presence, history, transport = get_presence(), get_history(), get_transport()
-    if live_only:
-        history = None
-    if isinstance(transport, RedisTransport) and transport.shares_redis_with(presence, history):
-        return await _send_to_user_in_one_trip(transport, presence, history, key, message)
+    full = destinations.user_destination(destination)
+    message = ToUser(key, full, payload, extra)
+    presence, history = get_presence(), (None if live_only else get_history())
+    local = current_node()
+    try:
+        # One round trip when the transport shares one Redis with presence and history.
+        sent = await get_transport().send_to_user(
+            presence, history, key, message.to_wire(), local_node=local.node_id if local else ""
+        )
+    except BackendUnavailable as exc:
+        raise DeliveryFailed("Redis unavailable: the message was not sent") from exc
+    if sent is not None:
+        message = replace(message, id=sent.message_id)
+        if local is not None and local.node_id in sent.nodes:
+            local.deliver(message)
+        failures: dict[str, BaseException] = {
+            node_id: ChannelFull(f"the inbox of node {node_id} is full")
+            for node_id in sorted(sent.full)
+        }
+        return _outcome(full, sent.nodes, failures)
     by_node = await _lookup(presence.user_nodes(key))
     if history is not None:
         # History first: a client that reconnects after this point recovers the
         # message from its id even if routing below misses its new node.
-        message["id"] = await _append(key, full, payload, extra, pending=not by_node)
+        message_id = await _append(key, full, payload, extra, pending=not by_node)
+        message = replace(message, id=message_id)
     return await _route(by_node, message)
-
-
-async def _send_to_user_in_one_trip(
-    transport: RedisTransport,
-    presence: Any,
-    history: Any,
-    key: str,
-    message: dict[str, Any],
-) -> Delivery:
-    """:func:`asend_to_user` when presence, history and transport share one Redis."""
-    from stomp_cluster.node import current_node
-
-    local = current_node()
-    try:
-        sent = await transport.send_to_user(
-            presence, history, key, message, local_node=local.node_id if local else ""
-        )
-    except PresenceUnavailable as exc:
-        raise DeliveryFailed("Redis unavailable: the message was not sent") from exc
-    if sent.message_id is not None:
-        message["id"] = sent.message_id
-    if local is not None and local.node_id in sent.nodes:
-        local.dispatch(message)
-    failures: dict[str, BaseException] = {
-        node_id: ChannelFull(f"the inbox of node {node_id} is full")
-        for node_id in sorted(sent.full)
-    }
-    return _outcome(message["destination"], sent.nodes, failures)
-
-
-def topic_history_key(destination: str) -> str | None:
-    """The history key of a broker destination listed in ``HISTORY_TOPICS``, else None.
-
-    Topic histories share the user histories' store under keys no username can take
-    (Django usernames cannot contain NUL).
-    """
-    import fnmatch
-
-    settings = get_settings()
-    patterns = settings.HISTORY_TOPICS
-    if (
-        settings.HISTORY_BACKEND is not None
-        and patterns
-        and any(fnmatch.fnmatchcase(destination, p) for p in patterns)
-    ):
-        return "\x00topic\x00" + destination
-    return None
 
 
 async def _append(
     key: str, destination: str, payload: bytes, extra: Headers, *, pending: bool
 ) -> str:
-    from stomp_cluster.node import get_history
-
     history = get_history()
     assert history is not None
     try:
         return await history.append(key, destination, payload, extra, pending=pending)
-    except PresenceUnavailable as exc:
+    except BackendUnavailable as exc:
         raise DeliveryFailed("message history unavailable: the message was not sent") from exc
 
 
 async def _session_node(session_id: str) -> dict[str, int]:
-    from stomp_cluster.node import get_presence
-
     try:
         record = await get_presence().get_session(session_id)
-    except PresenceUnavailable as exc:
+    except BackendUnavailable as exc:
         raise DeliveryFailed("presence registry unavailable: cannot locate the session") from exc
     return {} if record is None else {record.node_id: 1}
 
@@ -401,17 +332,11 @@ async def asend_to_session(
             cannot be asked where the session is.
     """
     payload, extra = encode_body(body, headers, content_type)
-    message = {
-        "type": "stomp.session",
-        "session": session_id,
-        "destination": destination,
-        "body": payload,
-        "headers": extra,
-    }
+    message = ToSession(session_id, destination, payload, extra)
     return await _route(await _session_node(session_id), message)
 
 
-async def adisconnect_session(session_id: str, message: str = "disconnected by the server") -> bool:
+async def adisconnect_session(session_id: str, message: str = DEFAULT_KICK_MESSAGE) -> bool:
     """Close one session on whichever node holds it, with an ERROR frame saying *message*.
 
     Returns:
@@ -420,8 +345,7 @@ async def adisconnect_session(session_id: str, message: str = "disconnected by t
     Raises:
         DeliveryFailed: the registry or the transport is unavailable.
     """
-    kick = {"type": "stomp.kick", "session": session_id, "message": message}
-    delivery = await _route(await _session_node(session_id), kick)
+    delivery = await _route(await _session_node(session_id), Kick(session_id, message))
     return bool(delivery.nodes)
 
 
@@ -466,7 +390,7 @@ def send_to_session(
     return result
 
 
-def disconnect_session(session_id: str, message: str = "disconnected by the server") -> bool:
+def disconnect_session(session_id: str, message: str = DEFAULT_KICK_MESSAGE) -> bool:
     """Sync twin of :func:`adisconnect_session`."""
     result: bool = async_to_sync(adisconnect_session)(session_id, message)
     return result

@@ -12,14 +12,26 @@ one carries ``session_id`` (the CONNECTED ``session`` header, unique in the clus
 
 from __future__ import annotations
 
+import enum
 import logging
 from typing import Any
 
 from django.dispatch import Signal
 
-__all__ = ["stomp_connected", "stomp_disconnected", "stomp_subscribed", "stomp_unsubscribed"]
+__all__ = [
+    "DisconnectReason",
+    "stomp_connected",
+    "stomp_disconnected",
+    "stomp_subscribed",
+    "stomp_unsubscribed",
+]
 
 logger = logging.getLogger(__name__)
+
+#: The ``sender`` of every signal: the consumer class. The app config sets it at startup
+#: (:meth:`stomp_cluster.apps.StompClusterConfig.ready`): signals sit below the consumer
+#: in the package's layers, so this module does not import it.
+sender: type[Any] | None = None
 
 #: After CONNECTED was queued. Extra kwargs: ``consumer``.
 stomp_connected = Signal()
@@ -40,24 +52,41 @@ stomp_unsubscribed = Signal()
 stomp_disconnected = Signal()
 
 
+class DisconnectReason(enum.StrEnum):
+    """Why a session ended: the ``reason`` of ``stomp_disconnected`` (sent as its value)."""
+
+    #: The client sent DISCONNECT or closed the socket.
+    CLIENT = "client"
+    #: The server refused a frame with an ERROR (protocol error, permission, handler).
+    ERROR = "error"
+    #: No heart-beat from the client within the negotiated interval and the grace.
+    HEARTBEAT_TIMEOUT = "heartbeat_timeout"
+    #: Closed by the server on request (admin, CLI, ``disconnect_session``).
+    KICKED = "kicked"
+    #: More than ``MAX_OUTBOX`` frames were waiting for the client to read.
+    SLOW_CONSUMER = "slow_consumer"
+    #: Its node stopped heartbeating and was reaped by another node's sweep.
+    NODE_LOST = "node_lost"
+    #: Its node shut down (SIGTERM).
+    SHUTDOWN = "shutdown"
+
+
 async def fire(signal: Signal, **kwargs: Any) -> None:
     """Send *signal* to every receiver, logging each failure at ERROR.
 
     Private helper for the consumer and node: user code never needs it.
     """
-    from stomp_cluster.consumer import StompConsumer
-
-    receiver = _only_async_receiver(signal, StompConsumer)
+    receiver = _only_async_receiver(signal, sender)
     if receiver is not None:
         # What asend_robust would do with a single async receiver, without the three
         # tasks its two gathers create: two signals per connection made them a tenth
         # of a node's CPU while clients connected (W4, docs/performance.md).
         try:
-            await receiver(signal=signal, sender=StompConsumer, **kwargs)
+            await receiver(signal=signal, sender=sender, **kwargs)
         except Exception as exc:
             _log_failure(receiver, exc)
         return
-    for receiver, result in await signal.asend_robust(sender=StompConsumer, **kwargs):
+    for receiver, result in await signal.asend_robust(sender=sender, **kwargs):
         if isinstance(result, Exception):
             _log_failure(receiver, result)
 

@@ -93,6 +93,12 @@ class NodeTransport(abc.ABC):
         An empty result (nothing arrived for a while) is not an error: call again.
         """
 
+    async def send_to_user(
+        self, presence: Any, history: Any, user_key: str, message: Message, *, local_node: str
+    ) -> UserSend | None:
+        """Route a user message in one round trip, or None when this transport cannot."""
+        return None
+
     async def close(self) -> None:  # noqa: B027 (optional hook, not abstract)
         """Release this event loop's connections."""
 
@@ -393,7 +399,7 @@ class RedisTransport(NodeTransport):
         message: Message,
         *,
         local_node: str,
-    ) -> UserSend:
+    ) -> UserSend | None:
         """Look the user up, append to the history and push to the nodes: one round trip.
 
         The sender's hot path (:func:`stomp_cluster.send.asend_to_user`). Done one call
@@ -411,6 +417,8 @@ class RedisTransport(NodeTransport):
             local_node: this process's node id, which gets no push (the caller
                 dispatches to it directly), or "".
         """
+        if not self.shares_redis_with(presence, history):
+            return None
         if history is not None:
             keys: tuple[str, ...] = history.keys(user_key)
             # The pending mark (offline delivery) goes with every call; the script

@@ -29,9 +29,9 @@ from django.views.decorators.clickjacking import xframe_options_exempt
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from stomp_cluster import send_to_user
+from stomp_cluster.backends import get_presence
 from stomp_cluster.conf import get_settings
 from stomp_cluster.exceptions import DeliveryFailed, PresenceUnavailable
-from stomp_cluster.node import get_presence
 
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 

@@ -7,8 +7,7 @@ from collections.abc import Iterator
 import pytest
 from channels.layers import channel_layers
 
-from stomp_cluster import node as node_module
-from stomp_cluster import send as send_module
+from stomp_cluster import backends
 from stomp_cluster.handlers import registry
 from tests.support.procs import RedisServer
 
@@ -17,17 +16,10 @@ from tests.support.procs import RedisServer
 def _fresh_cluster_state():
     """Each test gets a fresh channel layer, presence backend and node."""
     channel_layers.backends.clear()
-    node_module._presence.clear()
-    node_module._history.clear()
-    node_module._transport.clear()
-    # Keyed by id() of the presence backend: a backend of an earlier test may have had the
-    # same id(), and its table other nodes.
-    send_module._node_table.clear()
+    backends.reset()
     yield
     channel_layers.backends.clear()
-    node_module._presence.clear()
-    node_module._history.clear()
-    node_module._transport.clear()
+    backends.reset()
 
 
 @pytest.fixture

@@ -21,8 +21,8 @@ from django.contrib.contenttypes.models import ContentType
 from django.test import override_settings
 from django.urls import reverse
 
+from stomp_cluster.backends import get_presence
 from stomp_cluster.models import Connection, Node
-from stomp_cluster.node import get_presence
 from stomp_cluster.presence.base import NodeRecord, SessionRecord, SubscriptionRecord
 from tests.support.procs import free_port
 

@@ -18,8 +18,8 @@ from django.core.management.base import CommandError
 from django.test import override_settings
 
 from stomp_cluster import signals
+from stomp_cluster.backends import get_presence
 from stomp_cluster.management.commands.stomp_cluster import Command, format_table
-from stomp_cluster.node import get_presence
 from stomp_cluster.presence.base import NodeRecord, SessionRecord, SubscriptionRecord
 from tests.support.procs import free_port
 

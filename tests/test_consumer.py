@@ -13,6 +13,7 @@ from django.test import override_settings
 from stomp_cluster import asend_to_session, asend_to_user, connection_token, signals
 from stomp_cluster.consumer import StompConsumer
 from stomp_cluster.handlers import HandlerError, message_mapping
+from stomp_cluster.messages import Publish
 from stomp_cluster.protocol import Command
 from stomp_cluster.testing import StompCommunicator
 from testproject.asgi import application
@@ -468,7 +469,6 @@ async def test_client_that_falls_behind_is_closed_as_slow_consumer_and_others_ke
             )
             await c.receive_frame()
         node = get_node()
-        message = {"type": "stomp.publish", "destination": "/topic/firehose", "headers": ()}
         # Ten messages queued for the slow socket before its writer gets a turn.
         slow_consumer = next(s for s in node.sessions.values() if s.session_id != "")
         for n in range(10):
@@ -482,7 +482,7 @@ async def test_client_that_falls_behind_is_closed_as_slow_consumer_and_others_ke
         assert node.stats["slow_consumer"] == 1
         assert node.stats["dropped_slow_consumer"] == 5
         assert node.stats["delivered"] == 5
-        node.dispatch({**message, "body": b"still flowing"})
+        node.deliver(Publish("/topic/firehose", b"still flowing", ()))
         assert (await fast.receive_frame()).body == b"still flowing"
         await fast.disconnect()
     finally:
@@ -513,8 +513,8 @@ async def test_refused_subscribe_error_answers_its_receipt():
 
 
 async def test_send_that_cannot_be_routed_is_refused_with_the_reason(monkeypatch):
+    from stomp_cluster.backends import get_presence
     from stomp_cluster.exceptions import PresenceUnavailable
-    from stomp_cluster.node import get_presence
 
     c = await client()
 

@@ -6,6 +6,7 @@ import pytest
 from django.test import override_settings
 
 from stomp_cluster import asend_to_destination, asend_to_user
+from stomp_cluster.messages import ToUser
 from stomp_cluster.protocol import Command
 from stomp_cluster.testing import StompCommunicator
 from testproject.asgi import application
@@ -216,27 +217,9 @@ async def test_live_messages_from_concurrent_senders_are_not_taken_for_duplicate
     node = get_node()
     # Two senders appended ids ms+2 and ms+1; the later-appended one arrives first.
     for n in (2, 1):
-        node.dispatch(
-            {
-                "type": "stomp.user",
-                "user": "zoe",
-                "destination": "/user/queue/z",
-                "body": f"sender {n}".encode(),
-                "headers": (),
-                "id": f"{ms + n}-0",
-            }
-        )
+        node.deliver(ToUser("zoe", "/user/queue/z", f"sender {n}".encode(), (), f"{ms + n}-0"))
     # A live copy of a recovered message is a duplicate, though, and is dropped.
-    node.dispatch(
-        {
-            "type": "stomp.user",
-            "user": "zoe",
-            "destination": "/user/queue/z",
-            "body": b"old",
-            "headers": (),
-            "id": watermark,
-        }
-    )
+    node.deliver(ToUser("zoe", "/user/queue/z", b"old", (), watermark))
     frames = [await client.receive_frame(), await client.receive_frame()]
     assert [f.body for f in frames] == [b"sender 2", b"sender 1"]
     assert await client.receive_nothing(0.2)

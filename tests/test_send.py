@@ -10,8 +10,8 @@ from channels.layers import get_channel_layer
 from django.test import override_settings
 
 from stomp_cluster import asend_to_destination, asend_to_session, asend_to_user, send_to_user
+from stomp_cluster.backends import get_presence
 from stomp_cluster.exceptions import DeliveryFailed
-from stomp_cluster.node import get_presence
 from stomp_cluster.presence.base import NodeRecord, SessionRecord, SubscriptionRecord
 from stomp_cluster.send import encode_body
 

@@ -23,9 +23,10 @@ from django.core.exceptions import ImproperlyConfigured
 from django.test import override_settings
 
 from stomp_cluster import asend_to_user
+from stomp_cluster.backends import get_history, get_presence, get_transport
 from stomp_cluster.checks import check_settings
 from stomp_cluster.exceptions import DeliveryFailed, PresenceUnavailable
-from stomp_cluster.node import get_history, get_node, get_presence, get_transport
+from stomp_cluster.node import get_node
 from stomp_cluster.presence.base import NodeRecord, SessionRecord, SubscriptionRecord
 from stomp_cluster.send import Delivery
 from stomp_cluster.transport import RedisTransport

@@ -29,9 +29,10 @@ from typing import Any
 from asgiref.sync import async_to_sync
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from stomp_cluster.backends import get_presence
 from stomp_cluster.conf import get_settings
 from stomp_cluster.exceptions import DeliveryFailed, PresenceUnavailable
-from stomp_cluster.node import get_presence
+from stomp_cluster.node import sweep_lost_nodes
 from stomp_cluster.presence.base import NodeRecord, SessionRecord
 
 __all__ = ["Command", "format_table"]
@@ -219,27 +220,21 @@ class Command(BaseCommand):
 
     async def _sweep(self) -> dict[str, Any]:
         # The nodes' own sweeper, run once under an owner name of ours: it reaps each lost
-        # node's sessions exactly once, fires stomp_disconnected (reason "node_lost") and
-        # takes the lost node's channel out of its groups.
-        from stomp_cluster.node import Node
-
+        # node's sessions exactly once and fires stomp_disconnected (reason "node_lost").
         presence = get_presence()
         owner = f"cli-{socket.gethostname()}-{os.getpid()}"
-        if not await presence.acquire_sweep_lock(owner, get_settings().NODE_TTL):
-            return {"swept": False, "lost_nodes": [], "sessions": []}
         try:
-            lost = await presence.lost_nodes()
-            node = Node()
-            node.node_id = owner
-            removed = await node.sweep()
+            swept = await sweep_lost_nodes(presence, owner, get_settings().NODE_TTL)
         finally:
             await presence.release_sweep_lock(owner)
+        if swept is None:
+            return {"swept": False, "lost_nodes": [], "sessions": []}
         return {
             "swept": True,
-            "lost_nodes": lost,
+            "lost_nodes": swept.nodes,
             "sessions": [
                 {"session_id": s.session_id, "node_id": s.node_id, "username": s.username}
-                for s in removed
+                for s in swept.sessions
             ],
         }
 
