@@ -16,17 +16,20 @@ class StompClusterConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        # Imported here, not at the top: Django imports this module before the app
+        # registry is ready, and these modules import models and settings.
         from django.utils.module_loading import autodiscover_modules
 
+        from stomp_cluster import signals
         from stomp_cluster.checks import check_channel_layer, check_settings
         from stomp_cluster.conf import DEFAULTS, user_settings
-
-        checks.register(check_settings, "stomp_cluster")
-        checks.register(check_channel_layer, "stomp_cluster")
-        from stomp_cluster import signals
         from stomp_cluster.consumer import StompConsumer
         from stomp_cluster.presence.receivers import connect_receivers
 
+        checks.register(check_settings, "stomp_cluster")
+        checks.register(check_channel_layer, "stomp_cluster")
+        # The wiring the lower layers cannot do themselves: they do not import the
+        # consumer, which is the sender of every signal.
         signals.sender = StompConsumer
         connect_receivers()
         module = user_settings().get("HANDLER_MODULE", DEFAULTS["HANDLER_MODULE"])

@@ -29,11 +29,21 @@ from importlib import import_module
 from typing import Any
 
 from channels.db import database_sync_to_async
-from django.contrib.auth import authenticate
+from django.conf import settings as django_settings
+from django.contrib.auth import (
+    BACKEND_SESSION_KEY,
+    HASH_SESSION_KEY,
+    SESSION_KEY,
+    authenticate,
+    get_user_model,
+    load_backend,
+)
 from django.contrib.auth.models import AnonymousUser
 from django.http.cookie import parse_cookie
+from django.utils.crypto import constant_time_compare
 from django.utils.module_loading import import_string
 
+from stomp_cluster import destinations
 from stomp_cluster.conf import get_settings
 from stomp_cluster.tokens import verify_connection_token
 
@@ -53,8 +63,7 @@ async def scope_user(scope: Mapping[str, Any]) -> Any:
 
 
 def _session_cookie(scope: Mapping[str, Any]) -> str | None:
-    from django.conf import settings
-
+    settings = django_settings
     if "cookies" in scope:  # parsed by Channels' CookieMiddleware
         found: str | None = scope["cookies"].get(settings.SESSION_COOKIE_NAME)
         return found
@@ -74,16 +83,7 @@ def _session_user(key: str) -> Any:
     request cycles it. A session whose hash matches no key is flushed, as Django and
     Channels do: the password changed, so every session of that user ends.
     """
-    from django.conf import settings
-    from django.contrib.auth import (
-        BACKEND_SESSION_KEY,
-        HASH_SESSION_KEY,
-        SESSION_KEY,
-        get_user_model,
-        load_backend,
-    )
-    from django.utils.crypto import constant_time_compare
-
+    settings = django_settings
     session = import_module(settings.SESSION_ENGINE).SessionStore(key)
     try:
         user_id = get_user_model()._meta.pk.to_python(session[SESSION_KEY])
@@ -143,7 +143,7 @@ async def check_permission(user: Any, action: str, destination: str) -> bool:
     """
     settings = get_settings()
     if settings.PERMISSION_HOOK is None:
-        if action == "send" and destination.startswith(settings.USER_PREFIX):
+        if action == "send" and destinations.is_user(destination):
             return bool(getattr(user, "is_authenticated", False))
         return True
     hook = import_string(settings.PERMISSION_HOOK)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from stomp_cluster import signals
 from stomp_cluster.presence.base import SubscriptionRecord
 
 __all__ = ["connect_receivers"]
@@ -58,8 +59,6 @@ async def on_disconnected(*, consumer: Any, session_id: str, **kwargs: Any) -> N
 
 def connect_receivers() -> None:
     """Connect the receivers above to the package's signals (idempotent)."""
-    from stomp_cluster import signals
-
     signals.stomp_connected.connect(on_connected, dispatch_uid="stomp_cluster.presence.connected")
     signals.stomp_subscribed.connect(
         on_subscribed, dispatch_uid="stomp_cluster.presence.subscribed"
