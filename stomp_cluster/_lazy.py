@@ -35,6 +35,6 @@ def lazy_exports(
         return value
 
     def __dir__() -> list[str]:
-        return sorted([*namespace, *names])
+        return sorted({*namespace, *names})
 
     return __getattr__, __dir__

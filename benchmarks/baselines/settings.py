@@ -3,7 +3,8 @@
 ``BENCH_LAYER`` picks the channels_redis layer: ``core`` (``RedisChannelLayer``, default
 capacity 100) or ``pubsub`` (``RedisPubSubChannelLayer``). Both get an explicit pool size
 and socket timeout: redis-py 8's defaults (100 connections, 5 s) break channels_redis 4.3
-under load (see shared FINDINGS), and we want to measure the layer, not that.
+under load (``docs/performance.md``, earlier measurements), and we want to measure the
+layer, not that.
 """
 
 from __future__ import annotations
