@@ -242,7 +242,7 @@ class StompSettings:
         "ws",
         accepts="a URL path string such as 'ws'",
         valid=_str,
-        doc="The path of the WebSocket endpoint, without slashes.",
+        doc="The path of the WebSocket endpoint in stomp_cluster.routing, without slashes.",
     )
 
     # Heart-beats: the server's offer (sx, sy) in its CONNECTED frame, and the grace past
@@ -251,7 +251,7 @@ class StompSettings:
         10_000,
         accepts=_MS,
         valid=_int(0),
-        doc="How often the server can send a heart-beat.",
+        doc="The server's offer: how often it can send a heart-beat.",
     )
     HEARTBEAT_RECEIVE_MS: int = _setting(
         10_000,
@@ -346,7 +346,8 @@ class StompSettings:
         None,
         accepts="a dotted path to a callable, or None",
         valid=_or_none(_non_empty_str),
-        doc="A callable hook(user, action, destination) -> bool.",
+        doc='A dotted path to hook(user, action, destination) -> bool, with action "subscribe" '
+        'or "send".',
     )
     ALLOWED_ORIGINS: tuple[str, ...] | None = _setting(
         None,
@@ -428,7 +429,7 @@ class StompSettings:
         1000,
         accepts="a positive whole number of messages",
         valid=_int(1),
-        doc="The most messages kept per user and per recorded topic.",
+        doc="The most messages kept per user (all destinations together) and per recorded topic.",
     )
     HISTORY_MAX_AGE: float = _setting(
         86400.0,
@@ -467,7 +468,7 @@ class StompSettings:
         "default",
         accepts="a key of settings.CHANNEL_LAYERS",
         valid=_str,
-        doc="The channel layer the nodes talk through, with ChannelLayerTransport.",
+        doc="Used only by ChannelLayerTransport: the layer the nodes talk through.",
     )
     TRANSPORT_BACKEND: str = _setting(
         "stomp_cluster.transport.ChannelLayerTransport",
