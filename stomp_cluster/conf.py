@@ -83,6 +83,7 @@ __all__ = [
     "Setting",
     "StompSettings",
     "get_settings",
+    "user_settings",
     "validate_settings",
 ]
 
@@ -119,7 +120,7 @@ class Setting:
             ``int`` to ``float``, a copy of a dict); ``None`` is never coerced.
         derive: for a key whose ``None`` means "work it out": computes the value from
             the merged, uncoerced settings.
-        backend: for a backend's dotted path, how to report that it cannot be imported.
+        backend: for a backend's dotted path, how to check it at startup.
         limit: the :class:`~stomp_cluster.protocol.events.Limits` field this key sets.
     """
 
@@ -141,7 +142,9 @@ def _setting(default: Any, **row: Any) -> Any:
     """A field of :class:`StompSettings` with its row of the table, and no default.
 
     Typed ``Any`` because the value is a :class:`dataclasses.Field`, which mypy would
-    otherwise check against the annotation.
+    otherwise check against the annotation. The price: mypy believes every field has a
+    default, and would accept ``StompSettings()``, which fails. Only :func:`get_settings`
+    builds one, passing every key.
     """
     return field(metadata={_META: Setting(default, **row)})
 
@@ -505,7 +508,12 @@ DEFAULTS: dict[str, Any] = {key: row.default for key, row in _ROWS}
 
 
 def user_settings() -> dict[str, Any]:
-    """Return the raw ``STOMP_CLUSTER`` dict (empty when unset or not a dict)."""
+    """Return the raw ``STOMP_CLUSTER`` dict (empty when unset or not a dict).
+
+    Unvalidated: for code that must run even when the settings are wrong, such as
+    :meth:`~stomp_cluster.apps.StompClusterConfig.ready`, which leaves reporting them to
+    the system checks.
+    """
     value = getattr(django_settings, "STOMP_CLUSTER", {})
     return value if isinstance(value, dict) else {}
 
