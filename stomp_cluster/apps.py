@@ -9,15 +9,20 @@ from __future__ import annotations
 from django.apps import AppConfig
 from django.core import checks
 
+__all__ = ["StompClusterConfig"]
+
 
 class StompClusterConfig(AppConfig):
+    """The ``stomp_cluster`` app: wires itself up once Django's app registry is ready."""
+
     name = "stomp_cluster"
     verbose_name = "STOMP cluster"
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        # Imported here, not at the top: Django imports this module before the app
-        # registry is ready, and these modules import models and settings.
+        # Imported here rather than at the top: Django imports this module before the
+        # app registry is ready, and these modules reach the backends and the
+        # handler modules of other apps, which may use models.
         from django.utils.module_loading import autodiscover_modules
 
         from stomp_cluster import signals
@@ -32,6 +37,8 @@ class StompClusterConfig(AppConfig):
         # consumer, which is the sender of every signal.
         signals.sender = StompConsumer
         connect_receivers()
+        # Read raw, not through get_settings(): a bad STOMP_CLUSTER must reach the
+        # system checks, which report it, instead of raising here.
         module = user_settings().get("HANDLER_MODULE", DEFAULTS["HANDLER_MODULE"])
         if isinstance(module, str) and module:
             autodiscover_modules(module)

@@ -1,175 +1,654 @@
-"""Settings: the ``STOMP_CLUSTER`` dict, merged over documented defaults.
+"""Settings: the ``STOMP_CLUSTER`` dict, read through one table.
+
+Theory of operation
+-------------------
+
+Every setting is a key of one dict, ``STOMP_CLUSTER``, in the Django settings. The keys
+are described once, by the fields of :class:`StompSettings`: each field is a key, its
+static annotation is the type code reads, and its ``metadata`` holds a :class:`Setting`,
+the key's row of the table: its default, what it accepts (in words and as a predicate),
+how a valid value is coerced to the field's type, and one line saying what it is for.
+Everything else is derived from those rows:
+
+* :data:`DEFAULTS`, the key -> default dict;
+* :func:`validate_settings`, which the system checks (:mod:`stomp_cluster.checks`) and
+  :func:`get_settings` share, so both report a problem in the same words;
+* :func:`get_settings`, which merges the user's dict over the defaults and coerces it;
+* the reference page ``docs/reference/settings.rst``, whose Default and Accepts columns
+  and the first words of whose Advice column ``tests/test_settings_docs.py`` checks
+  against the table.
+
+A new setting is therefore one new field here and one new row in the reference page.
+
+The limits a connection enforces are the protocol's: their defaults are those of
+:class:`~stomp_cluster.protocol.events.Limits`, read from it rather than written again,
+and :meth:`StompSettings.limits` builds the ``Limits`` of a connection from the settings.
+
+Two keys default to ``None`` meaning "work it out": ``NODE_ID`` (``"<hostname>-<pid>"``)
+and ``NODE_HEARTBEAT_INTERVAL`` (a third of ``NODE_TTL``). Their rows carry a ``derive``
+function, so that the merged :class:`StompSettings` always holds a concrete value and
+code never tests for ``None``. That is also why the fields have no dataclass defaults:
+the default a user may write is not always a value of the field's type.
+:class:`StompSettings` is built by :func:`get_settings` only, which passes every key.
 
 Read settings through :func:`get_settings`, never at import time, so that
 ``override_settings`` works in tests: the merged result is cached and the cache is
 cleared on Django's ``setting_changed`` signal.
 
-Every key, its unit and a line of advice are listed in ``docs/reference/settings.rst``;
-keep the two in step. Wrong keys or values are reported by the system checks in
-:mod:`stomp_cluster.checks` at startup, and raise ``ImproperlyConfigured`` if used anyway.
+Errors
+------
+
+:func:`validate_settings` returns ``(message, hint, check id)`` triples; the IDs are
+stable and listed in ``docs/reference/checks.rst``:
+
+* ``stomp_cluster.E001`` ``STOMP_CLUSTER`` is not a dict.
+* ``stomp_cluster.E002`` unknown key (the hint suggests a key spelled alike).
+* ``stomp_cluster.E003`` a value the key's row does not accept.
+* ``stomp_cluster.E004`` / ``E008`` / ``E009`` the presence, history or transport backend
+  cannot be imported.
+* ``stomp_cluster.E010`` the presence backend or the transport refuses its options.
+* ``stomp_cluster.E005`` ``PERMISSION_HOOK`` cannot be imported or is not callable.
+* ``stomp_cluster.E007`` ``NODE_HEARTBEAT_INTERVAL`` is not shorter than ``NODE_TTL``.
+
+The checks after E003 run only once every key is valid, and E010 only once every backend
+imports. :func:`get_settings` raises ``ImproperlyConfigured`` with all of them.
+
+This module imports no other part of ``stomp_cluster`` but the protocol's ``Limits``:
+it sits at the bottom of the package, and the backends it checks are imported by their
+dotted paths, when validated.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import functools
 import os
 import socket
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings as django_settings
 from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
 from django.dispatch import receiver
+from django.utils.module_loading import import_string
 
-__all__ = ["DEFAULTS", "StompSettings", "get_settings"]
+from stomp_cluster.protocol.events import Limits
 
-DEFAULTS: dict[str, Any] = {
-    # Identity of this process in the cluster; None means "<hostname>-<pid>".
-    "NODE_ID": None,
-    # Path of the WebSocket endpoint in stomp_cluster.routing.websocket_urlpatterns.
-    "URL_PATH": "ws",
-    # Server heart-beat offer (sx, sy) in milliseconds: how often we can send, and how
-    # often we want to hear from the client. 0 disables that direction.
-    "HEARTBEAT_SEND_MS": 10_000,
-    "HEARTBEAT_RECEIVE_MS": 10_000,
-    # Extra silence (milliseconds) tolerated past the negotiated client interval before
-    # the connection is closed as dead.
-    "HEARTBEAT_GRACE_MS": 5_000,
-    # Limits of one connection (bytes or counts). A peer going over gets an ERROR frame.
-    "MAX_FRAME_SIZE": 1_114_112,
-    "MAX_BODY_SIZE": 1_048_576,
-    "MAX_HEADERS": 100,
-    "MAX_HEADER_LENGTH": 8192,
-    "MAX_SUBSCRIPTIONS": 1000,
-    "MAX_TRANSACTIONS": 16,
-    "MAX_TRANSACTION_FRAMES": 1000,
-    "MAX_PENDING_ACKS": 10_000,
-    # Frames queued for one socket before it is closed as a slow consumer.
-    "MAX_OUTBOX": 10_000,
-    # Authentication.
-    "REQUIRE_AUTHENTICATION": False,
-    "PASSWORD_LOGIN": False,
-    "TOKEN_MAX_AGE": 3600,  # seconds, default lifetime of connection_token()
-    # Dotted path of a callable (user, action, destination) -> bool; action is
-    # "subscribe" or "send" (including /app/ destinations). None allows everything but
-    # anonymous SENDs to /user/<name>/...; nobody can subscribe to another user's queue.
-    "PERMISSION_HOOK": None,
-    # Origins allowed to open the WebSocket (host names, "*" or ".example.com" suffixes);
-    # None means settings.ALLOWED_HOSTS.
-    "ALLOWED_ORIGINS": None,
-    # Destination prefixes.
-    "BROKER_PREFIXES": ("/topic/", "/queue/"),
-    "APP_PREFIXES": ("/app/",),
-    "USER_PREFIX": "/user/",
-    # Modules imported from every installed app at startup to register /app handlers.
-    "HANDLER_MODULE": "stomp_handlers",
-    # Presence registry backend (dotted path) and its keyword options.
-    "PRESENCE_BACKEND": "stomp_cluster.presence.memory.MemoryPresence",
-    "PRESENCE_OPTIONS": {},
-    # Message history (recovery across reconnects, offline delivery): a dotted path to a
-    # history backend, or None to keep no history (at-most-once delivery).
-    "HISTORY_BACKEND": "stomp_cluster.history.memory.MemoryHistory",
-    "HISTORY_OPTIONS": {},
-    # Bounds of each user's (and each recorded topic's) history: entries, and seconds.
-    "HISTORY_MAX_LENGTH": 1000,
-    "HISTORY_MAX_AGE": 86400.0,
-    # fnmatch patterns of broker destinations that get a history too, e.g. "/topic/news.*".
-    "HISTORY_TOPICS": (),
-    # Node liveness: a node's heartbeat key lives NODE_TTL seconds and is refreshed
-    # every NODE_HEARTBEAT_INTERVAL seconds (None means NODE_TTL / 3).
-    "NODE_TTL": 10.0,
-    "NODE_HEARTBEAT_INTERVAL": None,
-    # Name of the channel layer (a key of settings.CHANNEL_LAYERS) used between nodes by
-    # the default transport.
-    "CHANNEL_LAYER": "default",
-    # How messages travel between nodes (dotted path) and its keyword options; see
-    # stomp_cluster.transport. RedisTransport is the fast one for a cluster.
-    "TRANSPORT_BACKEND": "stomp_cluster.transport.ChannelLayerTransport",
-    "TRANSPORT_OPTIONS": {},
-}
+__all__ = [
+    "DEFAULTS",
+    "BackendCheck",
+    "Setting",
+    "StompSettings",
+    "get_settings",
+    "user_settings",
+    "validate_settings",
+]
 
 
-def _default_node_id() -> str:
+@dataclass(frozen=True, slots=True)
+class BackendCheck:
+    """How to check a backend setting at startup.
+
+    Attributes:
+        check_id: reported when the dotted path cannot be imported.
+        hint: the fix, naming the shipped backends.
+        options: the ``*_OPTIONS`` key the backend is built with by check ``E010``
+            (building one opens no connection), or ``None`` not to build it.
+    """
+
+    check_id: str
+    hint: str
+    options: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Setting:
+    """One row of the settings table: everything known about one key.
+
+    Attributes:
+        default: the value used when the key is left out, as a user would write it.
+        accepts: what the key accepts, with its unit, as a phrase that completes
+            "Set it to ..." (the hint of check ``E003`` and the Accepts column of the
+            settings reference).
+        valid: whether a value given by the user is acceptable.
+        doc: one line saying what the key is for; the Advice column of the settings
+            reference starts with it.
+        coerce: turns an accepted value into the field's type (``list`` to ``tuple``,
+            ``int`` to ``float``, a copy of a dict); ``None`` is never coerced.
+        derive: for a key whose ``None`` means "work it out": computes the value from
+            the merged, uncoerced settings.
+        backend: for a backend's dotted path, how to check it at startup.
+        limit: the :class:`~stomp_cluster.protocol.events.Limits` field this key sets.
+    """
+
+    default: Any
+    accepts: str
+    valid: Callable[[Any], bool]
+    doc: str
+    coerce: Callable[[Any], Any] | None = None
+    derive: Callable[[Mapping[str, Any]], Any] | None = None
+    backend: BackendCheck | None = None
+    limit: str | None = None
+
+
+_META = "stomp_cluster"
+_LIMITS = Limits()
+
+
+def _setting(default: Any, **row: Any) -> Any:
+    """A field of :class:`StompSettings` with its row of the table, and no default.
+
+    Typed ``Any`` because the value is a :class:`dataclasses.Field`, which mypy would
+    otherwise check against the annotation. The price: mypy believes every field has a
+    default, and would accept ``StompSettings()``, which fails. Only :func:`get_settings`
+    builds one, passing every key.
+    """
+    return field(metadata={_META: Setting(default, **row)})
+
+
+def _limit(name: str, **row: Any) -> Any:
+    """A setting that sets the protocol limit ``name``, with its default."""
+    return _setting(getattr(_LIMITS, name), limit=name, **row)
+
+
+# Predicates. bool is an int in Python; a setting that wants a number refuses True.
+
+
+def _int(minimum: int) -> Callable[[Any], bool]:
+    return lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= minimum
+
+
+def _positive_number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and v > 0
+
+
+def _bool(v: Any) -> bool:
+    return isinstance(v, bool)
+
+
+def _str(v: Any) -> bool:
+    return isinstance(v, str)
+
+
+def _non_empty_str(v: Any) -> bool:
+    return isinstance(v, str) and bool(v)
+
+
+def _dotted_path(v: Any) -> bool:
+    return isinstance(v, str) and "." in v
+
+
+def _dict(v: Any) -> bool:
+    return isinstance(v, dict)
+
+
+def _strings(v: Any) -> bool:
+    return isinstance(v, list | tuple) and all(isinstance(s, str) for s in v)
+
+
+def _prefix(v: Any) -> bool:
+    return isinstance(v, str) and v.startswith("/") and v.endswith("/")
+
+
+def _prefixes(v: Any) -> bool:
+    return isinstance(v, list | tuple) and all(_prefix(p) for p in v)
+
+
+def _user_prefix(v: Any) -> bool:
+    return _prefix(v) and len(v) > 2
+
+
+def _or_none(valid: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    return lambda v: v is None or valid(v)
+
+
+def _default_node_id(merged: Mapping[str, Any]) -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def _third_of_node_ttl(merged: Mapping[str, Any]) -> float:
+    return float(merged["NODE_TTL"]) / 3
+
+
+_MS = "a whole number of milliseconds, 0 or more"
+_POSITIVE = "a positive whole number"
+_BOOL = "True or False"
+_KWARGS = "a dict of keyword arguments"
+_PREFIXES = "a list of prefixes that start and end with '/'"
+_SECONDS = "a positive number of seconds"
 
 
 @dataclass(frozen=True, slots=True)
 class StompSettings:
-    """The merged ``STOMP_CLUSTER`` settings; see ``docs/reference/settings.rst``."""
+    """The merged ``STOMP_CLUSTER`` settings, and the table that describes them.
 
-    NODE_ID: str
-    URL_PATH: str
-    HEARTBEAT_SEND_MS: int
-    HEARTBEAT_RECEIVE_MS: int
-    HEARTBEAT_GRACE_MS: int
-    MAX_FRAME_SIZE: int
-    MAX_BODY_SIZE: int
-    MAX_HEADERS: int
-    MAX_HEADER_LENGTH: int
-    MAX_SUBSCRIPTIONS: int
-    MAX_TRANSACTIONS: int
-    MAX_TRANSACTION_FRAMES: int
-    MAX_PENDING_ACKS: int
-    MAX_OUTBOX: int
-    REQUIRE_AUTHENTICATION: bool
-    PASSWORD_LOGIN: bool
-    TOKEN_MAX_AGE: int
-    PERMISSION_HOOK: str | None
-    ALLOWED_ORIGINS: tuple[str, ...] | None
-    BROKER_PREFIXES: tuple[str, ...]
-    APP_PREFIXES: tuple[str, ...]
-    USER_PREFIX: str
-    HANDLER_MODULE: str
-    PRESENCE_BACKEND: str
-    PRESENCE_OPTIONS: dict[str, Any]
-    HISTORY_BACKEND: str | None
-    HISTORY_OPTIONS: dict[str, Any]
-    HISTORY_MAX_LENGTH: int
-    HISTORY_MAX_AGE: float
-    HISTORY_TOPICS: tuple[str, ...]
-    NODE_TTL: float
-    NODE_HEARTBEAT_INTERVAL: float
-    CHANNEL_LAYER: str
-    TRANSPORT_BACKEND: str
-    TRANSPORT_OPTIONS: dict[str, Any]
+    Get it from :func:`get_settings`. Each attribute is a key of ``STOMP_CLUSTER``;
+    ``dataclasses.fields(StompSettings)`` gives each key's :class:`Setting` under
+    ``metadata["stomp_cluster"]``. Every key, its default and a line of advice are in the
+    settings reference of the documentation.
+    """
+
+    # Identity of this process in the cluster.
+    NODE_ID: str = _setting(
+        None,
+        accepts="a non-empty string, or None for '<hostname>-<pid>'",
+        valid=_or_none(_non_empty_str),
+        derive=_default_node_id,
+        doc="The identity of this process in the cluster.",
+    )
+
+    # The WebSocket endpoint.
+    URL_PATH: str = _setting(
+        "ws",
+        accepts="a URL path string such as 'ws'",
+        valid=_str,
+        doc="The path of the WebSocket endpoint in stomp_cluster.routing, without slashes.",
+    )
+
+    # Heart-beats: the server's offer (sx, sy) in its CONNECTED frame, and the grace past
+    # the client's interval.
+    HEARTBEAT_SEND_MS: int = _setting(
+        10_000,
+        accepts=_MS,
+        valid=_int(0),
+        doc="The server's offer: how often it can send a heart-beat.",
+    )
+    HEARTBEAT_RECEIVE_MS: int = _setting(
+        10_000,
+        accepts=_MS,
+        valid=_int(0),
+        doc="How often the server wants to hear from the client.",
+    )
+    HEARTBEAT_GRACE_MS: int = _setting(
+        5_000,
+        accepts=_MS,
+        valid=_int(0),
+        doc="Silence tolerated beyond the client's interval before the connection is closed.",
+    )
+
+    # Limits of one connection: a client that goes over one gets an ERROR frame. All but
+    # MAX_OUTBOX are the protocol's Limits, whose defaults they share.
+    MAX_FRAME_SIZE: int = _limit(
+        "max_frame_size",
+        accepts="a whole number of bytes, at least 1024",
+        valid=_int(1024),
+        doc="The largest frame, from command to final NUL.",
+    )
+    MAX_BODY_SIZE: int = _limit(
+        "max_body_size",
+        accepts="a whole number of bytes",
+        valid=_int(0),
+        doc="The largest body.",
+    )
+    MAX_HEADERS: int = _limit(
+        "max_headers",
+        accepts=_POSITIVE,
+        valid=_int(1),
+        doc="Header lines in one frame.",
+    )
+    MAX_HEADER_LENGTH: int = _limit(
+        "max_header_length",
+        accepts="a whole number of bytes, at least 64",
+        valid=_int(64),
+        doc="The longest header line, without its end of line.",
+    )
+    MAX_SUBSCRIPTIONS: int = _limit(
+        "max_subscriptions",
+        accepts=_POSITIVE,
+        valid=_int(1),
+        doc="Subscriptions open at once on one connection.",
+    )
+    MAX_TRANSACTIONS: int = _limit(
+        "max_transactions",
+        accepts="a whole number, 0 disables transactions",
+        valid=_int(0),
+        doc="Transactions open at once.",
+    )
+    MAX_TRANSACTION_FRAMES: int = _limit(
+        "max_transaction_frames",
+        accepts=_POSITIVE,
+        valid=_int(1),
+        doc="SEND, ACK and NACK frames held in one transaction until its COMMIT.",
+    )
+    MAX_PENDING_ACKS: int = _limit(
+        "max_pending_acks",
+        accepts=_POSITIVE,
+        valid=_int(1),
+        doc="Messages sent in client or client-individual mode and not yet acknowledged.",
+    )
+    MAX_OUTBOX: int = _setting(
+        10_000,
+        accepts="a positive whole number of frames",
+        valid=_int(1),
+        doc="Frames waiting to be written to one socket.",
+    )
+
+    # Authentication and permissions.
+    REQUIRE_AUTHENTICATION: bool = _setting(
+        False,
+        accepts=_BOOL,
+        valid=_bool,
+        doc="Refuse anonymous CONNECTs.",
+    )
+    PASSWORD_LOGIN: bool = _setting(
+        False,
+        accepts=_BOOL,
+        valid=_bool,
+        doc="Accept a Django password as the CONNECT passcode.",
+    )
+    TOKEN_MAX_AGE: int = _setting(
+        3600,
+        accepts="a whole number of seconds",
+        valid=_int(1),
+        doc="The default lifetime of connection_token().",
+    )
+    PERMISSION_HOOK: str | None = _setting(
+        None,
+        accepts="a dotted path to a callable, or None",
+        valid=_or_none(_non_empty_str),
+        doc='A dotted path to hook(user, action, destination) -> bool, with action "subscribe" '
+        'or "send".',
+    )
+    ALLOWED_ORIGINS: tuple[str, ...] | None = _setting(
+        None,
+        accepts="a list of host names (or '*'), or None to use ALLOWED_HOSTS",
+        valid=_or_none(_strings),
+        coerce=tuple,
+        doc="Browser origins allowed to open the WebSocket.",
+    )
+
+    # Destinations and /app/ handlers.
+    BROKER_PREFIXES: tuple[str, ...] = _setting(
+        ("/topic/", "/queue/"),
+        accepts=_PREFIXES,
+        valid=_prefixes,
+        coerce=tuple,
+        doc="Destinations the server relays to subscribers.",
+    )
+    APP_PREFIXES: tuple[str, ...] = _setting(
+        ("/app/",),
+        accepts=_PREFIXES,
+        valid=_prefixes,
+        coerce=tuple,
+        doc="SENDs to these run the @message_mapping handler of the rest of the path.",
+    )
+    USER_PREFIX: str = _setting(
+        "/user/",
+        accepts="a prefix that starts and ends with '/', such as '/user/'",
+        valid=_user_prefix,
+        doc="User destinations.",
+    )
+    HANDLER_MODULE: str = _setting(
+        "stomp_handlers",
+        accepts="a module name",
+        valid=_non_empty_str,
+        doc="The module imported from every installed app at startup to register /app/ handlers.",
+    )
+
+    # Presence registry.
+    PRESENCE_BACKEND: str = _setting(
+        "stomp_cluster.presence.memory.MemoryPresence",
+        accepts="a dotted path to a class",
+        valid=_dotted_path,
+        backend=BackendCheck(
+            "stomp_cluster.E004",
+            "Use 'stomp_cluster.presence.memory.MemoryPresence' (one node) or "
+            "'stomp_cluster.presence.redis.RedisPresence' (a cluster).",
+            options="PRESENCE_OPTIONS",
+        ),
+        doc="The registry of sessions, subscriptions and nodes.",
+    )
+    PRESENCE_OPTIONS: dict[str, Any] = _setting(
+        {},
+        accepts=_KWARGS,
+        valid=_dict,
+        coerce=dict,
+        doc="The keyword arguments of the presence backend.",
+    )
+
+    # Message history (recovery across reconnects, offline delivery).
+    HISTORY_BACKEND: str | None = _setting(
+        "stomp_cluster.history.memory.MemoryHistory",
+        accepts="a dotted path to a history backend class, or None for no history",
+        valid=_or_none(_dotted_path),
+        backend=BackendCheck(
+            "stomp_cluster.E008",
+            "Use 'stomp_cluster.history.memory.MemoryHistory' (one node), "
+            "'stomp_cluster.history.redis.RedisHistory' (a cluster), or None.",
+        ),
+        doc="Where messages to users are kept for recovery and redelivery.",
+    )
+    HISTORY_OPTIONS: dict[str, Any] = _setting(
+        {},
+        accepts=_KWARGS,
+        valid=_dict,
+        coerce=dict,
+        doc="The keyword arguments of the history backend.",
+    )
+    HISTORY_MAX_LENGTH: int = _setting(
+        1000,
+        accepts="a positive whole number of messages",
+        valid=_int(1),
+        doc="The most messages kept per user (all destinations together) and per recorded topic.",
+    )
+    HISTORY_MAX_AGE: float = _setting(
+        86400.0,
+        accepts=_SECONDS,
+        valid=_positive_number,
+        coerce=float,
+        doc="How long a message is kept.",
+    )
+    HISTORY_TOPICS: tuple[str, ...] = _setting(
+        (),
+        accepts="a list of fnmatch patterns such as '/topic/news.*'",
+        valid=_strings,
+        coerce=tuple,
+        doc="Broker destinations that get a history of their own.",
+    )
+
+    # Node liveness.
+    NODE_TTL: float = _setting(
+        10.0,
+        accepts=_SECONDS,
+        valid=_positive_number,
+        coerce=float,
+        doc="How long a node's liveness key lives in the registry.",
+    )
+    NODE_HEARTBEAT_INTERVAL: float = _setting(
+        None,
+        accepts="a positive number of seconds, or None for NODE_TTL / 3",
+        valid=_or_none(_positive_number),
+        coerce=float,
+        derive=_third_of_node_ttl,
+        doc="How often a node refreshes its liveness key and sweeps.",
+    )
+
+    # Between nodes.
+    CHANNEL_LAYER: str = _setting(
+        "default",
+        accepts="a key of settings.CHANNEL_LAYERS",
+        valid=_str,
+        doc="Used only by ChannelLayerTransport: the layer the nodes talk through.",
+    )
+    TRANSPORT_BACKEND: str = _setting(
+        "stomp_cluster.transport.ChannelLayerTransport",
+        accepts="a dotted path to a class",
+        valid=_dotted_path,
+        backend=BackendCheck(
+            "stomp_cluster.E009",
+            "Use 'stomp_cluster.transport.ChannelLayerTransport' (the channel layer) or "
+            "'stomp_cluster.transport.RedisTransport' (a cluster).",
+            options="TRANSPORT_OPTIONS",
+        ),
+        doc="How a message reaches the nodes that hold its recipients.",
+    )
+    TRANSPORT_OPTIONS: dict[str, Any] = _setting(
+        {},
+        accepts=_KWARGS,
+        valid=_dict,
+        coerce=dict,
+        doc="The keyword arguments of the transport.",
+    )
+
+    def limits(self) -> Limits:
+        """Return the :class:`~stomp_cluster.protocol.events.Limits` of a connection."""
+        return Limits(**{row.limit: getattr(self, key) for key, row in _ROWS if row.limit})
+
+
+#: The table: each key with its row, in the order of the fields.
+_ROWS: tuple[tuple[str, Setting], ...] = tuple(
+    (f.name, f.metadata[_META]) for f in dataclasses.fields(StompSettings)
+)
+
+#: Each key's default, as a user would write it (``None`` for a worked-out value).
+DEFAULTS: dict[str, Any] = {key: row.default for key, row in _ROWS}
 
 
 def user_settings() -> dict[str, Any]:
-    """Return the raw ``STOMP_CLUSTER`` dict (empty when unset)."""
+    """Return the raw ``STOMP_CLUSTER`` dict (empty when unset or not a dict).
+
+    Unvalidated: for code that must run even when the settings are wrong, such as
+    :meth:`~stomp_cluster.apps.StompClusterConfig.ready`, which leaves reporting them to
+    the system checks.
+    """
     value = getattr(django_settings, "STOMP_CLUSTER", {})
     return value if isinstance(value, dict) else {}
 
 
+def validate_settings(value: Any) -> list[tuple[str, str, str]]:
+    """Validate a raw ``STOMP_CLUSTER`` value against the table.
+
+    Args:
+        value: what the user set ``STOMP_CLUSTER`` to.
+
+    Returns:
+        ``(message, hint, id)`` triples, empty when the value is fine. Shared by the
+        system check and by :func:`get_settings`, so that both report the same words.
+    """
+    if not isinstance(value, dict):
+        return [
+            (
+                f"STOMP_CLUSTER must be a dict, not {type(value).__name__}.",
+                "Set STOMP_CLUSTER = {...} in your settings, or remove it to use the defaults.",
+                "stomp_cluster.E001",
+            )
+        ]
+    rows = dict(_ROWS)
+    errors: list[tuple[str, str, str]] = []
+    for key in sorted(value):
+        if key not in rows:
+            close = difflib.get_close_matches(str(key), rows, n=1)
+            hint = (
+                f"Did you mean {close[0]!r}?" if close else "Remove it; see the settings reference."
+            )
+            errors.append((f"Unknown key {key!r} in STOMP_CLUSTER.", hint, "stomp_cluster.E002"))
+        elif not rows[key].valid(value[key]):
+            errors.append(
+                (
+                    f"STOMP_CLUSTER[{key!r}] is {value[key]!r}.",
+                    f"Set it to {rows[key].accepts}.",
+                    "stomp_cluster.E003",
+                )
+            )
+    if errors:
+        return errors
+    merged = {**DEFAULTS, **value}
+    errors += _check_backends(merged)
+    errors += _check_permission_hook(merged["PERMISSION_HOOK"])
+    ttl = float(merged["NODE_TTL"])
+    interval = merged["NODE_HEARTBEAT_INTERVAL"]
+    if interval is not None and float(interval) >= ttl:
+        errors.append(
+            (
+                f"NODE_HEARTBEAT_INTERVAL ({interval}) is not shorter than NODE_TTL ({ttl}): "
+                "nodes would be declared lost between two heartbeats.",
+                "Make NODE_HEARTBEAT_INTERVAL at most a third of NODE_TTL, or leave it None.",
+                "stomp_cluster.E007",
+            )
+        )
+    return errors
+
+
+def _check_backends(merged: Mapping[str, Any]) -> list[tuple[str, str, str]]:
+    """E004, E008, E009: each backend imports; then E010: each accepts its options."""
+    errors: list[tuple[str, str, str]] = []
+    built: list[tuple[str, str]] = []
+    for key, row in _ROWS:
+        path = merged[key]
+        if row.backend is None or path is None:
+            continue
+        try:
+            import_string(path)
+        except ImportError as exc:
+            message = f"{key} {path!r} cannot be imported: {exc}."
+            errors.append((message, row.backend.hint, row.backend.check_id))
+        else:
+            if row.backend.options is not None:
+                built.append((path, row.backend.options))
+    if errors:
+        return errors
+    for path, options_key in built:
+        # Building a backend opens no connection: it only checks its options.
+        try:
+            import_string(path)(**merged[options_key])
+        except (ImproperlyConfigured, TypeError, ValueError) as exc:
+            errors.append(
+                (
+                    f"{path} refuses STOMP_CLUSTER[{options_key!r}]: {exc}",
+                    f"Fix {options_key}; the backend's docstring lists its options.",
+                    "stomp_cluster.E010",
+                )
+            )
+    return errors
+
+
+def _check_permission_hook(hook: str | None) -> list[tuple[str, str, str]]:
+    """E005: ``PERMISSION_HOOK`` names something callable."""
+    if hook is None:
+        return []
+    try:
+        func = import_string(hook)
+    except ImportError as exc:
+        func, reason = None, f"cannot be imported: {exc}"
+    else:
+        reason = "is not callable"
+    if callable(func):
+        return []
+    return [
+        (
+            f"PERMISSION_HOOK {hook!r} {reason}.",
+            "Point it at a function hook(user, action, destination) -> bool.",
+            "stomp_cluster.E005",
+        )
+    ]
+
+
 @functools.cache
 def get_settings() -> StompSettings:
-    """Return the merged settings.
+    """Return the merged settings, coerced to the types of :class:`StompSettings`.
+
+    Cached; the cache is cleared when ``STOMP_CLUSTER`` changes (``override_settings``).
 
     Raises:
         ImproperlyConfigured: ``STOMP_CLUSTER`` has an unknown key or a value of the
             wrong type; the system checks report the same problems at startup.
     """
-    from stomp_cluster.checks import validate_settings
-
     errors = validate_settings(getattr(django_settings, "STOMP_CLUSTER", {}))
     if errors:
         raise ImproperlyConfigured("; ".join(f"{msg} ({hint})" for msg, hint, _ in errors))
     merged = {**DEFAULTS, **user_settings()}
-    if merged["NODE_ID"] is None:
-        merged["NODE_ID"] = _default_node_id()
-    if merged["NODE_HEARTBEAT_INTERVAL"] is None:
-        merged["NODE_HEARTBEAT_INTERVAL"] = float(merged["NODE_TTL"]) / 3
-    merged["HISTORY_OPTIONS"] = dict(merged["HISTORY_OPTIONS"])
-    merged["HISTORY_MAX_AGE"] = float(merged["HISTORY_MAX_AGE"])
-    for key in ("BROKER_PREFIXES", "APP_PREFIXES", "HISTORY_TOPICS"):
-        merged[key] = tuple(merged[key])
-    if merged["ALLOWED_ORIGINS"] is not None:
-        merged["ALLOWED_ORIGINS"] = tuple(merged["ALLOWED_ORIGINS"])
-    merged["NODE_TTL"] = float(merged["NODE_TTL"])
-    merged["NODE_HEARTBEAT_INTERVAL"] = float(merged["NODE_HEARTBEAT_INTERVAL"])
-    merged["PRESENCE_OPTIONS"] = dict(merged["PRESENCE_OPTIONS"])
-    merged["TRANSPORT_OPTIONS"] = dict(merged["TRANSPORT_OPTIONS"])
-    return StompSettings(**merged)
+    values: dict[str, Any] = {}
+    for key, row in _ROWS:
+        value = merged[key]
+        if value is None:
+            value = row.derive(merged) if row.derive is not None else None
+        elif row.coerce is not None:
+            value = row.coerce(value)
+        values[key] = value
+    return StompSettings(**values)
 
 
 @receiver(setting_changed)

@@ -42,7 +42,6 @@ from stomp_cluster.protocol import (
     DisconnectRequested,
     Event,
     Frame,
-    Limits,
     NackRequested,
     PreparedMessage,
     ProtocolFailed,
@@ -159,16 +158,7 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
         version = max((_SUBPROTOCOLS[p] for p in offered), key=lambda v: v.value, default=None)
         s = self.settings
         self.connection = StompConnection(
-            limits=Limits(
-                max_frame_size=s.MAX_FRAME_SIZE,
-                max_body_size=s.MAX_BODY_SIZE,
-                max_headers=s.MAX_HEADERS,
-                max_header_length=s.MAX_HEADER_LENGTH,
-                max_subscriptions=s.MAX_SUBSCRIPTIONS,
-                max_transactions=s.MAX_TRANSACTIONS,
-                max_transaction_frames=s.MAX_TRANSACTION_FRAMES,
-                max_pending_acks=s.MAX_PENDING_ACKS,
-            ),
+            limits=s.limits(),
             heartbeat=(s.HEARTBEAT_SEND_MS, s.HEARTBEAT_RECEIVE_MS),
             subprotocol=version,
         )

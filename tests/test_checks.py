@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import pytest
 from django.core.checks import Error, Warning
-from django.core.exceptions import ImproperlyConfigured
 from django.test import override_settings
 
 from stomp_cluster.checks import check_channel_layer, check_settings
-from stomp_cluster.conf import get_settings
+from stomp_cluster.presence.memory import MemoryPresence
 
 
 def test_default_settings_pass():
@@ -94,21 +92,6 @@ def test_redis_layer_with_memory_presence_and_default_capacity_warns():
     assert all(isinstance(m, Warning) for m in check_channel_layer())
 
 
-@override_settings(STOMP_CLUSTER={"MAX_FRAME_SIZE": "big"})
-def test_get_settings_raises_improperly_configured_with_the_hint():
-    with pytest.raises(ImproperlyConfigured, match="at least 1024"):
-        get_settings()
-
-
-@override_settings(STOMP_CLUSTER={"NODE_ID": "n1", "NODE_TTL": 6, "BROKER_PREFIXES": ["/topic/"]})
-def test_settings_merge_over_defaults_and_follow_override_settings():
-    s = get_settings()
-    assert s.NODE_ID == "n1"
-    assert s.NODE_HEARTBEAT_INTERVAL == 2.0
-    assert s.BROKER_PREFIXES == ("/topic/",)
-    assert s.MAX_BODY_SIZE == 1_048_576
-
-
 @override_settings(
     CHANNEL_LAYERS={
         "default": {
@@ -147,3 +130,35 @@ def test_memory_history_in_a_cluster_warns():
     [warning] = check_channel_layer()
     assert warning.id == "stomp_cluster.W004"
     assert warning.hint == "Use 'stomp_cluster.history.redis.RedisHistory' in a cluster."
+
+
+class InProcessRegistry(MemoryPresence):
+    """Still a per-process registry, whatever its name."""
+
+
+class RedisLookalikeMemoryPresence:
+    """Named like the in-memory registry, but not one: checks go by class, not name."""
+
+
+_REDIS_LAYER = {
+    "default": {
+        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "CONFIG": {"hosts": [{"address": "redis://x", "socket_timeout": 10}], "capacity": 10},
+    }
+}
+
+
+@override_settings(
+    CHANNEL_LAYERS={"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}},
+    STOMP_CLUSTER={"PRESENCE_BACKEND": f"{__name__}.InProcessRegistry"},
+)
+def test_a_subclass_of_memory_presence_counts_as_in_memory():
+    assert check_channel_layer() == []
+
+
+@override_settings(
+    CHANNEL_LAYERS=_REDIS_LAYER,
+    STOMP_CLUSTER={"PRESENCE_BACKEND": f"{__name__}.RedisLookalikeMemoryPresence"},
+)
+def test_a_class_named_like_memory_presence_counts_as_shared():
+    assert [m.id for m in check_channel_layer()] == ["stomp_cluster.W004"]

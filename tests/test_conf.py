@@ -1,0 +1,116 @@
+"""The settings table: defaults, coercion, caching, and the limits it shares with the protocol."""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import inspect
+import os
+
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+from django.test import override_settings
+
+from stomp_cluster import conf
+from stomp_cluster.conf import DEFAULTS, Setting, StompSettings, get_settings, validate_settings
+from stomp_cluster.protocol.events import Limits
+
+
+def rows():
+    return {f.name: f.metadata["stomp_cluster"] for f in dataclasses.fields(StompSettings)}
+
+
+def test_every_field_is_a_row_of_the_table():
+    assert all(isinstance(row, Setting) for row in rows().values())
+    assert list(DEFAULTS) == list(rows())
+    assert {key: row.default for key, row in rows().items()} == DEFAULTS
+
+
+def test_every_default_is_valid():
+    assert all(row.valid(row.default) for row in rows().values())
+    assert validate_settings({}) == []
+    assert validate_settings(dict(DEFAULTS)) == []
+
+
+def test_limit_defaults_are_the_protocols():
+    limits = {row.limit: DEFAULTS[key] for key, row in rows().items() if row.limit}
+    assert limits == dataclasses.asdict(Limits())
+
+
+@override_settings(STOMP_CLUSTER={"MAX_BODY_SIZE": 10, "MAX_TRANSACTIONS": 0})
+def test_limits_of_a_connection_come_from_the_settings():
+    assert get_settings().limits() == Limits(max_body_size=10, max_transactions=0)
+
+
+@override_settings(STOMP_CLUSTER={"MAX_FRAME_SIZE": "big"})
+def test_get_settings_raises_improperly_configured_with_the_hint():
+    with pytest.raises(ImproperlyConfigured, match="at least 1024"):
+        get_settings()
+
+
+@override_settings(STOMP_CLUSTER={"NODE_ID": "n1", "NODE_TTL": 6, "BROKER_PREFIXES": ["/topic/"]})
+def test_settings_merge_over_defaults_and_follow_override_settings():
+    s = get_settings()
+    assert s.NODE_ID == "n1"
+    assert s.NODE_HEARTBEAT_INTERVAL == 2.0
+    assert s.BROKER_PREFIXES == ("/topic/",)
+    assert s.MAX_BODY_SIZE == 1_048_576
+
+
+@override_settings(STOMP_CLUSTER={})
+def test_none_defaults_are_worked_out():
+    s = get_settings()
+    assert s.NODE_ID.endswith(f"-{os.getpid()}")
+    assert s.NODE_HEARTBEAT_INTERVAL == pytest.approx(10.0 / 3)
+    assert s.PERMISSION_HOOK is None
+    assert s.ALLOWED_ORIGINS is None
+
+
+OPTIONS = {"alias": "default"}
+
+
+@override_settings(
+    STOMP_CLUSTER={
+        "NODE_TTL": 6,
+        "NODE_HEARTBEAT_INTERVAL": 1,
+        "HISTORY_MAX_AGE": 60,
+        "HISTORY_TOPICS": ["/topic/news.*"],
+        "APP_PREFIXES": ["/app/"],
+        "ALLOWED_ORIGINS": ["example.com"],
+        "TRANSPORT_OPTIONS": OPTIONS,
+        "HISTORY_BACKEND": None,
+    }
+)
+def test_values_are_coerced_to_the_field_types():
+    s = get_settings()
+    assert (s.NODE_TTL, s.NODE_HEARTBEAT_INTERVAL, s.HISTORY_MAX_AGE) == (6.0, 1.0, 60.0)
+    assert all(type(v) is float for v in (s.NODE_TTL, s.NODE_HEARTBEAT_INTERVAL))
+    assert s.HISTORY_TOPICS == ("/topic/news.*",)
+    assert s.APP_PREFIXES == ("/app/",)
+    assert s.ALLOWED_ORIGINS == ("example.com",)
+    assert s.TRANSPORT_OPTIONS == OPTIONS and s.TRANSPORT_OPTIONS is not OPTIONS
+    assert s.HISTORY_BACKEND is None
+
+
+def test_get_settings_is_cached_until_the_setting_changes():
+    first = get_settings()
+    assert get_settings() is first
+    with override_settings(STOMP_CLUSTER={"URL_PATH": "stomp"}):
+        assert get_settings().URL_PATH == "stomp"
+    assert get_settings() is not first
+    assert get_settings() == first
+
+
+def test_conf_imports_no_other_module_of_the_package_but_the_protocol():
+    # conf is the bottom of the package: the checks import it, never the reverse.
+    tree = ast.parse(inspect.getsource(conf))
+    imported = {
+        node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module
+    } | {
+        alias.name
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Import)
+        for alias in node.names
+    }
+    ours = {name for name in imported if name.startswith("stomp_cluster")}
+    assert ours == {"stomp_cluster.protocol.events"}
