@@ -68,9 +68,6 @@ REDELIVERED_HEADER = "redelivered"
 #: History entries read per round trip while recovering a subscription.
 RECOVERY_PAGE = 1000
 
-# Ids in this module all come from a history, so they are well formed.
-id_key = parse_id
-
 
 @dataclass
 class RecoveryState:
@@ -105,7 +102,7 @@ class RecoveryState:
             held.append((message_id, body, headers))
             return False
         last = self.last_ids.get(sub_id)
-        return last is None or id_key(message_id) > id_key(last)
+        return last is None or parse_id(message_id) > parse_id(last)
 
     def track(self, sub_id: str) -> None:
         """Remember delivered ids on *sub_id* from now on (a history-backed subscription)."""
@@ -118,8 +115,8 @@ class RecoveryState:
     def finish(self, sub_id: str) -> list[tuple[str, bytes, Headers]]:
         """Stop holding back; return the held messages newer than the last delivered."""
         held = self.held.pop(sub_id, [])
-        last = id_key(self.last_ids.get(sub_id, "0-0"))
-        fresh = sorted((m for m in held if id_key(m[0]) > last), key=lambda m: id_key(m[0]))
+        last = parse_id(self.last_ids.get(sub_id, "0-0"))
+        fresh = sorted((m for m in held if parse_id(m[0]) > last), key=lambda m: parse_id(m[0]))
         unique: list[tuple[str, bytes, Headers]] = []
         for message in fresh:
             if not unique or unique[-1][0] != message[0]:
@@ -150,10 +147,10 @@ class RecoveryState:
         settled = [m for m in message_ids if unacked.pop(m, None) is not None]
         if not settled:
             return None
-        newest = max(settled, key=id_key)
+        newest = max(settled, key=parse_id)
         if unacked:
-            oldest_open = min(unacked, key=id_key)
-            if id_key(oldest_open) < id_key(newest):
+            oldest_open = min(unacked, key=parse_id)
+            if parse_id(oldest_open) < parse_id(newest):
                 return previous_id(oldest_open)
         return newest
 
@@ -163,7 +160,7 @@ class RecoveryState:
         """The NACKed messages to send again, oldest first."""
         unacked = self.unacked.get(sub_id, {})
         found = [(m, *unacked[m]) for m in message_ids if m in unacked]
-        return sorted(found, key=lambda m: id_key(m[0]))
+        return sorted(found, key=lambda m: parse_id(m[0]))
 
     def forget(self, sub_id: str) -> None:
         """The subscription is gone."""
