@@ -112,6 +112,24 @@ def _user(username: str) -> str:
     return username or gettext("anonymous")
 
 
+def _live_texts() -> dict[str, str]:
+    """What ``static/stomp_cluster/live.js`` writes for people, translated; it fills in
+    each ``%(name)s`` itself."""
+    return {
+        "pause": gettext("Pause live updates"),
+        "resume": gettext("Resume live updates"),
+        "paused": gettext("Live updates paused"),
+        "resuming": gettext("Live: resuming"),
+        "updated": gettext("Live: updated %(time)s"),
+        "failed": gettext("Live updates failed at %(time)s (%(error)s); retrying"),
+        "sessionEnded": gettext("your admin session ended: reload the page to log in again"),
+        "added": gettext("%(count)s new"),
+        "removed": gettext("%(count)s gone"),
+        "announce": gettext("%(changes)s (live update)"),
+        "selected": gettext("%(checked)s of %(total)s selected"),
+    }
+
+
 async def _nothing(value: T) -> T:
     return value
 
@@ -206,6 +224,7 @@ class _RegistryAdmin(_ModelAdmin):
             "opts": opts,
             "app_label": opts.app_label,
             "refresh_interval": self.refresh_interval,
+            "live_texts": _live_texts(),
         }
         return TemplateResponse(request, template, {**page, **context})
 
