@@ -97,15 +97,11 @@ def _query_string(params: dict[str, str | None]) -> str:
 
 
 def _registry_error(exc: PresenceUnavailable) -> str:
-    return " ".join(
-        [
-            registry_unreachable(exc),
-            gettext(
-                "Live connections cannot be listed until it answers; the nodes keep serving "
-                "their sockets meanwhile."
-            ),
-        ]
+    consequence = gettext(
+        "Live connections cannot be listed until it answers; the nodes keep serving their "
+        "sockets meanwhile."
     )
+    return f"{registry_unreachable(exc)} {consequence}"
 
 
 def _user(username: str) -> str:
@@ -113,8 +109,10 @@ def _user(username: str) -> str:
 
 
 def _live_texts() -> dict[str, str]:
-    """What ``static/stomp_cluster/live.js`` writes for people, translated; it fills in
-    each ``%(name)s`` itself."""
+    """What ``static/stomp_cluster/live.js`` writes for people, translated.
+
+    The page hands them to the script as JSON; the script fills in each ``%(name)s``.
+    """
     return {
         "pause": gettext("Pause live updates"),
         "resume": gettext("Resume live updates"),
@@ -169,8 +167,11 @@ class _RegistryAdmin(_ModelAdmin):
         return self.model(pk=object_id)
 
     def extra_views(self) -> dict[str, Callable[[HttpRequest], HttpResponse]]:
-        """The page's own views by name: each is served at ``<name>/``, named
-        ``admin:<app>_<model>_<name>``, behind the admin site's login check."""
+        """The page's own views by name, besides the admin's.
+
+        Each is served at ``<name>/``, named ``admin:<app>_<model>_<name>``, behind the
+        admin site's login check. Subclasses add theirs to this mapping.
+        """
         return {"live": self.live_view}
 
     def get_urls(self) -> list[URLPattern]:
