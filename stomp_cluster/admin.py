@@ -19,6 +19,14 @@ and totals come from the per-node counts of ``PresenceBackend.nodes()``.
 Each page polls a JSON endpoint of its own (``live/``, staff and view permission required)
 from ``static/stomp_cluster/live.js`` and patches its table in place, keyed by session or
 node id, so that ticked checkboxes and opened subscription lists survive a refresh.
+
+What the two pages share (no table, no add/change/delete, the ``live/`` endpoint, a change
+view that redirects to the connections page, rendering on the admin's base template) is
+written once, in ``_RegistryAdmin``; their templates extend
+``admin/stomp_cluster/live_page.html``. What the admin shares with ``manage.py
+stomp_cluster`` (the default reason, times for people, closing sessions) is in
+:mod:`stomp_cluster.operators`. Every text shown goes through Django's translation
+functions.
 """
 
 from __future__ import annotations
@@ -26,7 +34,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -45,12 +53,21 @@ from django.http import (
 )
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
+from django.utils.translation import gettext, ngettext
 
 from stomp_cluster.backends import get_presence
-from stomp_cluster.exceptions import DeliveryFailed, PresenceUnavailable
+from stomp_cluster.exceptions import PresenceUnavailable
 from stomp_cluster.models import Connection, Node
+from stomp_cluster.operators import (
+    DEFAULT_REASON,
+    adisconnect_sessions,
+    aget_sessions,
+    ago,
+    registry_unreachable,
+    since,
+    utc,
+)
 from stomp_cluster.presence.base import NodeRecord, SessionRecord, decode_cursor
-from stomp_cluster.send import adisconnect_session
 
 if TYPE_CHECKING:
     from django.db.models import QuerySet
@@ -65,29 +82,13 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-#: The ERROR frame's ``message`` when the operator gives no reason.
-DEFAULT_REASON = "disconnected by an administrator"
-
 #: Longest reason accepted; it travels in a STOMP header.
 MAX_REASON = 200
 
 
-def _ago(seconds: float) -> str:
-    """Say how long ago, coarsely: "4 s ago", "12 min ago", "3 h 5 min ago"."""
-    s = max(0, int(seconds))
-    if s < 120:
-        return f"{s} s ago"
-    if s < 3600:
-        return f"{s // 60} min ago"
-    if s < 86400:
-        return f"{s // 3600} h {s % 3600 // 60} min ago"
-    return f"{s // 86400} d {s % 86400 // 3600} h ago"
-
-
-def _timestamp(unix: float) -> tuple[str, str]:
-    """Return (ISO 8601 for ``<time datetime>``, "YYYY-MM-DD HH:MM:SS" in UTC to display)."""
-    moment = datetime.fromtimestamp(unix, UTC)
-    return moment.isoformat(timespec="seconds"), moment.strftime("%Y-%m-%d %H:%M:%S")
+def _iso(unix: float) -> str:
+    """ISO 8601 in UTC, for ``<time datetime>``."""
+    return datetime.fromtimestamp(unix, UTC).isoformat(timespec="seconds")
 
 
 def _query_string(params: dict[str, str | None]) -> str:
@@ -96,10 +97,35 @@ def _query_string(params: dict[str, str | None]) -> str:
 
 
 def _registry_error(exc: PresenceUnavailable) -> str:
-    return (
-        f"The presence registry is unreachable ({exc}). Live connections cannot be listed "
-        "until it answers; the nodes keep serving their sockets meanwhile."
+    consequence = gettext(
+        "Live connections cannot be listed until it answers; the nodes keep serving their "
+        "sockets meanwhile."
     )
+    return f"{registry_unreachable(exc)} {consequence}"
+
+
+def _user(username: str) -> str:
+    return username or gettext("anonymous")
+
+
+def _live_texts() -> dict[str, str]:
+    """What ``static/stomp_cluster/live.js`` writes for people, translated.
+
+    The page hands them to the script as JSON; the script fills in each ``%(name)s``.
+    """
+    return {
+        "pause": gettext("Pause live updates"),
+        "resume": gettext("Resume live updates"),
+        "paused": gettext("Live updates paused"),
+        "resuming": gettext("Live: resuming"),
+        "updated": gettext("Live: updated %(time)s"),
+        "failed": gettext("Live updates failed at %(time)s (%(error)s); retrying"),
+        "sessionEnded": gettext("your admin session ended: reload the page to log in again"),
+        "added": gettext("%(count)s new"),
+        "removed": gettext("%(count)s gone"),
+        "announce": gettext("%(changes)s (live update)"),
+        "selected": gettext("%(checked)s of %(total)s selected"),
+    }
 
 
 async def _nothing(value: T) -> T:
@@ -110,11 +136,16 @@ class _RegistryAdmin(_ModelAdmin):
     """What the two pages share: no database, no add/change/delete, registry-backed views.
 
     Its model is an unmanaged placeholder. The default admin views that would query the
-    missing table are turned into redirects or refusals.
+    missing table are turned into redirects or refusals. Each page adds a ``live/`` JSON
+    endpoint (:meth:`live_view`, answering :meth:`live_data`) for its live refresh.
     """
 
     #: Seconds between two polls of the page's JSON endpoint.
     refresh_interval = 3.0
+
+    #: The connections page's query parameter that shows one object: an object's change
+    #: URL redirects there, since nothing here has a change form.
+    change_redirect_param = ""
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
@@ -135,19 +166,68 @@ class _RegistryAdmin(_ModelAdmin):
         # written for this id (their object_id is the session or node id).
         return self.model(pk=object_id)
 
+    def extra_views(self) -> dict[str, Callable[[HttpRequest], HttpResponse]]:
+        """The page's own views by name, besides the admin's.
+
+        Each is served at ``<name>/``, named ``admin:<app>_<model>_<name>``, behind the
+        admin site's login check. Subclasses add theirs to this mapping.
+        """
+        return {"live": self.live_view}
+
+    def get_urls(self) -> list[URLPattern]:
+        prefix = f"{self.opts.app_label}_{self.opts.model_name}"
+        wrap = self.admin_site.admin_view
+        extra = [
+            path(f"{name}/", wrap(view), name=f"{prefix}_{name}")
+            for name, view in self.extra_views().items()
+        ]
+        return [*extra, *super().get_urls()]
+
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        # No change form: show the object's row(s) on the connections page instead.
+        url = self._url("connection_changelist")
+        return HttpResponseRedirect(url + _query_string({self.change_redirect_param: object_id}))
+
+    def live_data(self, request: HttpRequest) -> dict[str, Any]:
+        """The page's data for its live refresh; ``"error"`` is set on a registry outage."""
+        raise NotImplementedError
+
+    def live_view(self, request: HttpRequest) -> HttpResponse:
+        """:meth:`live_data` as JSON (staff + view permission); 503 on a registry outage."""
+        if not self.has_view_permission(request):
+            return JsonResponse({"error": gettext("permission denied")}, status=403)
+        data = self.live_data(request)
+        return JsonResponse(data, status=503 if data["error"] else 200)
+
+    def _check_view_permission(self, request: HttpRequest) -> None:
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+
     def _url(self, name: str) -> str:
         """Reverse ``admin:stomp_cluster_<name>`` on this admin site."""
         return reverse(f"{self.admin_site.name}:stomp_cluster_{name}")
 
-    def _page_context(self, request: HttpRequest, title: str) -> dict[str, Any]:
+    def _render(
+        self, request: HttpRequest, template: str, title: str, context: dict[str, Any]
+    ) -> TemplateResponse:
+        """*template* on the admin's base template, with the site's context and *context*."""
         opts = self.model._meta
-        return {
+        request.current_app = self.admin_site.name
+        page = {
             **self.admin_site.each_context(request),
             "title": title,
             "opts": opts,
             "app_label": opts.app_label,
             "refresh_interval": self.refresh_interval,
+            "live_texts": _live_texts(),
         }
+        return TemplateResponse(request, template, {**page, **context})
 
 
 # -- live connections ------------------------------------------------------------------
@@ -271,33 +351,33 @@ async def load_connections(query: ConnectionQuery, limit: int) -> ConnectionPage
 
 def connection_row(session: SessionRecord, now: float) -> dict[str, Any]:
     """One session as the page's table and its JSON endpoint show it."""
-    connected_iso, connected = _timestamp(session.connected_at)
-    seen_iso, _ = _timestamp(session.last_seen)
     subs = [
         {"id": sub.id, "destination": sub.destination, "ack": sub.ack}
         for sub in session.subscriptions
     ]
     count = len(subs)
-    user = session.username or "anonymous"
+    names = {"user": _user(session.username), "session": session.session_id}
     return {
         "key": session.session_id,
         "session_id": session.session_id,
-        "user": user,
+        "user": names["user"],
         "anonymous": not session.username,
         "node_id": session.node_id,
         "remote_addr": session.remote_addr or "–",
         "user_agent": session.user_agent or "–",
         "version": session.version or "–",
         "subscription_count": count,
-        "subscription_label": f"{count} subscription{'' if count == 1 else 's'}",
+        "subscription_label": (
+            ngettext("%(count)d subscription", "%(count)d subscriptions", count) % {"count": count}
+        ),
         "subscriptions": subs,
-        "connected_at": connected_iso,
-        "connected_at_display": connected,
-        "connected_for": _ago(now - session.connected_at).removesuffix(" ago"),
-        "last_seen": seen_iso,
-        "last_seen_ago": _ago(now - session.last_seen),
-        "select_label": f"Select the session of {user} ({session.session_id})",
-        "disconnect_label": f"Disconnect {user} (session {session.session_id})",
+        "connected_at": _iso(session.connected_at),
+        "connected_at_display": utc(session.connected_at),
+        "connected_for": since(session.connected_at, now),
+        "last_seen": _iso(session.last_seen),
+        "last_seen_ago": ago(session.last_seen, now),
+        "select_label": gettext("Select the session of %(user)s (%(session)s)") % names,
+        "disconnect_label": gettext("Disconnect %(user)s (session %(session)s)") % names,
     }
 
 
@@ -307,6 +387,7 @@ class ConnectionAdmin(_RegistryAdmin):
 
     change_list_template = "admin/stomp_cluster/connections.html"
     disconnect_template = "admin/stomp_cluster/disconnect.html"
+    change_redirect_param = "q"  # a session's row, found by searching its id
     list_per_page = 100
     actions = None
 
@@ -314,29 +395,11 @@ class ConnectionAdmin(_RegistryAdmin):
         """Whether the user may close sessions (``stomp_cluster.disconnect_connection``)."""
         return request.user.has_perm(f"{self.opts.app_label}.disconnect_connection")
 
-    def get_urls(self) -> list[URLPattern]:
-        info = self.opts.app_label, self.opts.model_name
-        wrap = self.admin_site.admin_view
-        return [
-            path("live/", wrap(self.live_view), name="{}_{}_live".format(*info)),
-            path("disconnect/", wrap(self.disconnect_view), name="{}_{}_disconnect".format(*info)),
-            *super().get_urls(),
-        ]
-
-    def change_view(
-        self,
-        request: HttpRequest,
-        object_id: str,
-        form_url: str = "",
-        extra_context: dict[str, Any] | None = None,
-    ) -> HttpResponse:
-        # A session has no change form: show its row, found by searching its id.
-        url = self._url("connection_changelist")
-        return HttpResponseRedirect(url + _query_string({"q": object_id}))
+    def extra_views(self) -> dict[str, Callable[[HttpRequest], HttpResponse]]:
+        return {**super().extra_views(), "disconnect": self.disconnect_view}
 
     def _load(self, request: HttpRequest) -> tuple[ConnectionQuery, ConnectionPage]:
-        if not self.has_view_permission(request):
-            raise PermissionDenied
+        self._check_view_permission(request)
         query = ConnectionQuery.from_request(request)
         page: ConnectionPage = async_to_sync(load_connections)(query, self.list_per_page)
         return query, page
@@ -344,22 +407,31 @@ class ConnectionAdmin(_RegistryAdmin):
     def _summary(self, query: ConnectionQuery, page: ConnectionPage) -> dict[str, str]:
         shown = len(page.sessions)
         if page.error:
-            result = "registry unreachable"
+            result = gettext("registry unreachable")
         elif page.total is not None:
             first = (query.page - 1) * self.list_per_page + 1
-            result = (
-                f"{first}–{first + shown - 1} of {page.total} sessions"
-                if shown
-                else f"0 of {page.total} sessions"
-            )
+            numbers = {"first": first, "last": first + shown - 1, "total": page.total}
+            if shown:
+                result = ngettext(
+                    "%(first)d–%(last)d of %(total)d session",
+                    "%(first)d–%(last)d of %(total)d sessions",
+                    page.total,
+                )
+            else:
+                result = ngettext("0 of %(total)d session", "0 of %(total)d sessions", page.total)
+            result %= numbers
         else:
-            result = f"{shown} session{'' if shown == 1 else 's'} on this page"
-        summary = {"result": result, "page": f"page {query.page}"}
+            result = ngettext(
+                "%(count)d session on this page", "%(count)d sessions on this page", shown
+            ) % {"count": shown}
+        summary = {"result": result, "page": gettext("page %(number)d") % {"number": query.page}}
         if page.destination_subscriptions is not None:
             n = page.destination_subscriptions
-            summary["destination"] = (
-                f"{n} subscription{'' if n == 1 else 's'} to {query.destination}"
-            )
+            summary["destination"] = ngettext(
+                "%(count)d subscription to %(destination)s",
+                "%(count)d subscriptions to %(destination)s",
+                n,
+            ) % {"count": n, "destination": query.destination}
         return summary
 
     def changelist_view(
@@ -367,10 +439,12 @@ class ConnectionAdmin(_RegistryAdmin):
     ) -> HttpResponse:
         query, page = self._load(request)
         now = time.time()
-        changelist = self._url("connection_changelist")
         node_choices = [
             {
-                "label": f"{n.node_id} ({n.session_count})" + ("" if n.alive else " – lost"),
+                "label": (
+                    "%(node)s (%(count)d)" if n.alive else gettext("%(node)s (%(count)d) – lost")
+                )
+                % {"node": n.node_id, "count": n.session_count},
                 "url": _query_string(query.params(node=n.node_id)),
                 "selected": n.node_id == query.node,
             }
@@ -382,14 +456,13 @@ class ConnectionAdmin(_RegistryAdmin):
             next_url = _query_string(next_params)
         rows = [connection_row(s, now) for s in page.sessions]
         context = {
-            **self._page_context(request, "Live connections"),
             "query": query,
             "rows": rows,
-            "page": page,
+            "error": page.error,
             "summary": self._summary(query, page),
             "node_choices": node_choices,
             "all_nodes_url": _query_string(query.params(node=None)),
-            "clear_url": changelist,
+            "clear_url": self._url("connection_changelist"),
             "has_filters": bool(query.node or query.destination or query.search),
             "first_url": _query_string(query.params()) if query.cursor else None,
             "next_url": next_url,
@@ -402,26 +475,21 @@ class ConnectionAdmin(_RegistryAdmin):
             "disconnect_url": self._url("connection_disconnect"),
             **(extra_context or {}),
         }
-        request.current_app = self.admin_site.name
-        return TemplateResponse(request, self.change_list_template, context)
+        return self._render(
+            request, self.change_list_template, gettext("Live connections"), context
+        )
 
-    def live_view(self, request: HttpRequest) -> JsonResponse:
-        """The page's data as JSON, for its live refresh (staff + view permission)."""
-        if not self.has_view_permission(request):
-            return JsonResponse({"error": "permission denied"}, status=403)
+    def live_data(self, request: HttpRequest) -> dict[str, Any]:
         query, page = self._load(request)
         now = time.time()
-        return JsonResponse(
-            {
-                "rows": [connection_row(s, now) for s in page.sessions],
-                "summary": self._summary(query, page),
-                "next_cursor": page.next_cursor,
-                "total": page.total,
-                "nodes": [_node_row(n, now) for n in page.nodes],
-                "error": page.error,
-            },
-            status=503 if page.error else 200,
-        )
+        return {
+            "rows": [connection_row(s, now) for s in page.sessions],
+            "summary": self._summary(query, page),
+            "next_cursor": page.next_cursor,
+            "total": page.total,
+            "nodes": [_node_row(n, now) for n in page.nodes],
+            "error": page.error,
+        }
 
     def disconnect_view(self, request: HttpRequest) -> HttpResponse:
         """Confirm, then close the posted sessions and log it (disconnect permission)."""
@@ -438,46 +506,65 @@ class ConnectionAdmin(_RegistryAdmin):
         session_ids = [only] if only else request.POST.getlist("session")
         session_ids = list(dict.fromkeys(sid.strip() for sid in session_ids if sid.strip()))
         if not session_ids:
-            messages.warning(request, "Select at least one session to disconnect.")
+            messages.warning(request, gettext("Select at least one session to disconnect."))
             return HttpResponseRedirect(back)
         reason = " ".join(request.POST.get("reason", "").split())[:MAX_REASON] or DEFAULT_REASON
         if request.POST.get("confirm") != "yes":
             return self._confirm_disconnect(request, session_ids, reason, back)
-        done, gone, failed = async_to_sync(_disconnect)(session_ids, reason)
+        try:
+            result = async_to_sync(adisconnect_sessions)(session_ids, reason)
+        except PresenceUnavailable as exc:
+            messages.error(request, _registry_error(exc))
+            return HttpResponseRedirect(back)
         assert request.user.pk is not None  # admin_view let a staff user in
-        for record in done:
+        for record in result.done:
             LogEntry.objects.log_actions(
                 user_id=request.user.pk,
                 queryset=[Connection(session_id=record.session_id)],
                 action_flag=DELETION,
-                change_message=(
-                    f"Disconnected {record.username or 'anonymous'} on node {record.node_id} "
-                    f"({record.remote_addr or 'unknown address'}): {reason}"
-                ),
+                change_message=gettext(
+                    "Disconnected %(user)s on node %(node)s (%(address)s): %(reason)s"
+                )
+                % {
+                    "user": _user(record.username),
+                    "node": record.node_id,
+                    "address": record.remote_addr or gettext("unknown address"),
+                    "reason": reason,
+                },
             )
-        if done:
-            names = ", ".join(f"{r.username or 'anonymous'} on {r.node_id}" for r in done)
-            count = len(done)
+        if result.done:
+            names = ", ".join(
+                gettext("%(user)s on %(node)s") % {"user": _user(r.username), "node": r.node_id}
+                for r in result.done
+            )
+            count = len(result.done)
             messages.success(
-                request, f"Disconnected {count} session{'' if count == 1 else 's'}: {names}."
+                request,
+                ngettext(
+                    "Disconnected %(count)d session: %(names)s.",
+                    "Disconnected %(count)d sessions: %(names)s.",
+                    count,
+                )
+                % {"count": count, "names": names},
             )
-        if gone:
-            messages.warning(request, f"Already gone: {', '.join(gone)}.")
-        if failed:
-            messages.error(request, failed)
+        if result.gone:
+            messages.warning(
+                request, gettext("Already gone: %(ids)s.") % {"ids": ", ".join(result.gone)}
+            )
+        if result.failed:
+            messages.error(request, " ".join(result.failed))
         return HttpResponseRedirect(back)
 
     def _confirm_disconnect(
         self, request: HttpRequest, session_ids: list[str], reason: str, back: str
     ) -> HttpResponse:
         try:
-            found = async_to_sync(_get_sessions)(session_ids)
+            found = async_to_sync(aget_sessions)(session_ids)
             error = None
         except PresenceUnavailable as exc:
             found, error = {}, _registry_error(exc)
         now = time.time()
         context = {
-            **self._page_context(request, "Disconnect live connections"),
             "rows": [connection_row(found[sid], now) for sid in session_ids if sid in found],
             "missing": [sid for sid in session_ids if sid not in found and not error],
             "session_ids": session_ids,
@@ -488,59 +575,25 @@ class ConnectionAdmin(_RegistryAdmin):
             "error": error,
             "disconnect_url": request.path,
         }
-        request.current_app = self.admin_site.name
-        return TemplateResponse(request, self.disconnect_template, context)
-
-
-async def _get_sessions(session_ids: list[str]) -> dict[str, SessionRecord]:
-    presence = get_presence()
-    records = await asyncio.gather(*(presence.get_session(sid) for sid in session_ids))
-    return {r.session_id: r for r in records if r is not None}
-
-
-async def _disconnect(
-    session_ids: list[str], reason: str
-) -> tuple[list[SessionRecord], list[str], str | None]:
-    """Close each session on its node; return (closed records, ids not found, error)."""
-    try:
-        records = await _get_sessions(session_ids)
-    except PresenceUnavailable as exc:
-        return [], [], _registry_error(exc)
-    present = [sid for sid in session_ids if sid in records]
-    gone = [sid for sid in session_ids if sid not in records]
-    # Each call finds the session's node and sends it the kick: all at once for a bulk.
-    results = await asyncio.gather(
-        *(adisconnect_session(sid, reason) for sid in present), return_exceptions=True
-    )
-    done: list[SessionRecord] = []
-    failed: list[str] = []
-    for sid, result in zip(present, results, strict=True):
-        if isinstance(result, DeliveryFailed):
-            failed.append(f"Could not reach the node of session {sid}: {result}")
-        elif isinstance(result, BaseException):
-            raise result
-        elif result:
-            done.append(records[sid])
-        else:
-            gone.append(sid)  # it left between the two look-ups
-    return done, gone, " ".join(failed) or None
+        title = gettext("Disconnect live connections")
+        return self._render(request, self.disconnect_template, title, context)
 
 
 # -- nodes -----------------------------------------------------------------------------
 
 
 def _node_row(node: NodeRecord, now: float, connections_url: str = "") -> dict[str, Any]:
-    started_iso, started = _timestamp(node.started_at)
-    heartbeat_iso, _ = _timestamp(node.last_heartbeat)
     return {
         "key": node.node_id,
         "node_id": node.node_id,
+        # "status" is also a CSS hook (data-status): it stays untranslated.
         "status": "alive" if node.alive else "lost",
+        "status_display": gettext("alive") if node.alive else gettext("lost"),
         "session_count": node.session_count,
-        "last_heartbeat": heartbeat_iso,
-        "last_heartbeat_ago": _ago(now - node.last_heartbeat),
-        "started_at": started_iso,
-        "started_at_display": started,
+        "last_heartbeat": _iso(node.last_heartbeat),
+        "last_heartbeat_ago": ago(node.last_heartbeat, now),
+        "started_at": _iso(node.started_at),
+        "started_at_display": utc(node.started_at),
         "connections_url": connections_url + _query_string({"node": node.node_id}),
         "stats": ", ".join(f"{name} {value}" for name, value in node.stats) or "–",
     }
@@ -583,30 +636,11 @@ class NodeAdmin(_RegistryAdmin):
     """The "Nodes" page: every node of the cluster, alive or lost, and totals."""
 
     change_list_template = "admin/stomp_cluster/nodes.html"
+    change_redirect_param = "node"  # a node's "page" is the list of its connections
     actions = None
 
-    def get_urls(self) -> list[URLPattern]:
-        info = self.opts.app_label, self.opts.model_name
-        wrap = self.admin_site.admin_view
-        return [
-            path("live/", wrap(self.live_view), name="{}_{}_live".format(*info)),
-            *super().get_urls(),
-        ]
-
-    def change_view(
-        self,
-        request: HttpRequest,
-        object_id: str,
-        form_url: str = "",
-        extra_context: dict[str, Any] | None = None,
-    ) -> HttpResponse:
-        # A node's "page" is the list of its connections.
-        url = self._url("connection_changelist")
-        return HttpResponseRedirect(url + _query_string({"node": object_id}))
-
     def _load(self, request: HttpRequest) -> tuple[ClusterTotals, list[dict[str, Any]]]:
-        if not self.has_view_permission(request):
-            raise PermissionDenied
+        self._check_view_permission(request)
         totals: ClusterTotals = async_to_sync(load_nodes)()
         connections = self._url("connection_changelist")
         now = time.time()
@@ -617,21 +651,14 @@ class NodeAdmin(_RegistryAdmin):
     ) -> HttpResponse:
         totals, rows = self._load(request)
         context = {
-            **self._page_context(request, "Nodes"),
             "rows": rows,
             "totals": totals,
+            "error": totals.error,
             "live_url": self._url("node_live"),
             **(extra_context or {}),
         }
-        request.current_app = self.admin_site.name
-        return TemplateResponse(request, self.change_list_template, context)
+        return self._render(request, self.change_list_template, gettext("Nodes"), context)
 
-    def live_view(self, request: HttpRequest) -> JsonResponse:
-        """The nodes and totals as JSON, for the page's live refresh."""
-        if not self.has_view_permission(request):
-            return JsonResponse({"error": "permission denied"}, status=403)
+    def live_data(self, request: HttpRequest) -> dict[str, Any]:
         totals, rows = self._load(request)
-        return JsonResponse(
-            {"rows": rows, "summary": totals.summary, "error": totals.error},
-            status=503 if totals.error else 200,
-        )
+        return {"rows": rows, "summary": totals.summary, "error": totals.error}

@@ -23,7 +23,15 @@ from django.urls import reverse
 
 from stomp_cluster.backends import get_presence
 from stomp_cluster.models import Connection, Node
-from stomp_cluster.presence.base import NodeRecord, SessionRecord, SubscriptionRecord
+from tests.support.fake_cluster import (
+    ALICE,
+    BOB,
+    SEEN_AGO,
+    fill,
+    fill_chat,
+    node_record,
+    session_record,
+)
 from tests.support.procs import free_port
 
 pytestmark = [pytest.mark.django_db, pytest.mark.timeout(60)]
@@ -34,64 +42,14 @@ DISCONNECT = reverse("admin:stomp_cluster_connection_disconnect")
 NODES = reverse("admin:stomp_cluster_node_changelist")
 NODES_LIVE = reverse("admin:stomp_cluster_node_live")
 
-ALICE = "a11ce000000000000000000000000001"
-BOB = "b0b00000000000000000000000000002"
 GUEST = "9e575000000000000000000000000003"
-
-
-# -- registry fixtures -----------------------------------------------------------------
-
-
-def node_record(node_id: str) -> NodeRecord:
-    now = time.time()
-    return NodeRecord(node_id, f"specific.{node_id}!", now - 60, now, 0, True)
-
-
-def session_record(
-    session_id: str,
-    node_id: str,
-    username: str = "",
-    *,
-    at: float = 1_700_000_000.0,
-    subs: tuple[tuple[str, str], ...] = (),
-) -> SessionRecord:
-    return SessionRecord(
-        session_id=session_id,
-        node_id=node_id,
-        channel_name=f"specific.{node_id}!",
-        user_key=username or None,
-        username=username,
-        remote_addr="10.0.0.7",
-        user_agent="Mozilla/5.0 (X11; Linux x86_64) TestBrowser/1.0",
-        version="1.2",
-        connected_at=at,
-        last_seen=time.time() - 4,
-        subscriptions=tuple(SubscriptionRecord(i, d, "auto") for i, d in subs),
-    )
-
-
-@async_to_sync
-async def fill(nodes, sessions):
-    presence = get_presence()
-    for node_id in nodes:
-        await presence.register_node(node_record(node_id), 60)
-    for record in sessions:
-        await presence.add_session(record)
 
 
 @pytest.fixture
 def registry():
     """node-a holds alice (in the chat) and a guest; node-b holds bob."""
-    fill(
-        ["node-a", "node-b"],
-        [
-            session_record(ALICE, "node-a", "alice", at=1000.0, subs=(("0", "/topic/chat"),)),
-            session_record(
-                BOB, "node-b", "bob", at=2000.0, subs=(("0", "/topic/chat"), ("1", "/user/queue/n"))
-            ),
-            session_record(GUEST, "node-a", at=3000.0),
-        ],
-    )
+    fill_chat()
+    fill([], [session_record(GUEST, "node-a", at=3000.0)])
     return get_presence()
 
 
@@ -212,7 +170,7 @@ def test_page_shows_each_session_from_the_registry(viewer, registry):
         "2 subscriptions",
         "<code>/user/queue/n</code>",
         "1970-01-01 00:33:20",  # connected_at 2000.0, in UTC
-        "4 s ago",
+        SEEN_AGO,
         "anonymous",
         "1–3 of 3 sessions",
     ]:
@@ -276,7 +234,7 @@ def test_live_endpoint_answers_the_same_query_as_json(viewer, registry):
         {"id": "0", "destination": "/topic/chat", "ack": "auto"},
         {"id": "1", "destination": "/user/queue/n", "ack": "auto"},
     ]
-    assert data["summary"]["result"] == "1–1 of 1 sessions"
+    assert data["summary"]["result"] == "1–1 of 1 session"
     assert data["error"] is None
     async_to_sync(registry.remove_session)(BOB, "node-b")
     assert viewer.get(CONNECTIONS_LIVE, {"node": "node-b"}).json()["rows"] == []

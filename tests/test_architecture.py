@@ -60,6 +60,7 @@ LAYERS: list[tuple[str, ...]] = [
     # The Django edges.
     (
         "stomp_cluster.admin",
+        "stomp_cluster.operators",
         "stomp_cluster.checks",
         "stomp_cluster.apps",
         "stomp_cluster.management",

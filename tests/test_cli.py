@@ -20,54 +20,23 @@ from django.test import override_settings
 from stomp_cluster import signals
 from stomp_cluster.backends import get_presence
 from stomp_cluster.management.commands.stomp_cluster import Command, format_table
-from stomp_cluster.presence.base import NodeRecord, SessionRecord, SubscriptionRecord
+from tests.support.fake_cluster import (
+    ALICE,
+    BOB,
+    HEARTBEAT_AGO,
+    SEEN_AGO,
+    fill,
+    fill_chat,
+    session_record,
+)
 from tests.support.procs import free_port
 
 pytestmark = pytest.mark.timeout(60)
 
-ALICE = "a11ce000000000000000000000000001"
-BOB = "b0b00000000000000000000000000002"
-
-
-def node_record(node_id):
-    now = time.time()
-    return NodeRecord(node_id, f"specific.{node_id}!", now - 60, now - 2, 0, True)
-
-
-def session_record(session_id, node_id, username, at, subs=()):
-    return SessionRecord(
-        session_id=session_id,
-        node_id=node_id,
-        channel_name=f"specific.{node_id}!",
-        user_key=username,
-        username=username,
-        remote_addr="10.0.0.7",
-        user_agent="pytest",
-        version="1.2",
-        connected_at=at,
-        last_seen=time.time() - 3,
-        subscriptions=tuple(SubscriptionRecord(i, d, "auto") for i, d in subs),
-    )
-
-
-@async_to_sync
-async def fill(nodes, sessions, ttl=60.0):
-    presence = get_presence()
-    for node_id in nodes:
-        await presence.register_node(node_record(node_id), ttl)
-    for record in sessions:
-        await presence.add_session(record)
-
 
 @pytest.fixture
 def registry():
-    fill(
-        ["node-a", "node-b"],
-        [
-            session_record(ALICE, "node-a", "alice", 1000.0, (("0", "/topic/chat"),)),
-            session_record(BOB, "node-b", "bob", 2000.0, (("0", "/topic/chat"), ("1", "/q"))),
-        ],
-    )
+    fill_chat()
     return get_presence()
 
 
@@ -97,7 +66,9 @@ def test_nodes_prints_status_counts_and_totals(registry):
         "(UTC)",
         "COUNTERS",
     ]
-    assert lines[1].split()[:5] == ["node-a", "alive", "1", "2s", "ago"]
+    assert lines[1].split()[:3] == ["node-a", "alive", "1"]
+    # The heartbeat's age, with plain spaces for the terminal.
+    assert "  " + HEARTBEAT_AGO.replace("\xa0", " ") + "  " in lines[1]
     assert lines[2].split()[:3] == ["node-b", "alive", "1"]
     # Columns line up: every row has its status where the header has STATUS.
     column = lines[0].index("STATUS")
@@ -128,14 +99,15 @@ def test_sessions_lists_oldest_first_with_filters(registry):
     assert lines[0].split()[:4] == ["SESSION", "USER", "NODE", "ADDRESS"]
     assert [line.split()[1] for line in lines[1:3]] == ["alice", "bob"]
     assert "1970-01-01 00:16:40" in lines[1]  # connected_at 1000.0
+    assert lines[1].endswith(SEEN_AGO.replace("\xa0", " "))
     assert lines[-1] == "2 sessions"
     assert run("sessions", "--node", "node-b").splitlines()[1].split()[:3] == [BOB, "bob", "node-b"]
     assert run("sessions", "--user", "alice").splitlines()[1].startswith(ALICE)
-    data = json.loads(run("sessions", "--destination", "/q", "--json"))
+    data = json.loads(run("sessions", "--destination", "/user/queue/n", "--json"))
     assert [s["session_id"] for s in data["sessions"]] == [BOB]
     assert data["sessions"][0]["subscriptions"][1] == {
         "id": "1",
-        "destination": "/q",
+        "destination": "/user/queue/n",
         "ack": "auto",
     }
     assert run("sessions", "--user", "nobody") == "No session matches.\n"
@@ -168,7 +140,7 @@ def test_disconnect_of_an_unknown_session_fails(registry):
 
 
 def test_sweep_reaps_lost_nodes_once_and_fires_the_signal(registry):
-    fill(["node-x"], [session_record("dead0001", "node-x", "carol", 5.0)], ttl=0.001)
+    fill(["node-x"], [session_record("dead0001", "node-x", "carol", at=5.0)], ttl=0.001)
     time.sleep(0.01)
     fired = []
 
@@ -177,7 +149,7 @@ def test_sweep_reaps_lost_nodes_once_and_fires_the_signal(registry):
 
     signals.stomp_disconnected.connect(receiver, dispatch_uid="test_cli.receiver")
     try:
-        assert run("sweep") == "Reaped 1 session of lost node(s): node-x\n"
+        assert run("sweep") == "Reaped 1 session of lost node: node-x\n"
     finally:
         signals.stomp_disconnected.disconnect(dispatch_uid="test_cli.receiver")
     assert fired == [("dead0001", "node_lost")]

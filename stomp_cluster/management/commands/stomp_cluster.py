@@ -12,7 +12,13 @@ it reads the same presence registry and channel layer as the nodes. All the work
 invocation runs in one event loop, whose registry connections are closed at the end.
 
 Exit status: 0 on success; 1 (a :class:`~django.core.management.CommandError`) when the
-registry is unreachable, when a session to disconnect was not found, or on bad arguments.
+registry is unreachable, when a session to disconnect was not found or its node could not be
+reached, or on bad arguments.
+
+What it prints goes through Django's translation functions; the ``--help`` texts stay in
+English, as those of Django's own commands do. Times and the default ``--reason`` are those
+of the admin pages (:mod:`stomp_cluster.operators`), and ``disconnect`` closes sessions the
+way the admin's *Disconnect* does.
 """
 
 from __future__ import annotations
@@ -22,23 +28,51 @@ import json
 import os
 import socket
 import time
-from collections.abc import Sequence
-from datetime import UTC, datetime
+from collections.abc import Callable, Sequence
+from dataclasses import asdict
 from typing import Any
 
 from asgiref.sync import async_to_sync
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.utils.translation import gettext, gettext_noop, ngettext
 
 from stomp_cluster.backends import get_presence
 from stomp_cluster.conf import get_settings
 from stomp_cluster.exceptions import DeliveryFailed, PresenceUnavailable
 from stomp_cluster.node import sweep_lost_nodes
+from stomp_cluster.operators import (
+    DEFAULT_REASON,
+    adisconnect_sessions,
+    ago,
+    registry_unreachable,
+    utc,
+)
 from stomp_cluster.presence.base import NodeRecord, SessionRecord
 
 __all__ = ["Command", "format_table"]
 
-#: The ERROR frame's ``message`` when no ``--reason`` is given.
-DEFAULT_REASON = "disconnected by an administrator"
+# Column headers: gettext_noop marks them for makemessages; they are translated when
+# printed, in the language active then.
+_ = gettext_noop
+NODE_COLUMNS = (
+    _("NODE"),
+    _("STATUS"),
+    _("SESSIONS"),
+    _("LAST HEARTBEAT"),
+    _("STARTED (UTC)"),
+    _("COUNTERS"),
+)
+SESSION_COLUMNS = (
+    _("SESSION"),
+    _("USER"),
+    _("NODE"),
+    _("ADDRESS"),
+    "STOMP",
+    _("SUBS"),
+    _("CONNECTED (UTC)"),
+    _("LAST SEEN"),
+)
+del _
 
 
 def format_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
@@ -59,54 +93,24 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> st
     return "\n".join(lines)
 
 
-def _when(unix: float) -> str:
-    return datetime.fromtimestamp(unix, UTC).strftime("%Y-%m-%d %H:%M:%S")
-
-
-def _ago(unix: float, now: float) -> str:
-    seconds = max(0, int(now - unix))
-    if seconds < 120:
-        return f"{seconds}s ago"
-    if seconds < 7200:
-        return f"{seconds // 60}m ago"
-    return f"{seconds // 3600}h ago"
+def _ago(moment: float, now: float) -> str:
+    # Plain spaces in a terminal, where the admin's non-breaking ones buy nothing.
+    return ago(moment, now).replace("\xa0", " ")
 
 
 def _unreachable(exc: PresenceUnavailable) -> str:
-    detail = str(exc).removeprefix("presence backend unreachable: ").rstrip(".")
-    return (
-        f"The presence registry is unreachable ({detail}). Check that Redis is running and "
-        "that STOMP_CLUSTER['PRESENCE_OPTIONS'] points at it."
+    advice = gettext(
+        "Check that Redis is running and that STOMP_CLUSTER['PRESENCE_OPTIONS'] points at it."
     )
+    return f"{registry_unreachable(exc)} {advice}"
 
 
 def _session_json(record: SessionRecord) -> dict[str, Any]:
-    return {
-        "session_id": record.session_id,
-        "username": record.username,
-        "user_key": record.user_key,
-        "node_id": record.node_id,
-        "remote_addr": record.remote_addr,
-        "user_agent": record.user_agent,
-        "version": record.version,
-        "connected_at": record.connected_at,
-        "last_seen": record.last_seen,
-        "subscriptions": [
-            {"id": s.id, "destination": s.destination, "ack": s.ack} for s in record.subscriptions
-        ],
-    }
+    return asdict(record)
 
 
 def _node_json(record: NodeRecord) -> dict[str, Any]:
-    return {
-        "node_id": record.node_id,
-        "alive": record.alive,
-        "session_count": record.session_count,
-        "last_heartbeat": record.last_heartbeat,
-        "started_at": record.started_at,
-        "channel_name": record.channel_name,
-        "stats": dict(record.stats),
-    }
+    return {**asdict(record), "stats": dict(record.stats)}
 
 
 class Command(BaseCommand):
@@ -157,7 +161,7 @@ class Command(BaseCommand):
         action = options["action"]
         as_json = bool(options.get("json"))
         if action == "sessions" and options["limit"] < 1:
-            raise CommandError("--limit must be at least 1")
+            raise CommandError(gettext("--limit must be at least 1"))
         try:
             result: Any = async_to_sync(self._run)(action, options)
         except PresenceUnavailable as exc:
@@ -165,14 +169,16 @@ class Command(BaseCommand):
         except DeliveryFailed as exc:
             if isinstance(exc.__cause__, PresenceUnavailable):
                 raise CommandError(_unreachable(exc.__cause__)) from exc
-            raise CommandError(f"Could not reach the cluster: {exc}") from exc
+            raise CommandError(
+                gettext("Could not reach the cluster: %(error)s") % {"error": exc}
+            ) from exc
         if as_json:
             self.stdout.write(json.dumps(result, indent=2))
         else:
             self.stdout.write(getattr(self, f"_print_{action}")(result))
         if action == "disconnect" and result["not_found"]:
             missing = ", ".join(result["not_found"])
-            raise CommandError(f"No such session: {missing}")
+            raise CommandError(gettext("No such session: %(ids)s") % {"ids": missing})
 
     async def _run(self, action: str, options: dict[str, Any]) -> Any:
         presence = get_presence()
@@ -207,16 +213,14 @@ class Command(BaseCommand):
         return {"sessions": [_session_json(s) for s in found], "more": cursor is not None}
 
     async def _disconnect(self, session_ids: list[str], reason: str) -> dict[str, Any]:
-        from stomp_cluster.send import adisconnect_session
-
-        done: list[str] = []
-        missing: list[str] = []
-        for session_id in dict.fromkeys(session_ids):
-            if await adisconnect_session(session_id, reason):
-                done.append(session_id)
-            else:
-                missing.append(session_id)
-        return {"disconnected": done, "not_found": missing, "reason": reason}
+        result = await adisconnect_sessions(session_ids, reason)
+        if result.failed:
+            raise CommandError(" ".join(result.failed))
+        return {
+            "disconnected": [r.session_id for r in result.done],
+            "not_found": list(result.gone),
+            "reason": reason,
+        }
 
     async def _sweep(self) -> dict[str, Any]:
         # The nodes' own sweeper, run once under an owner name of ours: it reaps each lost
@@ -242,68 +246,81 @@ class Command(BaseCommand):
 
     def _print_nodes(self, nodes: list[dict[str, Any]]) -> str:
         if not nodes:
-            return "No node is registered."
-        now = time.time()
-        table = format_table(
-            ["NODE", "STATUS", "SESSIONS", "LAST HEARTBEAT", "STARTED (UTC)", "COUNTERS"],
-            [
-                [
-                    n["node_id"],
-                    "alive" if n["alive"] else "lost",
-                    n["session_count"],
-                    _ago(n["last_heartbeat"], now),
-                    _when(n["started_at"]),
-                    " ".join(f"{k}={v}" for k, v in sorted(n["stats"].items())) or "-",
-                ]
-                for n in nodes
-            ],
-        )
+            return gettext("No node is registered.")
         alive = sum(1 for n in nodes if n["alive"])
-        sessions = sum(n["session_count"] for n in nodes)
-        return (
-            f"{table}\n\n{len(nodes)} node{'s' if len(nodes) != 1 else ''} "
-            f"({alive} alive, {len(nodes) - alive} lost), {sessions} session"
-            f"{'s' if sessions != 1 else ''}"
-        )
+        totals = gettext("%(nodes)s (%(alive)d alive, %(lost)d lost), %(sessions)s") % {
+            "nodes": ngettext("%(count)d node", "%(count)d nodes", len(nodes))
+            % {"count": len(nodes)},
+            "alive": alive,
+            "lost": len(nodes) - alive,
+            "sessions": _sessions(sum(n["session_count"] for n in nodes)),
+        }
+        return f"{_table(NODE_COLUMNS, nodes, _node_cells)}\n\n{totals}"
 
     def _print_sessions(self, result: dict[str, Any]) -> str:
         sessions = result["sessions"]
         if not sessions:
-            return "No session matches."
-        now = time.time()
-        table = format_table(
-            ["SESSION", "USER", "NODE", "ADDRESS", "STOMP", "SUBS", "CONNECTED (UTC)", "LAST SEEN"],
-            [
-                [
-                    s["session_id"],
-                    s["username"] or "-",
-                    s["node_id"],
-                    s["remote_addr"] or "-",
-                    s["version"] or "-",
-                    len(s["subscriptions"]),
-                    _when(s["connected_at"]),
-                    _ago(s["last_seen"], now),
-                ]
-                for s in sessions
-            ],
-        )
-        more = "\n(more sessions match: raise --limit)" if result["more"] else ""
-        return f"{table}\n\n{len(sessions)} session{'s' if len(sessions) != 1 else ''}{more}"
+            return gettext("No session matches.")
+        lines = [_table(SESSION_COLUMNS, sessions, _session_cells), "", _sessions(len(sessions))]
+        if result["more"]:
+            lines.append(gettext("(more sessions match: raise --limit)"))
+        return "\n".join(lines)
 
     def _print_disconnect(self, result: dict[str, Any]) -> str:
-        lines = [f"disconnected  {sid}" for sid in result["disconnected"]]
-        lines += [f"not found     {sid}" for sid in result["not_found"]]
+        done, missing = gettext("disconnected"), gettext("not found")
+        width = max(len(done), len(missing))
+        lines = [f"{done:<{width}}  {sid}" for sid in result["disconnected"]]
+        lines += [f"{missing:<{width}}  {sid}" for sid in result["not_found"]]
         return "\n".join(lines)
 
     def _print_sweep(self, result: dict[str, Any]) -> str:
         if not result["swept"]:
-            return (
+            return gettext(
                 "A node holds the sweep lock, and sweeps at each of its heartbeats: nothing to do."
             )
-        if not result["lost_nodes"]:
-            return "No lost node: nothing to reap."
-        count = len(result["sessions"])
-        return (
-            f"Reaped {count} session{'s' if count != 1 else ''} of lost node(s): "
-            f"{', '.join(result['lost_nodes'])}"
-        )
+        lost = result["lost_nodes"]
+        if not lost:
+            return gettext("No lost node: nothing to reap.")
+        return ngettext(
+            "Reaped %(sessions)s of lost node: %(nodes)s",
+            "Reaped %(sessions)s of lost nodes: %(nodes)s",
+            len(lost),
+        ) % {"sessions": _sessions(len(result["sessions"])), "nodes": ", ".join(lost)}
+
+
+def _sessions(count: int) -> str:
+    return ngettext("%(count)d session", "%(count)d sessions", count) % {"count": count}
+
+
+def _table(
+    columns: Sequence[str],
+    items: list[dict[str, Any]],
+    cells: Callable[[dict[str, Any], float], list[object]],
+) -> str:
+    """*items* (as their JSON) in a table: one row of *cells* each, under *columns*."""
+    now = time.time()
+    return format_table([gettext(c) for c in columns], [cells(item, now) for item in items])
+
+
+def _node_cells(node: dict[str, Any], now: float) -> list[object]:
+    return [
+        node["node_id"],
+        gettext("alive") if node["alive"] else gettext("lost"),
+        node["session_count"],
+        _ago(node["last_heartbeat"], now),
+        utc(node["started_at"]),
+        " ".join(f"{k}={v}" for k, v in sorted(node["stats"].items())) or "-",
+    ]
+
+
+def _session_cells(session: dict[str, Any], now: float) -> list[object]:
+    return [
+        session["session_id"],
+        session["username"] or "-",
+        session["node_id"],
+        session["remote_addr"] or "-",
+        session["version"] or "-",
+        len(session["subscriptions"]),
+        utc(session["connected_at"]),
+        _ago(session["last_seen"], now),
+    ]

@@ -6,9 +6,12 @@ import sys
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.utils.translation import gettext
 
 from stomp_cluster.exceptions import DeliveryFailed
 from stomp_cluster.send import send_to_destination, send_to_session, send_to_user
+
+__all__ = ["Command"]
 
 
 class Command(BaseCommand):
@@ -38,7 +41,9 @@ class Command(BaseCommand):
         for item in options["header"]:
             name, sep, value = item.partition(":")
             if not sep or not name:
-                raise CommandError(f"--header must be NAME:VALUE, not {item!r}")
+                raise CommandError(
+                    gettext("--header must be NAME:VALUE, not %(item)r") % {"item": item}
+                )
             headers[name.strip()] = value.strip()
         ctype = options["content_type"]
         try:
@@ -51,4 +56,9 @@ class Command(BaseCommand):
                 delivery = send_to_destination(options["destination"], body, headers, ctype)
         except (DeliveryFailed, LookupError, ValueError) as exc:
             raise CommandError(str(exc)) from exc
-        self.stdout.write(f"reached {delivery.sessions} session(s) on {delivery.nodes} node(s)")
+        # One sentence with two counts: "(s)" reads right for both, in one translatable
+        # string, where ngettext can follow only one of them.
+        self.stdout.write(
+            gettext("reached %(sessions)d session(s) on %(nodes)d node(s)")
+            % {"sessions": delivery.sessions, "nodes": delivery.nodes}
+        )

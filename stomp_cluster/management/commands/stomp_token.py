@@ -6,8 +6,11 @@ from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.utils.translation import gettext
 
 from stomp_cluster.tokens import connection_token
+
+__all__ = ["Command"]
 
 
 class Command(BaseCommand):
@@ -22,5 +25,7 @@ class Command(BaseCommand):
         try:
             user = model._default_manager.get_by_natural_key(options["username"])
         except model.DoesNotExist as exc:
-            raise CommandError(f"no user named {options['username']!r}") from exc
+            raise CommandError(
+                gettext("no user named %(name)r") % {"name": options["username"]}
+            ) from exc
         self.stdout.write(connection_token(user, max_age=options["max_age"]))

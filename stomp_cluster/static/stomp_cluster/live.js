@@ -12,6 +12,10 @@
  * Inside a row, data-field="name" sets the text, data-attrs="attr=name;attr=name" sets
  * attributes and data-list="subscriptions" fills a list. Elements marked
  * data-summary="name" take the JSON's summary[name]. No framework, no inline script.
+ *
+ * What we write for people comes translated from the page, as JSON in the element
+ * #stomp-live-texts (the ModelAdmin's live_texts): "%(name)s" in a text is replaced by a
+ * value, as in Django's gettext strings.
  */
 (function () {
   "use strict";
@@ -29,7 +33,14 @@
   const state = root.querySelector("[data-live-state]");
   const announce = root.querySelector("[data-live-announce]");
   const toggle = root.querySelector("[data-live-toggle]");
+  const texts = JSON.parse(document.getElementById("stomp-live-texts").textContent);
   let paused = false;
+
+  function text(key, values) {
+    return texts[key].replace(/%\((\w+)\)s/g, function (match, name) {
+      return String(values[name]);
+    });
+  }
   let timer = null;
   let inFlight = false;
 
@@ -119,12 +130,12 @@
     if ((added || removed) && announce) {
       const parts = [];
       if (added) {
-        parts.push(added + " new");
+        parts.push(text("added", { count: added }));
       }
       if (removed) {
-        parts.push(removed + " gone");
+        parts.push(text("removed", { count: removed }));
       }
-      announce.textContent = parts.join(", ") + " (live update)";
+      announce.textContent = text("announce", { changes: parts.join(", ") });
     }
     updateCounter();
   }
@@ -152,7 +163,7 @@
     })
       .then(function (response) {
         if (response.redirected) {
-          throw new Error("your admin session ended: reload the page to log in again");
+          throw new Error(texts.sessionEnded);
         }
         return response.json().then(function (data) {
           return { response: response, data: data };
@@ -163,11 +174,11 @@
           render(result.data);
         }
         showError(result.data.error);
-        setText(state, "Live: updated " + stamp());
+        setText(state, text("updated", { time: stamp() }));
         root.dataset.liveUpdatedAt = String(Date.now());
       })
       .catch(function (err) {
-        setText(state, "Live updates failed at " + stamp() + " (" + err.message + "); retrying");
+        setText(state, text("failed", { time: stamp(), error: err.message }));
       })
       .finally(function () {
         inFlight = false;
@@ -191,8 +202,8 @@
     toggle.addEventListener("click", function () {
       paused = !paused;
       toggle.setAttribute("aria-pressed", String(paused));
-      toggle.textContent = paused ? "Resume live updates" : "Pause live updates";
-      setText(state, paused ? "Live updates paused" : "Live: resuming");
+      toggle.textContent = paused ? texts.resume : texts.pause;
+      setText(state, paused ? texts.paused : texts.resuming);
       if (!paused) {
         poll();
       }
@@ -219,7 +230,7 @@
       return box.checked;
     }).length;
     if (counter) {
-      setText(counter, checked + " of " + all.length + " selected");
+      setText(counter, text("selected", { checked: checked, total: all.length }));
     }
     if (selectAll) {
       selectAll.checked = all.length > 0 && checked === all.length;
