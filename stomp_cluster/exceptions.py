@@ -10,7 +10,15 @@
     │   └── UnsupportedVersion
     ├── InvalidState           also an AssertionError: our code drove the protocol out of order
     ├── DeliveryFailed         the send helper could not hand a message to the transport
-    └── PresenceUnavailable    the presence backend is unreachable; callers degrade, never crash
+    └── BackendUnavailable     a backend is unreachable; callers degrade, never crash
+        ├── PresenceUnavailable    the presence registry
+        ├── HistoryUnavailable     the message history
+        └── TransportUnavailable   the node-to-node transport
+
+Each Redis backend raises its own subclass (the memory backends never raise them), so a
+caller can tell which part of the cluster is down: a history outage, for instance, must not
+make a node register its sessions again, which a presence outage does. Catch
+:class:`BackendUnavailable` where any of them means the same to you.
 
 Configuration mistakes raise Django's :class:`~django.core.exceptions.ImproperlyConfigured`
 and are reported by system checks too.
@@ -32,12 +40,14 @@ __all__ = [
     "BackendUnavailable",
     "DeliveryFailed",
     "FrameTooLarge",
+    "HistoryUnavailable",
     "InvalidState",
     "LimitExceeded",
     "MalformedFrame",
     "PresenceUnavailable",
     "ProtocolError",
     "StompClusterError",
+    "TransportUnavailable",
     "UnsupportedVersion",
 ]
 
@@ -55,12 +65,34 @@ class DeliveryFailed(StompClusterError):
 
 
 class BackendUnavailable(StompClusterError):
-    """A backend (presence, history, transport) is unreachable."""
+    """A backend (presence, history, transport) cannot be reached.
+
+    Callers degrade rather than crash: they serve what they can without it, or report
+    :class:`DeliveryFailed` when a send cannot work without it. The message names the
+    backend and the cause, for instance ``"message history unreachable: Timeout reading
+    from socket"``.
+    """
 
 
 class PresenceUnavailable(BackendUnavailable):
-    """The presence backend cannot be reached.
+    """The presence registry cannot be reached.
 
-    Callers degrade rather than crash: a node keeps serving its local sockets and
-    re-registers them when the backend comes back.
+    A node keeps serving its local sockets and registers them again when the registry
+    comes back; queries such as ``is_online()`` raise it to their caller.
+    """
+
+
+class HistoryUnavailable(BackendUnavailable):
+    """The message history cannot be reached.
+
+    Sends that record history fail with :class:`DeliveryFailed`; recovery and redelivery
+    skip what they cannot read. The presence registry is not affected.
+    """
+
+
+class TransportUnavailable(BackendUnavailable):
+    """The node-to-node transport cannot be reached.
+
+    Sends fail with :class:`DeliveryFailed`; a node keeps waiting on its inbox and reads
+    again when the transport comes back.
     """

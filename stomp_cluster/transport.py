@@ -11,9 +11,10 @@ transports ship:
     included, so it suits a single node and tests.
 
 :class:`RedisTransport`
-    A Redis list per node, written through the same auto-pipelining plumbing as the
-    Redis presence backend. Measured in ``docs/performance.md``, it is the fast one, for
-    three reasons that a channel layer's API cannot give us:
+    A Redis list per node, written through :mod:`stomp_cluster.redis_connection`, the
+    auto-pipelining connection layer of the Redis presence and history backends too.
+    Measured in ``docs/performance.md``, it is the fast one, for three reasons that a
+    channel layer's API cannot give us:
 
     * *Sends are batched.* Concurrent sends of one process share a pipeline, so a burst
       costs the sender a fraction of a round trip per message; ``layer.send()`` takes a
@@ -21,7 +22,7 @@ transports ship:
     * *Receives are batched.* A node pops up to ``batch`` messages per round trip
       (``BLMPOP`` on Redis 7, ``LPOP key count`` before), where channels_redis's core
       layer takes one message per ``BZPOPMIN`` and a Lua call (about 500 messages/s per
-      node here, FINDINGS.md).
+      node, measured on a 2-core machine).
     * *It stays bounded.* A push checks the inbox's length in the same script and fails
       with :class:`~channels.exceptions.ChannelFull` past ``capacity``, which the send
       helpers report as :class:`~stomp_cluster.exceptions.DeliveryFailed`. The pub/sub
@@ -31,8 +32,23 @@ transports ship:
     ``expiry`` seconds after the last push when its node is gone, and is emptied when a
     node starts, since what it holds was for sessions of an earlier process.
 
-Both raise :class:`~channels.exceptions.ChannelFull` for a full inbox; other failures
-propagate and the send helpers turn them into ``DeliveryFailed``.
+Both raise :class:`~channels.exceptions.ChannelFull` for a full inbox; the Redis one raises
+:class:`~stomp_cluster.exceptions.TransportUnavailable` when Redis cannot be reached (its
+message starts with ``"transport unreachable: "``). Other failures propagate, and the send
+helpers turn them into ``DeliveryFailed``.
+
+The one-trip send
+=================
+
+A send to a user normally takes three calls: the registry says which nodes hold the user,
+the history records the message, the transport pushes it to those nodes.
+:meth:`NodeTransport.send_to_user` lets a transport do all three at once when it can; the
+base class cannot (it returns None, and the caller goes the normal way), and
+:class:`RedisTransport` can when the registry and the history are Redis backends on its own
+Redis: one Lua script, one round trip, and the lookup and the append become atomic. The
+script owns none of the key layouts it touches: the registry's lookup is the Lua function
+``RedisPresence.user_nodes_function`` gives, the append is the history's
+``APPEND_FUNCTION``, and only the inbox keys are the transport's own.
 """
 
 from __future__ import annotations
@@ -41,30 +57,33 @@ import abc
 import asyncio
 import functools
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 import msgpack  # type: ignore[import-untyped]  # a dependency of channels_redis
 from channels.exceptions import ChannelFull
+from channels.layers import get_channel_layer
 from django.core.exceptions import ImproperlyConfigured
-from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 
-from stomp_cluster.exceptions import PresenceUnavailable
-from stomp_cluster.history.redis import APPEND_FUNCTION
-from stomp_cluster.presence.redis import (
-    RedisPresence,
-    _Call,
-    _digest,
-    _Script,
-    _script,
-    binary_host,
+from stomp_cluster.conf import get_settings
+from stomp_cluster.exceptions import TransportUnavailable
+from stomp_cluster.history.base import HistoryBackend
+from stomp_cluster.history.redis import APPEND_FUNCTION, RedisHistory
+from stomp_cluster.presence.base import PresenceBackend
+from stomp_cluster.presence.redis import RedisPresence
+from stomp_cluster.redis_connection import (
+    LUA_DIGEST,
+    OUTAGES,
+    Call,
+    Host,
+    RedisConnection,
+    Script,
     check_hosts_and_prefix,
+    digest,
+    lua_string,
 )
-
-if TYPE_CHECKING:
-    from stomp_cluster.history.redis import RedisHistory
 
 __all__ = ["ChannelLayerTransport", "NodeTransport", "RedisTransport", "UserSend"]
 
@@ -94,9 +113,38 @@ class NodeTransport(abc.ABC):
         """
 
     async def send_to_user(
-        self, presence: Any, history: Any, user_key: str, message: Message, *, local_node: str
+        self,
+        presence: PresenceBackend,
+        history: HistoryBackend | None,
+        user_key: str,
+        message: Message,
+        *,
+        local_node: str,
     ) -> UserSend | None:
-        """Route a user message in one round trip, or None when this transport cannot."""
+        """Look the user up, append to the history and push to the nodes, all at once.
+
+        An optional shortcut for :func:`stomp_cluster.send.asend_to_user`: a transport
+        that can do the three steps in one operation does them here; the others return
+        None, and the caller does them one by one (``presence.user_nodes()``,
+        ``history.append()``, :meth:`send` to each node). This base class always returns
+        None.
+
+        Args:
+            presence: the registry to look *user_key* up in.
+            history: the history to append *message* to, or None to keep none.
+            message: the node-level message, without ``id``; ``destination``, ``body``
+                and ``headers`` are also what the history records.
+            local_node: this process's node id, which gets no push (the caller
+                dispatches to it directly), or "".
+
+        Returns:
+            What was done, or None when this transport cannot do it in one operation
+            (nothing was done then).
+
+        Raises:
+            BackendUnavailable: a backend the operation needs cannot be reached; nothing
+                is known to have been sent.
+        """
         return None
 
     async def close(self) -> None:  # noqa: B027 (optional hook, not abstract)
@@ -114,10 +162,6 @@ class ChannelLayerTransport(NodeTransport):
         self.alias = alias
 
     def _layer(self) -> Any:
-        from channels.layers import get_channel_layer
-
-        from stomp_cluster.conf import get_settings
-
         alias = self.alias or get_settings().CHANNEL_LAYER
         layer = get_channel_layer(alias)
         if layer is None:
@@ -140,15 +184,14 @@ class ChannelLayerTransport(NodeTransport):
 
 
 # KEYS: inbox. ARGV: capacity, expiry ms, message. Returns the new length, or -1 when full.
-_PUSH = _script(
+_PUSH = Script.from_source(
     """
 local n = redis.call('LLEN', KEYS[1])
 if n >= tonumber(ARGV[1]) then return -1 end
 redis.call('RPUSH', KEYS[1], ARGV[3])
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return n + 1
-""",
-    prelude=False,
+"""
 )
 
 # The one-trip send to a user (see RedisTransport.send_to_user). What is the same for every
@@ -159,15 +202,10 @@ return n + 1
 # (msgpack), 3 "1" to append to the history, 4 destination, 5 body, 6 headers JSON,
 # 7 destination digest (the pending mark). Returns one string: the history id ("" for
 # none), then node id, sessions there, status (1 pushed, 0 this node, -1 inbox full) for
-# each node holding the user, all separated by NUL. Node keys are named as the presence
-# backend names them.
+# each node holding the user, all separated by NUL. The registry's keys are read by its own
+# user_nodes() (RedisPresence.user_nodes_function), the history's written by its append().
 _SEND_TO_USER_BODY = r"""
-local found = {}
-for _, node in ipairs(redis.call('ZRANGE', PRESENCE .. ':nodes', 0, -1)) do
-  local tag = '{' .. string.sub(redis.sha1hex(node), 1, 20) .. '}'
-  local n = redis.call('SCARD', PRESENCE .. ':n:' .. tag .. ':u:' .. ARGV[1])
-  if n > 0 then found[#found + 1] = {node, tag, n} end
-end
+local found = user_nodes(ARGV[1])
 local id = ''
 if ARGV[3] == '1' then
   local pending = ''
@@ -180,7 +218,7 @@ local out = {id}
 for _, f in ipairs(found) do
   local status = 0
   if f[1] ~= LOCAL_NODE then
-    local key = INBOX .. ':inbox:' .. f[2]
+    local key = INBOX_HEAD .. f[2] .. INBOX_TAIL
     if redis.call('LLEN', key) >= CAPACITY then
       status = -1
     else
@@ -197,32 +235,29 @@ return table.concat(out, '\0')
 """
 
 
-def _lua_string(value: str | int) -> str:
-    """*value* as a Lua string literal, every byte escaped: safe for any text."""
-    return '"' + "".join(f"\\{byte}" for byte in str(value).encode()) + '"'
-
-
 @functools.cache
 def _send_to_user_script(
-    presence_prefix: str,
-    inbox_prefix: str,
+    user_nodes_function: str,
+    inbox_head: str,
+    inbox_tail: str,
     capacity: int,
     expiry_ms: int,
     local_node: str,
     max_length: int,
     max_age_ms: int,
-) -> _Script:
+) -> Script:
     constants = {
-        "PRESENCE": _lua_string(presence_prefix),
-        "INBOX": _lua_string(inbox_prefix),
+        "INBOX_HEAD": lua_string(inbox_head),
+        "INBOX_TAIL": lua_string(inbox_tail),
         "CAPACITY": str(int(capacity)),
-        "EXPIRY": _lua_string(expiry_ms),
-        "LOCAL_NODE": _lua_string(local_node),
-        "MAX_LENGTH": _lua_string(max_length),
-        "MAX_AGE": _lua_string(max_age_ms),
+        "EXPIRY": lua_string(expiry_ms),
+        "LOCAL_NODE": lua_string(local_node),
+        "MAX_LENGTH": lua_string(max_length),
+        "MAX_AGE": lua_string(max_age_ms),
     }
     header = "".join(f"local {name} = {value}\n" for name, value in constants.items())
-    return _script(APPEND_FUNCTION + header + _SEND_TO_USER_BODY, prelude=False)
+    source = LUA_DIGEST + user_nodes_function + APPEND_FUNCTION + header + _SEND_TO_USER_BODY
+    return Script.from_source(source)
 
 
 _pack = msgpack.Packer(use_bin_type=True).pack
@@ -244,7 +279,7 @@ def _unpack(raw: bytes) -> Message:
 
 @dataclass(frozen=True, slots=True)
 class UserSend:
-    """What :meth:`RedisTransport.send_to_user` did: the history id and where it went.
+    """What :meth:`NodeTransport.send_to_user` did: the history id and where it went.
 
     Attributes:
         message_id: the history id of the message, or None when it was not recorded.
@@ -262,8 +297,9 @@ class RedisTransport(NodeTransport):
 
     Args:
         hosts: Where Redis is, in any form
-            :class:`~stomp_cluster.presence.redis.RedisPresence` accepts; the first entry
-            is used. Default ``[("localhost", 6379)]``.
+            :class:`~stomp_cluster.presence.redis.RedisPresence` accepts (see
+            :data:`~stomp_cluster.redis_connection.Host`); the first entry is used.
+            Default ``[("localhost", 6379)]``.
         prefix: Prefix of the inbox keys (``<prefix>:inbox:{<node hash>}``); no braces.
             Default ``"stomp_cluster"``.
         capacity: Messages an inbox may hold before sends to it fail with ChannelFull.
@@ -271,7 +307,8 @@ class RedisTransport(NodeTransport):
         expiry: Seconds an inbox lives after its last push: how long messages wait for a
             node that stopped reading. Default 60, as channels_redis's channels.
         batch: Most messages a node pops per round trip. Default 1,000.
-        socket_timeout: Seconds to wait for Redis before a call fails; at least 0.5, since
+        socket_timeout: Seconds to wait for Redis before a call fails with
+            :class:`~stomp_cluster.exceptions.TransportUnavailable`; at least 0.5, since
             a node's idle wait for its inbox must end within it. Default 3.
         max_connections: Size of each event loop's connection pool. Default 50.
     """
@@ -279,7 +316,7 @@ class RedisTransport(NodeTransport):
     def __init__(
         self,
         *,
-        hosts: Sequence[str | tuple[str, int] | Mapping[str, Any]] = (("localhost", 6379),),
+        hosts: Sequence[Host] = (("localhost", 6379),),
         prefix: str = "stomp_cluster",
         capacity: int = 10_000,
         expiry: float = 60.0,
@@ -305,13 +342,16 @@ class RedisTransport(NodeTransport):
         self.capacity = capacity
         self.expiry_ms = int(expiry * 1000)
         self.batch = batch
-        # Its plumbing only: a client per event loop, auto-pipelining, NOSCRIPT handling.
-        self._io = RedisPresence(
-            hosts=[binary_host(hosts[0])],
-            prefix=prefix,
+        self.redis = RedisConnection(
+            hosts[0],
+            name="transport",
+            unavailable=TransportUnavailable,
             socket_timeout=socket_timeout,
             max_connections=max_connections,
+            decode_responses=False,
         )
+        # An inbox key is <prefix>:inbox:{<digest of the node id>}, in Python and in Lua.
+        self._inbox_head, self._inbox_tail = f"{prefix}:inbox:{{", "}"
         # A blocking pop holds its connection, so receivers get one of their own.
         self._receivers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Redis]
         self._receivers = weakref.WeakKeyDictionary()
@@ -323,18 +363,16 @@ class RedisTransport(NodeTransport):
 
     def address(self, node_id: str) -> str:
         """The inbox key of *node_id*, with the node's hash tag as in the presence layout."""
-        return f"{self.prefix}:inbox:{{{_digest(node_id)}}}"
+        return self._inbox_head + digest(node_id) + self._inbox_tail
 
     async def open(self, node_id: str) -> str:
         address = self.address(node_id)
-        await self._io._run([_Call(("DEL", address))])
+        await self.redis.run([Call(("DEL", address))])
         return address
 
     async def send(self, address: str, message: Message) -> None:
-        call = _Call(
-            ("EVALSHA", _PUSH.sha, 1, address, self.capacity, self.expiry_ms, _pack(message)), _PUSH
-        )
-        (length,) = await self._io._run([call])
+        call = Call.lua(_PUSH, (address,), self.capacity, self.expiry_ms, _pack(message))
+        (length,) = await self.redis.run([call])
         if length == -1:
             raise ChannelFull(f"inbox {address} holds {self.capacity} messages")
 
@@ -342,7 +380,7 @@ class RedisTransport(NodeTransport):
         loop = asyncio.get_running_loop()
         client = self._receivers.get(loop)
         if client is None:
-            client = self._receivers[loop] = self._io._make_client()
+            client = self._receivers[loop] = self.redis.make_client()
         return client
 
     async def receive(self, address: str) -> Sequence[Message]:
@@ -367,8 +405,8 @@ class RedisTransport(NodeTransport):
                 if popped is None:
                     return ()
                 raws = [cast(bytes, popped[1])]
-        except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as exc:
-            raise PresenceUnavailable(f"transport unreachable: {exc}") from exc
+        except OUTAGES as exc:
+            raise self.redis.unreachable(exc) from exc
         return [_unpack(raw) for raw in raws]
 
     def shares_redis_with(self, *backends: Any) -> bool:
@@ -381,8 +419,6 @@ class RedisTransport(NodeTransport):
         known = self._shared.get(key)
         if known is not None and known[0] == backends:
             return known[1]
-        from stomp_cluster.history.redis import RedisHistory
-
         shared = all(
             backend is None
             or (isinstance(backend, RedisPresence | RedisHistory) and backend.host == self.host)
@@ -393,8 +429,8 @@ class RedisTransport(NodeTransport):
 
     async def send_to_user(
         self,
-        presence: RedisPresence,
-        history: RedisHistory | None,
+        presence: PresenceBackend,
+        history: HistoryBackend | None,
         user_key: str,
         message: Message,
         *,
@@ -407,39 +443,44 @@ class RedisTransport(NodeTransport):
         trips and three redis-py pipelines of CPU; here it is one script, which also
         makes the lookup and the append atomic (no session can appear between them).
 
-        It needs *presence*, *history* and this transport in one standalone (or Sentinel)
-        Redis: the script reaches keys it derives itself, which Redis Cluster refuses.
-        Check with :meth:`shares_redis_with` first.
+        It needs *presence* (a :class:`~stomp_cluster.presence.redis.RedisPresence`),
+        *history* (a :class:`~stomp_cluster.history.redis.RedisHistory`, or None) and this
+        transport in one standalone (or Sentinel) Redis (see :meth:`shares_redis_with`),
+        and returns None otherwise: the script reaches keys it derives itself, which
+        Redis Cluster refuses.
 
-        Args:
-            message: the node-level message, without ``id``; ``destination``, ``body``
-                and ``headers`` are also what the history records.
-            local_node: this process's node id, which gets no push (the caller
-                dispatches to it directly), or "".
+        Args: as :meth:`NodeTransport.send_to_user`.
+
+        Raises:
+            TransportUnavailable: Redis cannot be reached; whether the script ran is
+                unknown.
         """
         if not self.shares_redis_with(presence, history):
             return None
-        if history is not None:
-            keys: tuple[str, ...] = history.keys(user_key)
+        # Checked just now by shares_redis_with (cached, so a cast rather than isinstance).
+        registry = cast(RedisPresence, presence)
+        store = cast(RedisHistory | None, history)
+        if store is not None:
+            keys: tuple[str, ...] = store.keys(user_key)
             # The pending mark (offline delivery) goes with every call; the script
             # sets it only when no node holds the user.
-            max_length, max_age, *append = history.append_args(
+            max_length, max_age, *append = store.append_args(
                 message["destination"], message["body"], message["headers"], pending=True
             )
         else:
             keys, max_length, max_age, append = (), 0, 0, ["", b"", "", ""]
         script = _send_to_user_script(
-            presence.prefix,
-            self.prefix,
+            registry.user_nodes_function,
+            self._inbox_head,
+            self._inbox_tail,
             self.capacity,
             self.expiry_ms,
             local_node,
             max_length,
             max_age,
         )
-        args = (_digest(user_key), _pack(message), "0" if history is None else "1", *append)
-        call = _Call(("EVALSHA", script.sha, len(keys), *keys, *args), script)
-        (reply,) = await self._io._run([call])
+        args = (digest(user_key), _pack(message), "0" if store is None else "1", *append)
+        (reply,) = await self.redis.run([Call.lua(script, keys, *args)])
         parts = reply.split(b"\0")
         message_id = parts[0].decode("ascii") or None
         nodes: dict[str, int] = {}
@@ -456,4 +497,4 @@ class RedisTransport(NodeTransport):
         client = self._receivers.pop(loop, None)
         if client is not None:
             await client.aclose()
-        await self._io.close()
+        await self.redis.close()

@@ -427,13 +427,13 @@ def test_a_page_view_costs_a_few_round_trips_whatever_the_number_of_sessions(
         viewer.get(CONNECTIONS, params)  # learn the node list, load the scripts
         backend = get_presence()
         trips = []
-        original = backend._pipeline
+        original = backend.redis._pipeline
 
         async def counting(commands):
             trips.append(len(commands))
             return await original(commands)
 
-        monkeypatch.setattr(backend, "_pipeline", counting)
+        monkeypatch.setattr(backend.redis, "_pipeline", counting)
         before = command_counts(redis_10k.url)
         clock = time.perf_counter()
         response = viewer.get(CONNECTIONS, params)

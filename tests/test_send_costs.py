@@ -142,7 +142,7 @@ async def test_with_the_redis_transport_a_user_send_is_one_round_trip(clean_redi
         await asend_to_user("ursula", "/queue/n", "warm-up")  # connections, script loading
         trips = [
             count_round_trips(backend, monkeypatch)
-            for backend in (get_presence(), get_history()._transport, get_transport()._io)
+            for backend in (get_presence(), get_history(), get_transport())
         ]
         delivery = await asend_to_user("ursula", "/queue/n", "hi")
     assert (delivery.sessions, delivery.nodes) == (6, 2)

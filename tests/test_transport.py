@@ -25,11 +25,16 @@ from django.test import override_settings
 from stomp_cluster import asend_to_user
 from stomp_cluster.backends import get_history, get_presence, get_transport
 from stomp_cluster.checks import check_settings
-from stomp_cluster.exceptions import DeliveryFailed, PresenceUnavailable
+from stomp_cluster.exceptions import (
+    BackendUnavailable,
+    DeliveryFailed,
+    PresenceUnavailable,
+    TransportUnavailable,
+)
 from stomp_cluster.node import get_node
 from stomp_cluster.presence.base import NodeRecord, SessionRecord, SubscriptionRecord
 from stomp_cluster.send import Delivery
-from stomp_cluster.transport import RedisTransport
+from stomp_cluster.transport import ChannelLayerTransport, RedisTransport
 from tests.presence.conftest import count_round_trips
 from tests.support.procs import free_port
 
@@ -72,11 +77,20 @@ def message(n: int = 0, **extra: Any) -> dict[str, Any]:
     }
 
 
-async def eventually(condition: Callable[[], Any], within: float = 5.0) -> None:
-    deadline = time.monotonic() + within
+async def eventually(condition: Callable[[], Any], within: float = 10.0) -> None:
+    deadline = time.monotonic() + within  # generous: the machine may be busy
     while not condition():
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.01)
+
+
+async def blocked_clients(transport: RedisTransport, count: int) -> None:
+    """Wait until *count* clients wait in a blocking pop on *transport*'s Redis."""
+    client = transport.redis.client()
+    deadline = time.monotonic() + 10
+    while (await client.info("clients"))["blocked_clients"] != count:
+        assert time.monotonic() < deadline, "no receive waits in Redis"
         await asyncio.sleep(0.01)
 
 
@@ -103,7 +117,7 @@ async def test_a_message_comes_back_as_sent_with_headers_as_lists(make_transport
     assert type(got["body"]) is bytes
     assert all(type(got[k]) is str for k in ("type", "user", "destination"))
     assert "id" not in got  # only a history id adds one
-    # Node.dispatch reads the headers as (name, value) pairs of str.
+    # Node.deliver reads the headers as (name, value) pairs of str.
     assert tuple((str(k), str(v)) for k, v in got["headers"]) == sent["headers"]
 
 
@@ -125,13 +139,13 @@ async def test_a_waiting_receive_wakes_up_on_a_push(make_transport):
     assert transport.block == 1.0
     address = await transport.open("n1")
     sender = make_transport()  # another process's view of the same inbox
-    start = time.monotonic()
+    await transport.receive(address)  # connect and learn the server version first
     receiving = asyncio.ensure_future(transport.receive(address))
-    await asyncio.sleep(0.1)
+    await blocked_clients(sender, 1)  # the receive waits in Redis now
     await sender.send(address, message(0))
     await sender.send(address, message(1))
     got = list(await receiving)
-    assert time.monotonic() - start < 0.9  # woken by the push, not by the timeout
+    assert got  # woken by the push: a timed-out wait would have returned nothing
     if len(got) < 2:
         got += await transport.receive(address)
     assert [m["body"] for m in got] == [b"m0", b"m1"]
@@ -211,17 +225,19 @@ async def test_an_inbox_expires_after_its_last_push(make_transport, raw):
     await transport.send(address, message(0))
     assert 0 < await raw.pttl(address) <= 5000
 
-    short = make_transport(expiry=0.3)
+    short = make_transport(expiry=1)
     await short.send(address, message(1))
-    assert 0 < await raw.pttl(address) <= 300  # each push sets it again
-    await asyncio.sleep(0.5)
-    assert await raw.exists(address) == 0  # nobody read it: gone
+    assert 0 < await raw.pttl(address) <= 1000  # each push sets it again
+    deadline = time.monotonic() + 10
+    while await raw.exists(address):  # nobody reads it: it goes
+        assert time.monotonic() < deadline, "the inbox never expired"
+        await asyncio.sleep(0.05)
 
 
 # -- failures and configuration ----------------------------------------------------------
 
 
-async def test_unreachable_redis_raises_presence_unavailable_quickly():
+async def test_unreachable_redis_raises_transport_unavailable_quickly():
     port = free_port()  # nothing listens there
     transport = RedisTransport(hosts=[f"redis://127.0.0.1:{port}/0"], socket_timeout=0.5)
     address = transport.address("n1")
@@ -232,8 +248,9 @@ async def test_unreachable_redis_raises_presence_unavailable_quickly():
             lambda: transport.open("n1"),
         ):
             start = time.monotonic()
-            with pytest.raises(PresenceUnavailable):
+            with pytest.raises(TransportUnavailable, match="^transport unreachable: ") as info:
                 await operation()
+            assert not isinstance(info.value, PresenceUnavailable)
             assert time.monotonic() - start < 3.0
     finally:
         await transport.close()
@@ -483,6 +500,50 @@ async def test_a_send_while_redis_is_down_fails_with_delivery_failed():
         assert time.monotonic() - start < 3.0
 
 
+async def test_only_the_redis_transport_sharing_redis_sends_in_one_trip(clean_redis):
+    """``send_to_user`` is the optional one-trip shortcut: None means "route normally"."""
+    user_send = {"type": "stomp.user", "user": "u", "destination": USER_DESTINATION}
+    message_ = {**user_send, "body": b"", "headers": ()}
+    with cluster_settings(clean_redis.url):
+        presence, history = get_presence(), get_history()
+        assert (
+            await ChannelLayerTransport().send_to_user(
+                presence, history, "u", message_, local_node=""
+            )
+            is None
+        )
+    with cluster_settings(clean_redis.url, transport_hosts=[("127.0.0.1", clean_redis.port)]):
+        transport = get_transport()
+        assert (
+            await transport.send_to_user(
+                get_presence(), get_history(), "u", message_, local_node=""
+            )
+            is None
+        )
+        assert await get_history().last_id("u") is None  # nothing was done
+    with cluster_settings(clean_redis.url):
+        sent = await get_transport().send_to_user(
+            get_presence(), get_history(), "u", message_, local_node=""
+        )
+        assert sent is not None and sent.nodes == {}
+        assert sent.message_id == await get_history().last_id("u")
+
+
+async def test_the_one_trip_send_names_the_transport_when_redis_is_down():
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    with cluster_settings(url):
+        with pytest.raises(TransportUnavailable, match="^transport unreachable: ") as info:
+            await get_transport().send_to_user(
+                get_presence(),
+                get_history(),
+                "u",
+                {"type": "stomp.user", "destination": USER_DESTINATION, "body": b"", "headers": ()},
+                local_node="",
+            )
+        assert isinstance(info.value, BackendUnavailable)
+        await get_transport().close()
+
+
 # -- a started node ----------------------------------------------------------------------
 
 
@@ -549,8 +610,8 @@ async def test_a_started_node_reads_its_inbox_and_delivers(started_node):
         SessionRecord("s1", "n1", node.channel_name, "ursula", "ursula", "", "", "1.2", now, now)
     )
     sent = await transport.send_to_user(
-        presence,  # type: ignore[arg-type]
-        history,  # type: ignore[arg-type]
+        presence,
+        history,
         "ursula",
         {
             "type": "stomp.user",
@@ -561,6 +622,7 @@ async def test_a_started_node_reads_its_inbox_and_delivers(started_node):
         },
         local_node="elsewhere",
     )
+    assert sent is not None
     assert sent.nodes == {"n1": 1} and sent.full == frozenset()
     assert sent.message_id == await history.last_id("ursula")
     await eventually(lambda: len(stub.delivered) == 2)
@@ -592,9 +654,14 @@ async def test_a_started_node_delivers_its_own_sessions_without_its_inbox(starte
     assert [(d[1], d[3]) for d in stub.delivered] == [(b"both", message_id)]
     [got] = await transport.receive(transport.address("far-0"))
     assert got["id"] == message_id
-    # ...and not a second time through this node's own inbox.
-    await asyncio.sleep(0.3)
-    assert len(stub.delivered) == 1
+    # ...and not a second time through this node's own inbox: a marker pushed to it after
+    # the send arrives right after the first delivery, with nothing in between.
+    await transport.send(
+        node.channel_name,
+        {"type": "stomp.session", "session": "s1", "destination": "/queue/marker", "body": b""},
+    )
+    await eventually(lambda: len(stub.delivered) >= 2)
+    assert [d[0] for d in stub.delivered] == [USER_DESTINATION, "/queue/marker"]
     assert await raw.llen(node.channel_name) == 0
 
 
@@ -608,7 +675,12 @@ class SwallowingTransport(RedisTransport):
 
     swallowed = 0
 
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self.receiving = asyncio.Event()  # set once the listener has called receive
+
     async def receive(self, address: str) -> Any:
+        self.receiving.set()
         try:
             return await super().receive(address)
         except asyncio.CancelledError:
@@ -627,10 +699,10 @@ async def test_node_stop_returns_even_if_a_receive_swallowed_its_cancellation(cl
         transport = get_transport()
         assert isinstance(transport, SwallowingTransport)
         listener = node._tasks[0]
-        await asyncio.sleep(0.1)  # the listener waits in receive
+        await asyncio.wait_for(transport.receiving.wait(), 10)  # the listener waits in it
         stopping = asyncio.ensure_future(node.stop())
         try:
-            done, _ = await asyncio.wait([stopping], timeout=3)
+            done, _ = await asyncio.wait([stopping], timeout=10)
             assert transport.swallowed == 1
             assert stopping in done, "Node.stop() did not return"
         finally:

@@ -55,10 +55,11 @@ Errors
 ======
 
 A backend that cannot reach its store raises
-:class:`~stomp_cluster.exceptions.PresenceUnavailable`, as the presence registry does:
-callers degrade (deliver live, without history) rather than crash. A malformed id or a
-non-positive ``limit`` raises :class:`ValueError`; bad options raise
-:class:`~django.core.exceptions.ImproperlyConfigured`.
+:class:`~stomp_cluster.exceptions.HistoryUnavailable` (a
+:class:`~stomp_cluster.exceptions.BackendUnavailable`, like the presence registry's
+``PresenceUnavailable``): callers degrade (deliver live, without history) rather than
+crash. A malformed id or a non-positive ``limit`` raises :class:`ValueError`; bad options
+raise :class:`~django.core.exceptions.ImproperlyConfigured`.
 """
 
 from __future__ import annotations
@@ -224,7 +225,7 @@ class HistoryBackend(abc.ABC):
             the store's clock) are removed by the next append to that user's history, and
             a history with no append for ``max_age`` is dropped whole. Default 86400.
 
-    All methods may raise :class:`~stomp_cluster.exceptions.PresenceUnavailable`. Each is
+    All methods may raise :class:`~stomp_cluster.exceptions.HistoryUnavailable`. Each is
     atomic: concurrent callers on any node see it happen entirely or not at all.
     """
 

@@ -11,7 +11,7 @@ atomic on the event loop, as a Lua script is atomic on Redis.
 State lives in the instance: build one per process and share it. Memory is bounded by
 ``max_length`` entries per user, and histories that expired are dropped by later appends
 (oldest first, cheaply: the histories are kept in the order of their last append). It never
-raises :class:`~stomp_cluster.exceptions.PresenceUnavailable`.
+raises :class:`~stomp_cluster.exceptions.HistoryUnavailable`.
 """
 
 from __future__ import annotations

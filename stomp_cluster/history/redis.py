@@ -80,11 +80,17 @@ user's later entries in batches of at least 256 until it has ``limit``, blocking
 Connections
 ===========
 
-Connections are made exactly as by :class:`~stomp_cluster.presence.redis.RedisPresence`,
-whose plumbing this backend reuses (one client per event loop, a blocking pool of
-``max_connections``, ``socket_timeout`` everywhere, RESP2, no automatic retries, Sentinel
-support), with one difference: replies are not decoded, since bodies are bytes. Outages
-raise :class:`~stomp_cluster.exceptions.PresenceUnavailable`.
+Connections are :mod:`stomp_cluster.redis_connection`'s, as for the presence registry (one
+client per event loop, auto-pipelining, a blocking pool of ``max_connections``,
+``socket_timeout`` everywhere, RESP2, no automatic retries, Sentinel support), with one
+difference: replies are not decoded, since bodies are bytes. Outages raise
+:class:`~stomp_cluster.exceptions.HistoryUnavailable`, whose message starts with
+``"message history unreachable: "``.
+
+The append script is also a Lua function, :data:`APPEND_FUNCTION`, so that the transport's
+one-trip send (:meth:`stomp_cluster.transport.RedisTransport.send_to_user`) appends
+exactly as :meth:`RedisHistory.append` does, with :meth:`RedisHistory.keys` and
+:meth:`RedisHistory.append_args` for its ``KEYS`` and ``ARGV``.
 """
 
 from __future__ import annotations
@@ -92,10 +98,10 @@ from __future__ import annotations
 import functools
 import json
 import struct
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
-from stomp_cluster.exceptions import PresenceUnavailable
+from stomp_cluster.exceptions import HistoryUnavailable
 from stomp_cluster.history.base import (
     HistoryBackend,
     HistoryEntry,
@@ -103,29 +109,26 @@ from stomp_cluster.history.base import (
     is_complete,
     parse_id,
 )
-
-# The presence backend's private plumbing, reused on purpose rather than copied: _Call and
-# _Script (pipelined EVALSHA with its NOSCRIPT fallback), _digest (the 20-hex-digit SHA-1 of
-# key names) and RedisPresence itself, whose _client()/_run() build the per-loop client and
-# map outages. If they move, move these imports with them.
-from stomp_cluster.presence.redis import (
-    RedisPresence,
-    _Call,
-    _digest,
-    _Script,
-    _script,
-    binary_host,
+from stomp_cluster.redis_connection import (
+    Call,
+    Host,
+    RedisConnection,
+    Script,
     check_hosts_and_prefix,
+    digest,
 )
 from stomp_cluster.typing import Headers
 
-__all__ = ["RedisHistory"]
+__all__ = ["APPEND_FUNCTION", "RedisHistory"]
 
 _MAX_ID = (2**64 - 1, 2**64 - 1)
 
-# A function, so that RedisTransport's one-trip send can run it too (its parameters shadow
-# the script's KEYS and ARGV). KEYS: stream, pending. ARGV: max_length, max_age ms,
-# destination, body, headers JSON, destination hash ("" unless pending). Returns the new id.
+#: Lua source of ``append(KEYS, ARGV)``, the append script as a function, so that another
+#: script can append to a history in the same round trip (the transport's one-trip send
+#: does). Its parameters shadow the script's own ``KEYS`` and ``ARGV``. KEYS: the stream and
+#: pending-hash keys (:meth:`RedisHistory.keys`). ARGV: max_length, max_age in ms,
+#: destination, body, headers JSON, destination digest or "" (no pending mark), as
+#: :meth:`RedisHistory.append_args` gives them. Returns the new entry's id.
 APPEND_FUNCTION = r"""
 local function append(KEYS, ARGV)
 local stream = KEYS[1]
@@ -233,16 +236,11 @@ if #newest == 0 then return false end
 return newest[1][1]
 """
 
-_S_APPEND = _script(_APPEND, prelude=False)
-_S_READ = _script(_READ, prelude=False)
-_S_TAKE_PENDING = _script(_TAKE_PENDING, prelude=False)
-_S_LAST_ID = _script(_LAST_ID, prelude=False)
-_S_SET_ACKED = _script(_SET_ACKED, prelude=False)
-
-
-def _lua(script: _Script, keys: Sequence[str], *args: str | int | bytes) -> _Call:
-    # _Call.lua takes one key; the append script declares both, as Redis Cluster requires.
-    return _Call(("EVALSHA", script.sha, len(keys), *keys, *args), script)
+_S_APPEND = Script.from_source(_APPEND)
+_S_READ = Script.from_source(_READ)
+_S_TAKE_PENDING = Script.from_source(_TAKE_PENDING)
+_S_LAST_ID = Script.from_source(_LAST_ID)
+_S_SET_ACKED = Script.from_source(_SET_ACKED)
 
 
 _SIZES = struct.Struct(">IIII")
@@ -284,12 +282,13 @@ class RedisHistory(HistoryBackend):
 
     Args:
         hosts: Where Redis is, in any form :class:`~stomp_cluster.presence.redis.RedisPresence`
-            accepts (URL, ``(host, port)``, connection keyword arguments, Sentinel dict);
-            the first entry is used. ``decode_responses`` is forced off. Default
-            ``[("localhost", 6379)]``.
+            accepts (URL, ``(host, port)``, connection keyword arguments, Sentinel dict;
+            see :data:`~stomp_cluster.redis_connection.Host`); the first entry is used.
+            ``decode_responses`` is forced off. Default ``[("localhost", 6379)]``.
         prefix: Prefix of every key; no braces. Default ``"stomp_cluster"``.
         socket_timeout: Seconds to wait for Redis (connect, reply, or a free pooled
-            connection) before raising PresenceUnavailable. Default 3.
+            connection) before raising
+            :class:`~stomp_cluster.exceptions.HistoryUnavailable`. Default 3.
         max_connections: Size of each event loop's connection pool. Default 50.
         max_length: See :class:`~stomp_cluster.history.base.HistoryBackend`. Default 1000.
         max_age: See :class:`~stomp_cluster.history.base.HistoryBackend`. Default 86400.
@@ -298,7 +297,7 @@ class RedisHistory(HistoryBackend):
     def __init__(
         self,
         *,
-        hosts: Sequence[str | tuple[str, int] | Mapping[str, Any]] = (("localhost", 6379),),
+        hosts: Sequence[Host] = (("localhost", 6379),),
         prefix: str = "stomp_cluster",
         socket_timeout: float = 3.0,
         max_connections: int = 50,
@@ -310,12 +309,13 @@ class RedisHistory(HistoryBackend):
         check_hosts_and_prefix("RedisHistory", hosts, prefix)
         self.prefix = prefix
         self.host = hosts[0]
-        # Only its connection plumbing is used: it holds one client per event loop.
-        self._transport = RedisPresence(
-            hosts=[binary_host(hosts[0])],
-            prefix=prefix,
+        self.redis = RedisConnection(
+            hosts[0],
+            name="message history",
+            unavailable=HistoryUnavailable,
             socket_timeout=socket_timeout,
             max_connections=max_connections,
+            decode_responses=False,
         )
 
     def keys(self, user_key: str) -> tuple[str, str]:
@@ -323,38 +323,38 @@ class RedisHistory(HistoryBackend):
         return self._keys(user_key)
 
     def _keys(self, user_key: str) -> tuple[str, str]:
-        stream = f"{self.prefix}:h:{{{_digest(user_key)}}}"
+        stream = f"{self.prefix}:h:{{{digest(user_key)}}}"
         return stream, f"{stream}:pending"
 
-    async def _call(self, call: _Call) -> Any:
-        """Run one script call in one round trip; outages become PresenceUnavailable."""
-        try:
-            (reply,) = await self._transport._run([call])
-        except PresenceUnavailable as exc:
-            raise PresenceUnavailable(
-                str(exc).replace("presence backend", "message history", 1)
-            ) from exc
+    async def _call(self, call: Call) -> Any:
+        """Run one call in one round trip; outages raise HistoryUnavailable."""
+        (reply,) = await self.redis.run([call])
         return reply
 
     def append_args(
         self, destination: str, body: bytes, headers: Headers, pending: bool
     ) -> tuple[int, int, str, bytes, str, str]:
-        """ARGV of the append script (see ``APPEND_FUNCTION``), shared with RedisTransport."""
+        """``ARGV`` of :data:`APPEND_FUNCTION` for one message, shared with RedisTransport.
+
+        Args:
+            pending: set the pending mark of *destination* if none is set: the message
+                waits for the user's next subscription to it (offline delivery).
+        """
         return (
             self.max_length,
             self.max_age_ms,
             destination,
             bytes(body),
             _headers_json(tuple(headers)),
-            _digest(destination) if pending else "",
+            digest(destination) if pending else "",
         )
 
     def _append_call(
         self, user_key: str, destination: str, body: bytes, headers: Headers, pending: bool
-    ) -> _Call:
+    ) -> Call:
         """Return the script call of :meth:`append` (tests pipeline many of them)."""
         args = self.append_args(destination, body, headers, pending)
-        return _lua(_S_APPEND, self._keys(user_key), *args)
+        return Call.lua(_S_APPEND, self._keys(user_key), *args)
 
     async def append(
         self,
@@ -384,7 +384,7 @@ class RedisHistory(HistoryBackend):
         want = 0 if start == _MAX_ID else limit
         stream, _ = self._keys(user_key)
         filtered = "0" if destination is None else "1"
-        call = _lua(_S_READ, [stream], after, want, destination or "", filtered)
+        call = Call.lua(_S_READ, [stream], after, want, destination or "", filtered)
         reply: list[Any] | None = await self._call(call)
         if reply is None:
             complete = is_complete(start, exists=False, length=0, added=0, max_deleted=(0, 0))
@@ -403,7 +403,7 @@ class RedisHistory(HistoryBackend):
     async def take_pending(self, user_key: str, destination: str) -> str | None:
         _, pending = self._keys(user_key)
         reply: bytes | None = await self._call(
-            _lua(_S_TAKE_PENDING, [pending], _digest(destination))
+            Call.lua(_S_TAKE_PENDING, [pending], digest(destination))
         )
         return None if reply is None else reply.decode("ascii")
 
@@ -411,21 +411,21 @@ class RedisHistory(HistoryBackend):
         parse_id(message_id)
         stream, _ = self._keys(user_key)
         await self._call(
-            _lua(_S_SET_ACKED, [stream, f"{stream}:acks"], _digest(destination), message_id)
+            Call.lua(_S_SET_ACKED, [stream, f"{stream}:acks"], digest(destination), message_id)
         )
 
     async def acked(self, user_key: str, destination: str) -> str | None:
         stream, _ = self._keys(user_key)
         reply: bytes | None = await self._call(
-            _Call(("HGET", f"{stream}:acks", _digest(destination)))
+            Call(("HGET", f"{stream}:acks", digest(destination)))
         )
         return None if reply is None else reply.decode("ascii")
 
     async def last_id(self, user_key: str) -> str | None:
         stream, _ = self._keys(user_key)
-        reply: bytes | None = await self._call(_lua(_S_LAST_ID, [stream]))
+        reply: bytes | None = await self._call(Call.lua(_S_LAST_ID, [stream]))
         return None if reply is None else reply.decode("ascii")
 
     async def close(self) -> None:
         """Close this event loop's client and its connections."""
-        await self._transport.close()
+        await self.redis.close()

@@ -62,7 +62,7 @@ import abc
 import base64
 import binascii
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,6 +78,7 @@ __all__ = [
     "decode_cursor",
     "encode_cursor",
     "session_order",
+    "unique_subscriptions",
 ]
 
 
@@ -182,6 +183,15 @@ def check_session(session: SessionRecord) -> None:
     """
     if "\x00" in session.session_id:
         raise ValueError(f"session id may not contain NUL: {session.session_id!r}")
+
+
+def unique_subscriptions(subs: Iterable[SubscriptionRecord]) -> tuple[SubscriptionRecord, ...]:
+    """Return *subs* with one subscription per id, as every backend stores them.
+
+    A repeated id keeps the position of its first occurrence and the value of its last, as
+    if each one had been added in turn with :meth:`PresenceBackend.add_subscription`.
+    """
+    return tuple({sub.id: sub for sub in subs}.values())
 
 
 def encode_cursor(position: tuple[float, str]) -> str:

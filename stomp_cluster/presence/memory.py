@@ -30,6 +30,7 @@ from stomp_cluster.presence.base import (
     decode_cursor,
     encode_cursor,
     session_order,
+    unique_subscriptions,
 )
 
 __all__ = ["MemoryPresence"]
@@ -49,11 +50,6 @@ class _Node:
 def _check_ttl(ttl: float) -> None:
     if not ttl > 0:
         raise ValueError(f"ttl must be positive, got {ttl!r}")
-
-
-def _unique_subs(subs: Iterable[SubscriptionRecord]) -> tuple[SubscriptionRecord, ...]:
-    # Same rule in both backends: a repeated id keeps its first position and last value.
-    return tuple({sub.id: sub for sub in subs}.values())
 
 
 class MemoryPresence(PresenceBackend):
@@ -207,7 +203,7 @@ class MemoryPresence(PresenceBackend):
         other = self._sessions.get(session.session_id)
         if other is not None:
             self._unindex(other.session_id, other.node_id)
-        subs = _unique_subs(session.subscriptions)
+        subs = unique_subscriptions(session.subscriptions)
         self._index(dataclasses.replace(session, subscriptions=subs))
 
     async def remove_session(self, session_id: str, node_id: str) -> SessionRecord | None:

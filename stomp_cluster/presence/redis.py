@@ -74,42 +74,30 @@ backend does not create yet: use a standalone Redis or Sentinel.
 Connections
 ===========
 
-One client per running event loop, as in channels_redis: redis-py's asyncio connections
-belong to the loop that opened them, and ``async_to_sync`` may run a fresh loop per call.
-The pool is a :class:`~redis.asyncio.BlockingConnectionPool`, which waits up to
-``pool_timeout`` (30 s) for a free connection instead of failing at once: under a burst,
-calls queue for the pool rather than report an outage that is only load (with the socket
-timeout as the wait, a thousand concurrent calls on a slow machine failed). Its size and the
-socket timeout are set explicitly: redis-py 8's defaults (100 connections, 5 s) are what
-broke channels_redis under load (see FINDINGS). redis-py's automatic retries are off: a
-script whose reply was lost may have run, and running ``reap_node`` twice would lose its
-sessions. We speak RESP2, under which the pool replaces connections that died while idle,
-so the first call after a Redis restart succeeds (under redis-py 8's default RESP3 it fails).
-After a failed call the idle connections are dropped, as they are likely dead too.
+Connections, pipelining, scripts and outages are :mod:`stomp_cluster.redis_connection`'s
+(one client per event loop, auto-pipelining, RESP2, no automatic retries); an outage raises
+:class:`~stomp_cluster.exceptions.PresenceUnavailable`, whose message starts with
+``"presence backend unreachable: "``. Running ``reap_node`` twice would lose its sessions,
+which is one reason the connection layer never retries a call by itself.
+
+Other backends' scripts
+=======================
+
+The transport's one-trip send (:meth:`stomp_cluster.transport.RedisTransport.send_to_user`)
+looks the user up inside its own script. It does not rebuild this layout: it runs the Lua
+function :meth:`RedisPresence.user_nodes_function` gives it, written here next to the Python
+that builds the same names.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import functools
-import hashlib
 import json
 import logging
 import math
 import time
-import weakref
-from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, cast
-
-from django.core.exceptions import ImproperlyConfigured
-from redis import exceptions as redis_errors
-from redis.asyncio import BlockingConnectionPool, Redis
-from redis.asyncio.retry import Retry
-from redis.asyncio.sentinel import Sentinel
-from redis.backoff import NoBackoff
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 from stomp_cluster.exceptions import PresenceUnavailable
 from stomp_cluster.presence.base import (
@@ -122,16 +110,27 @@ from stomp_cluster.presence.base import (
     decode_cursor,
     encode_cursor,
     session_order,
+    unique_subscriptions,
+)
+from stomp_cluster.redis_connection import (
+    HASH_LEN,
+    Call,
+    Host,
+    RedisConnection,
+    Script,
+    check_hosts_and_prefix,
+    digest,
+    lua_string,
 )
 
 __all__ = ["RedisPresence"]
 
 logger = logging.getLogger(__name__)
 
-#: Hex digits of SHA-1 kept in key names; the Lua below hard-codes the same 20.
-_HASH_LEN = 20
-
-_PRELUDE = r"""
+# A subscription's field value starts with its destination's digest, HASH_LEN characters.
+_PRELUDE = (
+    f"local HASH_LEN = {HASH_LEN}\n"
+    + r"""
 local base = ARGV[1]
 local function unindex(sid)
   local skey = base .. 'sess:' .. sid
@@ -142,7 +141,7 @@ local function unindex(sid)
     if f == 'uh' then
       redis.call('SREM', base .. 'u:' .. fields[i + 1], sid)
     elseif string.sub(f, 1, 2) == 's:' then
-      redis.call('ZREM', base .. 'd:' .. string.sub(fields[i + 1], 1, 20),
+      redis.call('ZREM', base .. 'd:' .. string.sub(fields[i + 1], 1, HASH_LEN),
                  sid .. '\0' .. string.sub(f, 3))
     end
   end
@@ -159,6 +158,7 @@ local function unindex_all()
   return out
 end
 """
+)
 
 # ARGV: base, sid, connected_at, user hash or "", n, n field/value pairs, then
 # (sub id, destination hash, json) triples.
@@ -184,7 +184,9 @@ local sid, subid = ARGV[2], ARGV[3]
 local score = redis.call('HGET', KEYS[1], 'connected_at')
 if not score then return 0 end
 local old = redis.call('HGET', KEYS[1], 's:' .. subid)
-if old then redis.call('ZREM', base .. 'd:' .. string.sub(old, 1, 20), sid .. '\0' .. subid) end
+if old then
+  redis.call('ZREM', base .. 'd:' .. string.sub(old, 1, HASH_LEN), sid .. '\0' .. subid)
+end
 local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
 redis.call('HSET', KEYS[1], 's:' .. subid, ARGV[4] .. seq .. ':' .. ARGV[5])
 redis.call('ZADD', base .. 'd:' .. ARGV[4], score, sid .. '\0' .. subid)
@@ -195,7 +197,7 @@ return 1
 _REMOVE_SUBSCRIPTION = r"""
 local old = redis.call('HGET', KEYS[1], 's:' .. ARGV[3])
 if not old then return 0 end
-redis.call('ZREM', base .. 'd:' .. string.sub(old, 1, 20), ARGV[2] .. '\0' .. ARGV[3])
+redis.call('ZREM', base .. 'd:' .. string.sub(old, 1, HASH_LEN), ARGV[2] .. '\0' .. ARGV[3])
 redis.call('HDEL', KEYS[1], 's:' .. ARGV[3])
 return 1
 """
@@ -309,22 +311,27 @@ return out
 """
 
 
-#: One Redis command: its name and arguments (bytes for binary values).
-Command = tuple[str | int | bytes, ...]
+# For RedisPresence.user_nodes_function: {nodes}, {head} and {tail} are Lua string literals.
+_USER_NODES = """
+local function user_nodes(uh)
+  local found = {{}}
+  for _, node in ipairs(redis.call('ZRANGE', {nodes}, 0, -1)) do
+    local tag = digest(node)
+    local n = redis.call('SCARD', {head} .. tag .. {tail} .. uh)
+    if n > 0 then found[#found + 1] = {{node, tag, n}} end
+  end
+  return found
+end
+"""
 
-#: The argument types redis-py packs (it refuses bool, None and the rest).
-_ENCODABLE = frozenset({str, bytes, int, float})
+
+def _script(body: str, prelude: bool = True) -> Script:
+    return Script.from_source((_PRELUDE if prelude else "") + body)
 
 
-@dataclass(frozen=True, slots=True)
-class _Script:
-    source: str
-    sha: str
-
-
-def _script(body: str, prelude: bool = True) -> _Script:
-    source = (_PRELUDE if prelude else "") + body
-    return _Script(source, hashlib.sha1(source.encode()).hexdigest())
+def _lua(script: Script, key: str, *args: str | int) -> Call:
+    # Every presence script declares one key, the one that routes it to its node's slot.
+    return Call.lua(script, (key,), *args)
 
 
 _S_ADD_SESSION = _script(_ADD_SESSION)
@@ -340,148 +347,6 @@ _S_LOCK_ACQUIRE = _script(_LOCK_ACQUIRE, prelude=False)
 _S_LOCK_RELEASE = _script(_LOCK_RELEASE, prelude=False)
 _S_READ_USER = _script(_READ_USER)
 _S_PAGE = _script(_PAGE)
-
-
-@dataclass(frozen=True, slots=True)
-class _Call:
-    """One command of a pipeline; for a script, ``args`` are EVALSHA's."""
-
-    args: Command
-    script: _Script | None = None
-
-    @classmethod
-    def lua(cls, script: _Script, key: str, *args: str | int) -> _Call:
-        return cls(("EVALSHA", script.sha, 1, key, *args), script)
-
-    def as_eval(self) -> Command:
-        assert self.script is not None
-        return ("EVAL", self.script.source, *self.args[2:])
-
-
-class _Batcher:
-    """Put the commands of concurrent calls into shared pipelines (auto-pipelining).
-
-    Each redis-py command costs the caller far more CPU than Redis spends on it: a pooled
-    connection is taken and given back, the command packed, the reply awaited and parsed.
-    Under load that, not Redis, caps a sender (about 1 ms per send with three commands;
-    ``docs/performance.md``). So calls queue here, and at most :attr:`depth` pipelines
-    are in flight per event loop: a call made while they are busy goes out with every
-    other call made meanwhile, in the next pipeline. An idle backend adds no delay (the
-    first call starts a pipeline on the next loop iteration), a busy one sends bigger
-    pipelines, and the pool never needs more than *depth* connections for them.
-
-    Commands of one call stay together and in order; calls of different tasks were never
-    ordered, and two pipelines in flight may run in either order, as two pooled
-    connections could.
-    """
-
-    def __init__(
-        self,
-        send: Callable[[Sequence[Command]], Awaitable[list[Any]]],
-        *,
-        depth: int = 2,
-        max_commands: int = 4096,
-    ) -> None:
-        self.depth = depth
-        self.max_commands = max_commands
-        self._send = send
-        self._waiting: deque[tuple[Sequence[Command], asyncio.Future[list[Any]]]] = deque()
-        self._inflight = 0
-        self._tasks: set[asyncio.Task[None]] = set()  # the loop keeps only weak references
-
-    async def submit(self, commands: Sequence[Command]) -> list[Any]:
-        """Send *commands* with whatever else is waiting; return their replies in order.
-
-        Raises:
-            redis.exceptions.DataError: an argument is not bytes, str, int or float. It is
-                checked here, since redis-py would fail the whole shared pipeline for it.
-        """
-        for command in commands:
-            for arg in command:
-                if type(arg) not in _ENCODABLE:
-                    raise redis_errors.DataError(
-                        f"invalid argument of type {type(arg).__name__} in {command[0]!r}: "
-                        "convert it to bytes, str, int or float first"
-                    )
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[list[Any]] = loop.create_future()
-        self._waiting.append((commands, future))
-        if self._inflight < self.depth:
-            self._inflight += 1
-            task = loop.create_task(self._drain())
-            self._tasks.add(task)
-            task.add_done_callback(self._drained)
-        return await future
-
-    def _drained(self, task: asyncio.Task[None]) -> None:
-        # A done callback rather than a finally: it also runs for a task cancelled
-        # before it started.
-        self._tasks.discard(task)
-        self._inflight -= 1
-
-    async def _drain(self) -> None:
-        while self._waiting:
-            batch: list[tuple[Sequence[Command], asyncio.Future[list[Any]]]] = []
-            size = 0
-            while self._waiting and (
-                not batch or size + len(self._waiting[0][0]) <= self.max_commands
-            ):
-                item = self._waiting.popleft()
-                if item[1].done():
-                    continue  # its caller was cancelled while it waited: never sent
-                batch.append(item)
-                size += len(item[0])
-            if not batch:
-                continue
-            flat = [command for commands, _ in batch for command in commands]
-            try:
-                replies = await self._send(flat)
-            except asyncio.CancelledError:
-                # The loop is closing: nobody is left to send what waits.
-                for _, future in (*batch, *self._waiting):
-                    future.cancel()
-                self._waiting.clear()
-                raise
-            except Exception as exc:
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(exc)
-                continue
-            start = 0
-            for commands, future in batch:
-                end = start + len(commands)
-                if not future.done():  # its caller was cancelled while it was sent
-                    future.set_result(replies[start:end])
-                start = end
-
-
-def check_hosts_and_prefix(owner: str, hosts: Sequence[Any], prefix: str) -> None:
-    """Refuse what no Redis backend of ours can work with, naming *owner* in the message.
-
-    Raises:
-        ImproperlyConfigured: *hosts* is empty, or *prefix* is empty or has braces.
-    """
-    if not hosts:
-        raise ImproperlyConfigured(f"{owner} needs at least one entry in 'hosts'.")
-    if not prefix or "{" in prefix or "}" in prefix:
-        raise ImproperlyConfigured(
-            f"{owner} 'prefix' must be non-empty and without braces, got {prefix!r}: "
-            "braces would change the Redis Cluster hash tag of every key."
-        )
-
-
-def binary_host(host: str | tuple[str, int] | Mapping[str, Any]) -> Mapping[str, Any]:
-    """Return *host* in RedisPresence's mapping form, with reply decoding turned off."""
-    if isinstance(host, str):
-        return {"address": host, "decode_responses": False}
-    if isinstance(host, Mapping):
-        return {**host, "decode_responses": False}
-    return {"host": host[0], "port": host[1], "decode_responses": False}
-
-
-@functools.lru_cache(maxsize=4096)  # user keys and destinations repeat: W1 asks 3 per send
-def _digest(value: str) -> str:
-    return hashlib.sha1(value.encode()).hexdigest()[:_HASH_LEN]
 
 
 def _ms(ttl: float) -> int:
@@ -504,7 +369,7 @@ def _session_fields(session: SessionRecord) -> dict[str, str]:
     }
     if session.user_key is not None:
         fields["user_key"] = session.user_key
-        fields["uh"] = _digest(session.user_key)
+        fields["uh"] = digest(session.user_key)
     return fields
 
 
@@ -517,7 +382,7 @@ def _session(raw: Sequence[str] | Mapping[str, str]) -> SessionRecord:
     subs: list[tuple[int, SubscriptionRecord]] = []
     for name, value in fields.items():
         if name.startswith("s:"):
-            seq, _, payload = value[_HASH_LEN:].partition(":")
+            seq, _, payload = value[HASH_LEN:].partition(":")
             destination, ack = json.loads(payload)
             subs.append((int(seq), SubscriptionRecord(name[2:], destination, ack)))
     subs.sort(key=lambda item: item[0])
@@ -540,11 +405,6 @@ def _sessions(raws: Iterable[Sequence[str]]) -> list[SessionRecord]:
     return sorted((_session(raw) for raw in raws), key=session_order)
 
 
-def _unique_subs(subs: Iterable[SubscriptionRecord]) -> list[SubscriptionRecord]:
-    # Same rule in both backends: a repeated id keeps its first position and last value.
-    return list({sub.id: sub for sub in subs}.values())
-
-
 class RedisPresence(PresenceBackend):
     """Presence in Redis (standalone or Sentinel), laid out for Redis Cluster.
 
@@ -556,7 +416,7 @@ class RedisPresence(PresenceBackend):
             {...}}`` plus connection keyword arguments. Default ``[("localhost", 6379)]``.
         prefix: Prefix of every key; no braces. Default ``"stomp_cluster"``.
         socket_timeout: Seconds to wait for Redis to connect or reply before raising
-            PresenceUnavailable. Default 3.
+            :class:`~stomp_cluster.exceptions.PresenceUnavailable`. Default 3.
         max_connections: Size of each event loop's connection pool. Default 50.
         pool_timeout: Seconds a call waits for a free pooled connection. Default 30:
             a burst of calls (a thousand sends at once) queues for the pool rather than
@@ -566,7 +426,7 @@ class RedisPresence(PresenceBackend):
     def __init__(
         self,
         *,
-        hosts: Sequence[str | tuple[str, int] | Mapping[str, Any]] = (("localhost", 6379),),
+        hosts: Sequence[Host] = (("localhost", 6379),),
         prefix: str = "stomp_cluster",
         socket_timeout: float = 3.0,
         max_connections: int = 50,
@@ -577,135 +437,46 @@ class RedisPresence(PresenceBackend):
         check_hosts_and_prefix("RedisPresence", hosts, prefix)
         self.host = hosts[0]
         self.prefix = prefix
-        self.socket_timeout = socket_timeout
-        self.max_connections = max_connections
-        self.pool_timeout = pool_timeout
-        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Redis]
-        self._clients = weakref.WeakKeyDictionary()
-        self._batchers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Batcher]
-        self._batchers = weakref.WeakKeyDictionary()
-        # The last loop asked, and its batcher: almost always the one running.
-        self._last_batcher: tuple[asyncio.AbstractEventLoop, _Batcher] | None = None
+        self.redis = RedisConnection(
+            hosts[0],
+            name="presence backend",
+            unavailable=PresenceUnavailable,
+            socket_timeout=socket_timeout,
+            max_connections=max_connections,
+            pool_timeout=pool_timeout,
+        )
+        # Every key of node N starts with this, then the digest of N, then this.
+        self._node_key_head, self._node_key_tail = f"{prefix}:n:{{", "}:"
         # Our guess of P:nodes, so that fan-out queries take one round trip (see _fanout).
         self._known_nodes: list[str] = []
 
-    # -- plumbing ----------------------------------------------------------------------
-
-    def _make_client(self) -> Redis:
-        common: dict[str, Any] = {
-            "socket_timeout": self.socket_timeout,
-            "socket_connect_timeout": self.socket_timeout,
-            "retry": Retry(NoBackoff(), 0),
-            "decode_responses": True,
-            # redis-py 8 defaults to RESP3, which turns on "maintenance notifications",
-            # which skip the check that replaces pooled connections that died while idle:
-            # the first call after a Redis restart would fail. RESP2 keeps that check.
-            "protocol": 2,
-        }
-        host = self.host
-        if isinstance(host, str):
-            kwargs = {**common, "address": host}
-        elif isinstance(host, Mapping):
-            kwargs = {**common, **host}
-        else:
-            kwargs = {**common, "host": host[0], "port": host[1]}
-        if "sentinels" in kwargs:
-            # redis-py before 8.2 leaves Sentinel's constructor unannotated; calling it through
-            # a typed name type-checks the same on every version we allow.
-            make_sentinel: Callable[..., Sentinel] = Sentinel
-            sentinel = make_sentinel(
-                kwargs.pop("sentinels"),
-                sentinel_kwargs=kwargs.pop("sentinel_kwargs", None),
-                socket_timeout=self.socket_timeout,
-            )
-            name = kwargs.pop("master_name")
-            return cast(
-                Redis, sentinel.master_for(name, max_connections=self.max_connections, **kwargs)
-            )
-        pool_kwargs: dict[str, Any] = {
-            "max_connections": self.max_connections,
-            "timeout": self.pool_timeout,
-        }
-        if "address" in kwargs:
-            address = kwargs.pop("address")
-            pool = BlockingConnectionPool.from_url(address, **pool_kwargs, **kwargs)
-        else:
-            pool = BlockingConnectionPool(**pool_kwargs, **kwargs)
-        return Redis.from_pool(pool)
-
-    def _client(self) -> Redis:
-        loop = asyncio.get_running_loop()
-        client = self._clients.get(loop)
-        if client is None:
-            for old in [old for old in self._clients if old.is_closed()]:
-                del self._clients[old]  # its connections died with it
-            client = self._clients[loop] = self._make_client()
-        return client
-
-    async def _run(self, calls: Sequence[_Call]) -> list[Any]:
-        """Send *calls* in one pipeline (one round trip) and return their replies.
-
-        Calls made at the same time by other tasks of this event loop share that pipeline
-        (see :class:`_Batcher`), which is what makes a burst of sends cheap.
-
-        A script unknown to the server (first use, or Redis restarted) fails with NOSCRIPT
-        without running, so those calls alone are sent again as EVAL, which also caches the
-        script: a second round trip, once. Reply errors other than NOSCRIPT are bugs and
-        propagate; unreachable Redis becomes :class:`PresenceUnavailable`.
-        """
-        batcher = self._batcher()
-        try:
-            replies = await batcher.submit([call.args for call in calls])
-            retry = [
-                i
-                for i, reply in enumerate(replies)
-                if isinstance(reply, redis_errors.NoScriptError)
-            ]
-            if retry:
-                again = await batcher.submit([calls[i].as_eval() for i in retry])
-                for i, reply in zip(retry, again, strict=True):
-                    replies[i] = reply
-        except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as exc:
-            # Idle connections are likely dead too (Redis restarted or failed over):
-            # drop them, so that the next call connects afresh instead of failing again.
-            with contextlib.suppress(Exception):
-                await self._client().connection_pool.disconnect(inuse_connections=False)
-            raise PresenceUnavailable(f"presence backend unreachable: {exc}") from exc
-        for reply in replies:
-            if isinstance(reply, redis_errors.ReadOnlyError):  # a replica, after a failover
-                raise PresenceUnavailable(f"presence backend read-only: {reply}") from reply
-            if isinstance(reply, Exception):
-                raise reply
-        return replies
-
-    def _batcher(self) -> _Batcher:
-        loop = asyncio.get_running_loop()
-        last = self._last_batcher
-        if last is not None and last[0] is loop:
-            return last[1]
-        batcher = self._batchers.get(loop)
-        if batcher is None:
-            # Late-bound, so that tests can wrap _pipeline to count round trips.
-            batcher = self._batchers[loop] = _Batcher(lambda cmds: self._pipeline(cmds))
-        self._last_batcher = (loop, batcher)
-        return batcher
-
-    async def _pipeline(self, commands: Sequence[Command]) -> list[Any]:
-        pipe = self._client().pipeline(transaction=False)
-        for args in commands:
-            pipe.execute_command(*args)
-        replies: list[Any] = await pipe.execute(raise_on_error=False)
-        return replies
-
     def _base(self, node_id: str) -> str:
-        return f"{self.prefix}:n:{{{_digest(node_id)}}}:"
+        """The start of every key of *node_id*: ``P:n:{N}:``."""
+        return self._node_key_head + digest(node_id) + self._node_key_tail
 
     @property
     def _nodes_key(self) -> str:
         return f"{self.prefix}:nodes"
 
+    @functools.cached_property
+    def user_nodes_function(self) -> str:
+        """Lua source of ``user_nodes(uh)``, what :meth:`user_nodes` asks, for other scripts.
+
+        The transport's one-trip send runs it inside its own script, so that the key
+        layout stays written here only. ``uh`` is :func:`~stomp_cluster.redis_connection.digest`
+        of the user key; it returns ``{node_id, digest of node_id, sessions}`` for every
+        listed node holding the user, in ``P:nodes`` order. The script must define
+        :data:`~stomp_cluster.redis_connection.LUA_DIGEST` before it, and runs in one
+        standalone Redis only (it names keys it was not given).
+        """
+        return _USER_NODES.format(
+            nodes=lua_string(self._nodes_key),
+            head=lua_string(self._node_key_head),
+            tail=lua_string(self._node_key_tail + "u:"),
+        )
+
     async def _fanout(
-        self, per_node: Callable[[str], list[_Call]], node: str | None = None
+        self, per_node: Callable[[str], list[Call]], node: str | None = None
     ) -> dict[str, list[Any]]:
         """Run *per_node*'s commands for every listed node (or just *node*), in one trip.
 
@@ -718,16 +489,16 @@ class RedisPresence(PresenceBackend):
             must return the same number of calls for every node.
         """
         if node is not None:
-            return {node: await self._run(per_node(node))}
+            return {node: await self.redis.run(per_node(node))}
         guess = self._known_nodes
         width = len(per_node(""))
         calls = [c for node_id in guess for c in per_node(node_id)]
-        replies = await self._run([_Call(("ZRANGE", self._nodes_key, 0, -1)), *calls])
+        replies = await self.redis.run([Call(("ZRANGE", self._nodes_key, 0, -1)), *calls])
         listed: list[str] = replies.pop(0)
         out = {node_id: replies[i * width : (i + 1) * width] for i, node_id in enumerate(guess)}
         missing = [node_id for node_id in listed if node_id not in out]
         if missing:
-            replies = await self._run([c for node_id in missing for c in per_node(node_id)])
+            replies = await self.redis.run([c for node_id in missing for c in per_node(node_id)])
             for i, node_id in enumerate(missing):
                 out[node_id] = replies[i * width : (i + 1) * width]
         self._known_nodes = listed
@@ -738,10 +509,10 @@ class RedisPresence(PresenceBackend):
     async def register_node(self, node: NodeRecord, ttl: float) -> None:
         base = self._base(node.node_id)
         args = (node.node_id, node.channel_name, repr(node.started_at), repr(node.last_heartbeat))
-        dropped, _ = await self._run(
+        dropped, _ = await self.redis.run(
             [
-                _Call.lua(_S_REGISTER, base + "info", base, _ms(ttl), *args),
-                _Call(("ZADD", self._nodes_key, repr(node.last_heartbeat), node.node_id)),
+                _lua(_S_REGISTER, base + "info", base, _ms(ttl), *args),
+                Call(("ZADD", self._nodes_key, repr(node.last_heartbeat), node.node_id)),
             ]
         )
         if dropped:
@@ -761,35 +532,35 @@ class RedisPresence(PresenceBackend):
         base = self._base(node_id)
         stamp = repr(time.time() if now is None else now)
         calls = [
-            _Call.lua(_S_HEARTBEAT, base + "info", base, _ms(ttl), stamp, *session_ids),
-            _Call(("ZADD", self._nodes_key, stamp, node_id)),
+            _lua(_S_HEARTBEAT, base + "info", base, _ms(ttl), stamp, *session_ids),
+            Call(("ZADD", self._nodes_key, stamp, node_id)),
         ]
         if stats is not None:
             # Its own key, so that it can never recreate a half node record; it lives a
             # few heartbeats longer than the node, for the admin's "lost" rows.
             payload = json.dumps({str(k): int(v) for k, v in stats.items()}, sort_keys=True)
-            calls.append(_Call(("SET", base + "stats", payload, "PX", _ms(ttl * 3))))
-        found = (await self._run(calls))[0]
+            calls.append(Call(("SET", base + "stats", payload, "PX", _ms(ttl * 3))))
+        found = (await self.redis.run(calls))[0]
         return bool(found)
 
     async def unregister_node(self, node_id: str) -> list[SessionRecord]:
         base = self._base(node_id)
-        raws, _ = await self._run(
+        raws, _ = await self.redis.run(
             [
-                _Call.lua(_S_UNREGISTER, base + "info", base),
-                _Call(("ZREM", self._nodes_key, node_id)),
+                _lua(_S_UNREGISTER, base + "info", base),
+                Call(("ZREM", self._nodes_key, node_id)),
             ]
         )
         return _sessions(raws)
 
     async def nodes(self) -> list[NodeRecord]:
-        def per_node(node_id: str) -> list[_Call]:
+        def per_node(node_id: str) -> list[Call]:
             base = self._base(node_id)
             return [
-                _Call(("HGETALL", base + "info")),
-                _Call(("EXISTS", base + "alive")),
-                _Call(("ZCARD", base + "sessions")),
-                _Call(("GET", base + "stats")),
+                Call(("HGETALL", base + "info")),
+                Call(("EXISTS", base + "alive")),
+                Call(("ZCARD", base + "sessions")),
+                Call(("GET", base + "stats")),
             ]
 
         # A node listed without a record is a leftover that reaping will unlist.
@@ -809,15 +580,15 @@ class RedisPresence(PresenceBackend):
         ]
 
     async def lost_nodes(self) -> list[str]:
-        replies = await self._fanout(lambda n: [_Call(("EXISTS", self._base(n) + "alive"))])
+        replies = await self._fanout(lambda n: [Call(("EXISTS", self._base(n) + "alive"))])
         return sorted(node_id for node_id, (alive,) in replies.items() if not alive)
 
     async def reap_node(self, node_id: str) -> list[SessionRecord]:
         base = self._base(node_id)
-        score, raws = await self._run(
+        score, raws = await self.redis.run(
             [
-                _Call(("ZSCORE", self._nodes_key, node_id)),
-                _Call.lua(_S_REAP, base + "alive", base),
+                Call(("ZSCORE", self._nodes_key, node_id)),
+                _lua(_S_REAP, base + "alive", base),
             ]
         )
         if raws is None:  # alive again: not ours to reap
@@ -825,17 +596,17 @@ class RedisPresence(PresenceBackend):
         if score is not None:
             # Unlist only if the score did not move: a node that came back since re-listed
             # itself with a newer heartbeat, and must stay listed.
-            await self._run([_Call.lua(_S_UNLIST, self._nodes_key, node_id, repr(score))])
+            await self.redis.run([_lua(_S_UNLIST, self._nodes_key, node_id, repr(score))])
         return _sessions(raws)
 
     async def acquire_sweep_lock(self, owner: str, ttl: float) -> bool:
         key = f"{self.prefix}:sweep-lock"
-        (got,) = await self._run([_Call.lua(_S_LOCK_ACQUIRE, key, owner, _ms(ttl))])
+        (got,) = await self.redis.run([_lua(_S_LOCK_ACQUIRE, key, owner, _ms(ttl))])
         return bool(got)
 
     async def release_sweep_lock(self, owner: str) -> bool:
         key = f"{self.prefix}:sweep-lock"
-        (released,) = await self._run([_Call.lua(_S_LOCK_RELEASE, key, owner)])
+        (released,) = await self.redis.run([_lua(_S_LOCK_RELEASE, key, owner)])
         return bool(released)
 
     # -- sessions ----------------------------------------------------------------------
@@ -853,14 +624,14 @@ class RedisPresence(PresenceBackend):
         ]
         for pair in fields.items():
             args.extend(pair)
-        for sub in _unique_subs(session.subscriptions):
-            args += [sub.id, _digest(sub.destination), json.dumps([sub.destination, sub.ack])]
-        await self._run([_Call.lua(_S_ADD_SESSION, f"{base}sess:{session.session_id}", *args)])
+        for sub in unique_subscriptions(session.subscriptions):
+            args += [sub.id, digest(sub.destination), json.dumps([sub.destination, sub.ack])]
+        await self.redis.run([_lua(_S_ADD_SESSION, f"{base}sess:{session.session_id}", *args)])
 
     async def remove_session(self, session_id: str, node_id: str) -> SessionRecord | None:
         base = self._base(node_id)
-        (raw,) = await self._run(
-            [_Call.lua(_S_REMOVE_SESSION, f"{base}sess:{session_id}", base, session_id)]
+        (raw,) = await self.redis.run(
+            [_lua(_S_REMOVE_SESSION, f"{base}sess:{session_id}", base, session_id)]
         )
         return None if raw is None else _session(raw)
 
@@ -868,32 +639,30 @@ class RedisPresence(PresenceBackend):
         self, session_id: str, node_id: str, sub: SubscriptionRecord
     ) -> None:
         base = self._base(node_id)
-        args = (base, session_id, sub.id, _digest(sub.destination))
+        args = (base, session_id, sub.id, digest(sub.destination))
         payload = json.dumps([sub.destination, sub.ack])
         key = f"{base}sess:{session_id}"
-        await self._run([_Call.lua(_S_ADD_SUBSCRIPTION, key, *args, payload)])
+        await self.redis.run([_lua(_S_ADD_SUBSCRIPTION, key, *args, payload)])
 
     async def remove_subscription(
         self, session_id: str, node_id: str, subscription_id: str
     ) -> None:
         base = self._base(node_id)
         key = f"{base}sess:{session_id}"
-        await self._run([_Call.lua(_S_REMOVE_SUBSCRIPTION, key, base, session_id, subscription_id)])
+        await self.redis.run([_lua(_S_REMOVE_SUBSCRIPTION, key, base, session_id, subscription_id)])
 
     # -- queries -----------------------------------------------------------------------
 
     async def get_session(self, session_id: str) -> SessionRecord | None:
         replies = await self._fanout(
-            lambda n: [_Call(("HGETALL", f"{self._base(n)}sess:{session_id}"))]
+            lambda n: [Call(("HGETALL", f"{self._base(n)}sess:{session_id}"))]
         )
         found = [_session(raw) for (raw,) in replies.values() if raw]
         return min(found, key=session_order) if found else None
 
-    def _user_calls(self, user_key: str) -> Callable[[str], list[_Call]]:
-        digest = _digest(user_key)
-        return lambda n: [
-            _Call.lua(_S_READ_USER, self._base(n) + "u:" + digest, self._base(n), digest)
-        ]
+    def _user_calls(self, user_key: str) -> Callable[[str], list[Call]]:
+        uh = digest(user_key)
+        return lambda n: [_lua(_S_READ_USER, self._base(n) + "u:" + uh, self._base(n), uh)]
 
     async def is_online(self, user_key: str) -> bool:
         return bool(await self.user_nodes(user_key))
@@ -904,8 +673,8 @@ class RedisPresence(PresenceBackend):
         return [session for session in found if session.user_key == user_key]
 
     async def user_nodes(self, user_key: str) -> dict[str, int]:
-        key = "u:" + _digest(user_key)
-        replies = await self._fanout(lambda n: [_Call(("SCARD", self._base(n) + key))])
+        key = "u:" + digest(user_key)
+        replies = await self._fanout(lambda n: [Call(("SCARD", self._base(n) + key))])
         return {node_id: int(count) for node_id, (count,) in replies.items() if count}
 
     async def subscribers(self, destination: str) -> list[SessionRecord]:
@@ -916,8 +685,8 @@ class RedisPresence(PresenceBackend):
         return sum((await self.destination_nodes(destination)).values())
 
     async def destination_nodes(self, destination: str) -> dict[str, int]:
-        key = "d:" + _digest(destination)
-        replies = await self._fanout(lambda n: [_Call(("ZCARD", self._base(n) + key))])
+        key = "d:" + digest(destination)
+        replies = await self._fanout(lambda n: [Call(("ZCARD", self._base(n) + key))])
         return {node_id: int(count) for node_id, (count,) in replies.items() if count}
 
     async def sessions(
@@ -949,14 +718,14 @@ class RedisPresence(PresenceBackend):
             found = _sessions(raw for (raws,) in replies.values() for raw in raws)
             found = [s for s in found if s.user_key == user]
         else:
-            suffix = "sessions" if destination is None else "d:" + _digest(destination)
+            suffix = "sessions" if destination is None else "d:" + digest(destination)
             score, sid = ("", "") if position is None else (repr(position[0]), position[1])
             is_dest = "0" if destination is None else "1"
             want = limit + 1 if limit else 0
 
-            def per_node(n: str) -> list[_Call]:
+            def per_node(n: str) -> list[Call]:
                 base = self._base(n)
-                return [_Call.lua(_S_PAGE, base + suffix, base, suffix, is_dest, score, sid, want)]
+                return [_lua(_S_PAGE, base + suffix, base, suffix, is_dest, score, sid, want)]
 
             replies = await self._fanout(per_node, node)
             found = _sessions(raw for (raws,) in replies.values() for raw in raws)
@@ -972,11 +741,9 @@ class RedisPresence(PresenceBackend):
         return SessionPage(tuple(found), None)
 
     async def count_sessions(self, *, node: str | None = None) -> int:
-        replies = await self._fanout(lambda n: [_Call(("ZCARD", self._base(n) + "sessions"))], node)
+        replies = await self._fanout(lambda n: [Call(("ZCARD", self._base(n) + "sessions"))], node)
         return sum(int(count) for (count,) in replies.values())
 
     async def close(self) -> None:
         """Close this event loop's client and its connections."""
-        client = self._clients.pop(asyncio.get_running_loop(), None)
-        if client is not None:
-            await client.aclose()
+        await self.redis.close()

@@ -10,7 +10,7 @@ import pytest
 from django.core.exceptions import ImproperlyConfigured
 from redis.crc import key_slot
 
-from stomp_cluster.exceptions import PresenceUnavailable
+from stomp_cluster.exceptions import HistoryUnavailable, PresenceUnavailable
 from stomp_cluster.history.base import BEGINNING, HistoryEntry, HistoryPage, previous_id
 from stomp_cluster.history.redis import RedisHistory
 from tests.history.conftest import PREFIX, digest, make_redis_history, stream_key
@@ -71,7 +71,7 @@ async def test_each_call_is_one_script_and_one_round_trip(
     }
     for call in calls.values():  # load the scripts and open a connection
         await call()
-    trips = count_round_trips(redis_history._transport, monkeypatch)
+    trips = count_round_trips(redis_history, monkeypatch)
 
     for name, call in calls.items():
         before = await command_calls(raw_redis)
@@ -92,7 +92,7 @@ async def test_flushed_script_cache_costs_one_extra_round_trip(
 ):
     await redis_history.append("u", A, b"", ())
     await raw_redis.script_flush()
-    trips = count_round_trips(redis_history._transport, monkeypatch)
+    trips = count_round_trips(redis_history, monkeypatch)
 
     await redis_history.append("u", A, b"", ())
     await redis_history.append("u", A, b"", ())
@@ -106,7 +106,7 @@ async def test_trimming_is_exact_and_records_the_newest_trimmed_id(
 ):
     history = make_redis_history(clean_redis, max_length=5)
     sent = [await history.append("u", A, b"", ()) for _ in range(5)]
-    trips = count_round_trips(history._transport, monkeypatch)
+    trips = count_round_trips(history, monkeypatch)
     sent += [await history.append("u", A, b"", ()) for _ in range(3)]  # each trims one
 
     assert trips == [1, 1, 1]
@@ -152,7 +152,7 @@ async def test_ten_thousand_entries_read_at_once_or_in_pages(clean_redis):
         )
         for i in range(1, 10_000)
     ]
-    await history._transport._run(calls)
+    await history.redis.run(calls)
 
     started = time.monotonic()
     page = await history.read("u", BEGINNING)
@@ -184,14 +184,17 @@ def every_call(history: RedisHistory):
     }
 
 
-async def test_stopped_redis_raises_presence_unavailable_then_recovers(redis_history, clean_redis):
+async def test_stopped_redis_raises_history_unavailable_then_recovers(redis_history, clean_redis):
     await redis_history.append("u", A, b"", ())
     clean_redis.stop()
 
     for name, call in every_call(redis_history).items():
         started = time.monotonic()
-        with pytest.raises(PresenceUnavailable, match="message history unreachable"):
+        with pytest.raises(HistoryUnavailable, match="^message history unreachable: ") as info:
             await call()
+        # Its own exception: a history outage is not a presence outage (which would make
+        # a node register all its sessions again).
+        assert not isinstance(info.value, PresenceUnavailable), name
         assert time.monotonic() - started < 0.5, name  # refused at once, no retry loop
 
     clean_redis.start()
@@ -222,7 +225,7 @@ async def test_hosts_forms(clean_redis, form):
     entry_id = await history.append("u", A, b"", ())
 
     assert await history.last_id("u") == entry_id
-    assert history._transport._client().connection_pool.max_connections == 3
+    assert history.redis.client().connection_pool.max_connections == 3
     await history.close()
 
 
@@ -230,8 +233,8 @@ def test_one_client_per_event_loop(clean_redis):
     history = make_redis_history(clean_redis)
 
     async def work():
-        client = history._transport._client()
-        assert history._transport._client() is client
+        client = history.redis.client()
+        assert history.redis.client() is client
         entry_id = await history.append("u", A, b"", ())
         await history.close()
         return client, entry_id

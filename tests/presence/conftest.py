@@ -141,17 +141,19 @@ async def command_calls(client: redis.asyncio.Redis) -> dict[str, int]:
     return {name.removeprefix("cmdstat_"): int(value["calls"]) for name, value in stats.items()}
 
 
-def count_round_trips(backend: RedisPresence, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+def count_round_trips(backend, monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Count the pipelines *backend* sends: each is one write and its replies, a round trip.
 
-    Returns a list whose length grows by one per round trip (and holds each one's size).
+    *backend* is any Redis backend (presence, history, transport): its ``redis`` connection
+    is watched. Returns a list whose length grows by one per round trip (and holds each
+    one's size).
     """
     trips: list[int] = []
-    original = backend._pipeline
+    original = backend.redis._pipeline
 
     async def counting(commands):
         trips.append(len(commands))
         return await original(commands)
 
-    monkeypatch.setattr(backend, "_pipeline", counting)
+    monkeypatch.setattr(backend.redis, "_pipeline", counting)
     return trips
