@@ -2,7 +2,7 @@
 
 A send asks the presence registry which nodes to reach, then hands one message per node to
 the *transport* (:mod:`stomp_cluster.send`); each node reads its own *inbox* and fans the
-messages out to its local sockets (:meth:`stomp_cluster.node.Node.dispatch`). Two
+messages out to its local sockets (:meth:`stomp_cluster.node.Node.deliver`). Two
 transports ship:
 
 :class:`ChannelLayerTransport` (the default)
