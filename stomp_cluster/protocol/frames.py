@@ -118,6 +118,7 @@ SERVER_COMMANDS: frozenset[Command] = frozenset(
 
 # "The CONNECT and CONNECTED frames do not escape the carriage return, line feed or colon
 # octets in order to remain backward compatible with STOMP 1.0." (1.2, Value Encoding)
+# The encoder here and the reader both apply it.
 _UNESCAPED_COMMANDS = frozenset({Command.CONNECT, Command.STOMP, Command.CONNECTED})
 
 # Header names whose values never reach a log line.
