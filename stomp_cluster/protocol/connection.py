@@ -9,7 +9,8 @@ WebSocket, drives it in a loop:
 1. bytes arrive: call :meth:`~StompConnection.receive_data`, then
    :meth:`~StompConnection.events_received`, and handle each event in order;
 2. write each item of :meth:`~StompConnection.data_to_send` as one WebSocket message;
-3. once :attr:`~StompConnection.close_expected` is true, flush and close the socket.
+3. once :attr:`~StompConnection.state` is :attr:`State.CLOSING`, flush and close the
+   socket.
 
 The protocol answers by itself whatever needs no outside knowledge: version
 negotiation, validation of every frame, subscription and transaction bookkeeping, and
@@ -110,7 +111,9 @@ class State(enum.Enum):
     AWAITING_CONNECT = "awaiting-connect"
     CONNECT_PENDING = "connect-pending"  # CONNECT received, the consumer is deciding
     CONNECTED = "connected"
-    CLOSING = "closing"  # ERROR queued or DISCONNECT handled; input is ignored
+    # ERROR queued or DISCONNECT handled: input is ignored, and the consumer flushes
+    # data_to_send() and closes the socket. The one signal to close; nothing duplicates it.
+    CLOSING = "closing"
 
 
 _Trigger: TypeAlias = Literal["CONNECT", "accept_connect", "DISCONNECT", "error"]
@@ -143,12 +146,11 @@ class StompConnection:
         supported_versions: the versions this server accepts.
 
     Attributes:
-        state: the current :class:`State` (read-only).
+        state: the current :class:`State` (read-only). Once it is
+            :attr:`State.CLOSING`, flush :meth:`data_to_send`, then close the socket.
         version: the negotiated version, set once CONNECT is received (read-only).
         heartbeat_intervals: ``(outgoing_ms, incoming_ms)`` once accepted, else
             ``(0, 0)``; see :func:`~stomp_cluster.protocol.heartbeat.negotiate_heartbeat`.
-        close_expected: true once an ERROR is queued or DISCONNECT handled: flush
-            :meth:`data_to_send`, then close the socket (read-only).
     """
 
     def __init__(
@@ -163,7 +165,6 @@ class StompConnection:
         self.state = State.AWAITING_CONNECT
         self.version: Version | None = None
         self.heartbeat_intervals = (0, 0)
-        self.close_expected = False
         self._server_heartbeat = heartbeat
         self._client_heartbeat = (0, 0)
         self._subprotocol = subprotocol
@@ -390,7 +391,6 @@ class StompConnection:
         # aborted if the client sends a DISCONNECT frame" (1.2, BEGIN)
         self._session.abort_all()
         self._transition("DISCONNECT")
-        self.close_expected = True
         self._events.append(DisconnectRequested(frame))
 
     # Output.
@@ -398,8 +398,8 @@ class StompConnection:
     def data_to_send(self) -> list[bytes]:
         """Return the bytes to write, and forget them.
 
-        Write each item as one WebSocket message, in order. Then, if
-        :attr:`close_expected` is true, close the socket.
+        Write each item as one WebSocket message, in order. Then, if :attr:`state` is
+        :attr:`State.CLOSING`, close the socket.
 
         Returns:
             Whole frames and heart-beat EOLs; an ERROR frame is always the last item.
@@ -475,7 +475,7 @@ class StompConnection:
             The message id, or ``None`` if nothing was queued: the subscription is gone
             (normal when a message crosses an UNSUBSCRIBE), the connection is not
             connected, or the client has too many unacknowledged messages. In that
-            last case an ERROR is queued: check :attr:`close_expected`.
+            last case an ERROR is queued and :attr:`state` is :attr:`State.CLOSING`.
         """
         if self.state is not State.CONNECTED:
             return None
@@ -632,7 +632,6 @@ class StompConnection:
         # unescape: send the headers as they are, as CONNECT and CONNECTED do.
         self._error_frame = encode_frame(frame, self.version if self._accepted else None)
         self._transition("error")
-        self.close_expected = True
         self._session.abort_all()
         if emit:
             self._events.append(ProtocolFailed(error))

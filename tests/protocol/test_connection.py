@@ -537,7 +537,7 @@ def test_too_many_unacknowledged_messages_sends_error_and_closes():
     assert conn.send_message("0", b"b") == "2"
     assert conn.send_message("1", b"auto messages need no ack") == "3"
     assert conn.send_message("0", b"c") is None
-    assert conn.close_expected and conn.state is State.CLOSING
+    assert conn.state is State.CLOSING
     data = conn.data_to_send()
     assert len(data) == 4
     error = parse(data[-1], V12)
@@ -906,7 +906,7 @@ def test_disconnect_with_receipt():
         DisconnectRequested(Frame(Command.DISCONNECT, (("receipt", "77"),))),
         ReceiptRequested("77"),
     ]
-    assert conn.state is State.CLOSING and conn.close_expected
+    assert conn.state is State.CLOSING
     conn.send_receipt("77")
     assert conn.send_message("0", b"too late") is None
     conn.send_heartbeat()
@@ -926,7 +926,7 @@ def test_send_error_refuses_a_connect():
     conn.receive_data(CONNECT)
     conn.events_received()
     conn.send_error("access denied: bad passcode", detail="try again", receipt_id="r1")
-    assert conn.state is State.CLOSING and conn.close_expected
+    assert conn.state is State.CLOSING
     assert conn.events_received() == []  # no ProtocolFailed for our own refusal
     # Not connected yet, so not escaped, although 1.2 was negotiated.
     assert_frames_sent(
