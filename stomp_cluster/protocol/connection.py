@@ -53,12 +53,10 @@ from stomp_cluster.protocol.errors import (
 )
 from stomp_cluster.protocol.events import (
     AckMode,
-    AckRequested,
     ConnectRequested,
     DisconnectRequested,
     Event,
     Limits,
-    NackRequested,
     ProtocolFailed,
     ReceiptRequested,
     SendRequested,
@@ -82,25 +80,7 @@ from stomp_cluster.protocol.reader import FrameReader
 from stomp_cluster.protocol.session import Session
 from stomp_cluster.typing import Destination, Headers, SubscriptionId
 
-# The events and value types live in protocol.events; they are re-exported here
-# because this is where the consumer meets them.
-__all__ = [
-    "AckMode",
-    "AckRequested",
-    "ConnectRequested",
-    "DisconnectRequested",
-    "Event",
-    "Limits",
-    "NackRequested",
-    "ProtocolFailed",
-    "ReceiptRequested",
-    "SendRequested",
-    "State",
-    "StompConnection",
-    "SubscribeRequested",
-    "Subscription",
-    "UnsubscribeRequested",
-]
+__all__ = ["State", "StompConnection"]
 
 logger = logging.getLogger(__name__)
 

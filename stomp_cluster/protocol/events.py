@@ -3,8 +3,12 @@
 The events it produces (all named in one tense, ``...Requested``, plus
 :class:`ProtocolFailed`), the :class:`Subscription` records it keeps, and the
 :class:`Limits` it enforces. They are frozen dataclasses: compare them with ``==`` in
-tests and pass them around freely. :mod:`stomp_cluster.protocol.connection` re-exports
-every name.
+tests and pass them around freely. Import them from :mod:`stomp_cluster.protocol`,
+which re-exports every name.
+
+:data:`Event` is the union of every event that
+:meth:`~stomp_cluster.protocol.connection.StompConnection.events_received` returns: type
+a handler's argument with it and ``match`` on the classes.
 """
 
 from __future__ import annotations
@@ -183,6 +187,8 @@ class ProtocolFailed:
     error: ProtocolError
 
 
+#: Any event :meth:`~stomp_cluster.protocol.connection.StompConnection.events_received`
+#: returns; a consumer's handler takes this and matches on the classes.
 Event: TypeAlias = (
     ConnectRequested
     | SendRequested
