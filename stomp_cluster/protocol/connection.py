@@ -44,6 +44,7 @@ from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 from typing import Literal, TypeAlias
 
+from stomp_cluster.protocol.client_state import ClientState
 from stomp_cluster.protocol.errors import (
     InvalidState,
     LimitExceeded,
@@ -77,7 +78,6 @@ from stomp_cluster.protocol.frames import (
 )
 from stomp_cluster.protocol.heartbeat import negotiate_heartbeat, parse_heartbeat
 from stomp_cluster.protocol.reader import FrameReader
-from stomp_cluster.protocol.session import Session
 from stomp_cluster.typing import Destination, Headers, SubscriptionId
 
 __all__ = ["State", "StompConnection"]
@@ -156,8 +156,8 @@ class StompConnection:
             max_header_length=limits.max_header_length,
         )
         self._accepted = False
-        self._session = Session(limits)
-        self._subscriptions = MappingProxyType(self._session.subscriptions)
+        self._client_state = ClientState(limits)
+        self._subscriptions = MappingProxyType(self._client_state.subscriptions)
         self._message_counter = 0
         # (destination, subscription id) -> the MESSAGE head around the message-id line.
         self._message_heads: dict[tuple[str, str], tuple[str, str]] = {}
@@ -292,7 +292,7 @@ class StompConnection:
         if transaction is None:
             self._events.append(event)
         else:
-            self._session.buffer(transaction, event)
+            self._client_state.buffer(transaction, event)
 
     def _on_subscribe(self, frame: Frame) -> None:
         destination = Destination(_require(frame, "destination"))
@@ -315,17 +315,17 @@ class StompConnection:
         subscription = Subscription(
             SubscriptionId(subscription_id), destination, ack, frame.headers
         )
-        self._session.subscribe(subscription)
+        self._client_state.subscribe(subscription)
         self._events.append(SubscribeRequested(subscription, frame))
 
     def _on_unsubscribe(self, frame: Frame) -> None:
         subscription_id = frame.get("id")
         destination = frame.get("destination")
         if subscription_id:
-            subscription = self._session.unsubscribe(subscription_id=subscription_id)
+            subscription = self._client_state.unsubscribe(subscription_id=subscription_id)
         elif self.version is Version.V1_0 and destination:
             # 1.0: "It requires either a destination header or an id header" (UNSUBSCRIBE)
-            subscription = self._session.unsubscribe(destination=destination)
+            subscription = self._client_state.unsubscribe(destination=destination)
         else:
             # "an id header MUST be included in the frame to uniquely identify the
             # subscription to remove" (1.2, UNSUBSCRIBE)
@@ -343,33 +343,33 @@ class StompConnection:
             _require(frame, "message-id")
             if self.version is Version.V1_1:
                 _require(frame, "subscription")
-        pending = self._session.find_pending(frame, self.version)
+        pending = self._client_state.find_pending(frame, self.version)
         transaction = frame.get("transaction")
         if transaction is None:
-            self._events.append(self._session.acknowledge(pending))
+            self._events.append(self._client_state.acknowledge(pending))
         else:
             # "indicating that the message acknowledgment SHOULD be part of the named
             # transaction" (1.2, ACK): checked now, settled on COMMIT.
-            self._session.buffer(transaction, pending)
+            self._client_state.buffer(transaction, pending)
 
     def _on_begin(self, frame: Frame) -> None:
         # "The transaction header is REQUIRED" (1.2, BEGIN)
-        self._session.begin(_require(frame, "transaction"))
+        self._client_state.begin(_require(frame, "transaction"))
 
     def _on_commit(self, frame: Frame) -> None:
         # "The transaction header is REQUIRED and MUST specify the identifier of the
         # transaction to commit." (1.2, COMMIT)
-        self._events.extend(self._session.commit(_require(frame, "transaction")))
+        self._events.extend(self._client_state.commit(_require(frame, "transaction")))
 
     def _on_abort(self, frame: Frame) -> None:
         # "The transaction header is REQUIRED and MUST specify the identifier of the
         # transaction to abort." (1.2, ABORT)
-        self._session.abort(_require(frame, "transaction"))
+        self._client_state.abort(_require(frame, "transaction"))
 
     def _on_disconnect(self, frame: Frame) -> None:
         # "Any started transactions which have not been committed will be implicitly
         # aborted if the client sends a DISCONNECT frame" (1.2, BEGIN)
-        self._session.abort_all()
+        self._client_state.abort_all()
         self._transition("DISCONNECT")
         self._events.append(DisconnectRequested(frame))
 
@@ -459,7 +459,7 @@ class StompConnection:
         """
         if self.state is not State.CONNECTED:
             return None
-        subscription = self._session.subscriptions.get(subscription_id)
+        subscription = self._client_state.subscriptions.get(subscription_id)
         if subscription is None:
             return None
         if message_id is None:
@@ -474,7 +474,7 @@ class StompConnection:
             ("subscription", subscription.id),
         ]
         try:
-            ack_value = self._session.add_message(subscription, message_id)
+            ack_value = self._client_state.add_message(subscription, message_id)
         except LimitExceeded as error:
             self._fail(error, emit=False)
             return None
@@ -612,7 +612,7 @@ class StompConnection:
         # unescape: send the headers as they are, as CONNECT and CONNECTED do.
         self._error_frame = encode_frame(frame, self.version if self._accepted else None)
         self._transition("error")
-        self._session.abort_all()
+        self._client_state.abort_all()
         if emit:
             self._events.append(ProtocolFailed(error))
 
