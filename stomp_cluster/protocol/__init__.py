@@ -15,7 +15,7 @@ The modules, from the bottom up::
 
     errors        the ProtocolError family and InvalidState
     frames        versions, commands, Frame, escaping, and the encoders (encode_frame,
-                  PreparedMessage)
+                  PreparedMessage, MessageEncoder)
     events        the events a connection produces, Subscription, Limits
     reader        FrameReader: bytes to frames
     heartbeat     heart-beat header parsing and negotiation
@@ -54,10 +54,12 @@ from stomp_cluster.protocol.events import (
 )
 from stomp_cluster.protocol.frames import (
     CLIENT_COMMANDS,
+    RESERVED_MESSAGE_HEADERS,
     SERVER_COMMANDS,
     SUPPORTED_VERSIONS,
     Command,
     Frame,
+    MessageEncoder,
     PreparedMessage,
     Version,
     encode_frame,
@@ -70,6 +72,7 @@ from stomp_cluster.protocol.reader import FrameReader
 __all__ = [
     "CLIENT_COMMANDS",
     "MAX_HEARTBEAT",
+    "RESERVED_MESSAGE_HEADERS",
     "SERVER_COMMANDS",
     "SUPPORTED_VERSIONS",
     "AckMode",
@@ -79,14 +82,15 @@ __all__ = [
     "DisconnectRequested",
     "Event",
     "Frame",
-    "PreparedMessage",
     "FrameReader",
     "FrameTooLarge",
     "InvalidState",
     "LimitExceeded",
     "Limits",
     "MalformedFrame",
+    "MessageEncoder",
     "NackRequested",
+    "PreparedMessage",
     "ProtocolError",
     "ProtocolFailed",
     "ReceiptRequested",

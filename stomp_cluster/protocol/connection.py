@@ -69,10 +69,9 @@ from stomp_cluster.protocol.frames import (
     SUPPORTED_VERSIONS,
     Command,
     Frame,
+    MessageEncoder,
     PreparedMessage,
     Version,
-    _header_lines,
-    _needs_escaping,
     _shorten,
     encode_frame,
 )
@@ -159,8 +158,7 @@ class StompConnection:
         self._client_state = ClientState(limits)
         self._subscriptions = MappingProxyType(self._client_state.subscriptions)
         self._message_counter = 0
-        # (destination, subscription id) -> the MESSAGE head around the message-id line.
-        self._message_heads: dict[tuple[str, str], tuple[str, str]] = {}
+        self._messages: MessageEncoder | None = None  # from accept_connect(), in the version
         self._events: list[Event] = []
         self._outgoing: list[bytes] = []
         self._error_frame: bytes | None = None
@@ -426,6 +424,7 @@ class StompConnection:
         self._transition("accept_connect")
         self._accepted = True
         self._reader.version = version
+        self._messages = MessageEncoder(version)
         self._queue(Frame(Command.CONNECTED, tuple(headers)))
 
     def send_message(
@@ -465,55 +464,31 @@ class StompConnection:
         if message_id is None:
             self._message_counter += 1
             message_id = str(self._message_counter)
-        # "The MESSAGE frame MUST also contain a message-id header with a unique
-        # identifier for that message and a subscription header matching the identifier
-        # of the subscription that is receiving the message." (1.2, MESSAGE)
-        message_headers = [
-            ("destination", destination if destination is not None else subscription.destination),
-            ("message-id", message_id),
-            ("subscription", subscription.id),
-        ]
         try:
-            ack_value = self._client_state.add_message(subscription, message_id)
+            ack = self._client_state.add_message(subscription, message_id)
         except LimitExceeded as error:
             self._fail(error, emit=False)
             return None
-        if ack_value is not None and self.version is Version.V1_2:
-            # "the MESSAGE frame MUST also contain an ack header with an arbitrary value.
-            # This header will be used to relate the message to a subsequent ACK or NACK
-            # frame." (1.2, MESSAGE)
-            message_headers.append(("ack", ack_value))
+        if self.version is not Version.V1_2:
+            # Only 1.2 relates an ACK to its MESSAGE by an ack header: "the MESSAGE frame
+            # MUST also contain an ack header with an arbitrary value. This header will be
+            # used to relate the message to a subsequent ACK or NACK frame." (1.2, MESSAGE)
+            # 1.0 and 1.1 use the message-id.
+            ack = None
+        if destination is None:
+            destination = subscription.destination
         prepared = body if isinstance(body, PreparedMessage) else PreparedMessage(body, headers)
-        head = tuple(message_headers)
+        # Set by accept_connect(): we are CONNECTED.
+        messages = self._messages
+        assert messages is not None
         if self._debug:
-            logger.debug("> %s", prepared.frame(head))
-        # CONNECTED: the version is negotiated and no ERROR has sealed the output.
-        assert self.version is not None
-        self._outgoing.append(self._encode_message(head, prepared, self.version))
-        return message_id
-
-    def _encode_message(self, head: Headers, prepared: PreparedMessage, version: Version) -> bytes:
-        """``prepared.encode(head, version)``, with the escaped destination and subscription
-        lines kept per subscription: only the message-id (and ack) change between messages.
-        """
-        (_, destination), (_, message_id), (_, subscription_id), *ack = head
-        if any(_needs_escaping(value) for value in (message_id, *(v for _, v in ack))):
-            return prepared.encode(head, version)  # ids we did not make: the general path
-        key = (destination, subscription_id)
-        parts = self._message_heads.get(key)
-        if parts is None:
-            if len(self._message_heads) >= 256:  # subscriptions come and go: stay bounded
-                self._message_heads.clear()
-            dest_line, sub_line = _header_lines(
-                Command.MESSAGE,
-                (("destination", destination), ("subscription", subscription_id)),
-                version,
+            logger.debug(
+                "> %s", messages.frame(prepared, destination, subscription.id, message_id, ack)
             )
-            parts = self._message_heads[key] = (f"MESSAGE\n{dest_line}\n", f"\n{sub_line}\n")
-        text = f"{parts[0]}message-id:{message_id}{parts[1]}"
-        if ack:
-            text += f"ack:{ack[0][1]}\n"
-        return text.encode() + prepared.tail(version)
+        self._outgoing.append(
+            messages.encode(prepared, destination, subscription.id, message_id, ack)
+        )
+        return message_id
 
     def send_receipt(self, receipt_id: str, *, headers: Headers = ()) -> None:
         """Queue a RECEIPT, then call :meth:`data_to_send`.

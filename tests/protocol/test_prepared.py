@@ -1,4 +1,5 @@
-"""PreparedMessage: a MESSAGE encoded once for many subscriptions, byte for byte the same."""
+"""PreparedMessage and MessageEncoder: MESSAGEs encoded with what repeats kept, byte for
+byte the same as encode_frame."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from stomp_cluster.protocol import (
     Command,
     Frame,
     FrameReader,
+    MessageEncoder,
     PreparedMessage,
     StompConnection,
     SubscribeRequested,
@@ -36,6 +38,34 @@ def test_encoding_is_the_whole_frames_encoding(body, extra, head, version):
 
     assert prepared.encode(head_headers, version) == expected
     assert prepared.encode(head_headers, version) == expected  # from the cached tail
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    body=st.binary(max_size=16),
+    destination=text,
+    sub_id=text,
+    message_id=st.text(max_size=12),
+    ack=st.one_of(st.none(), st.text(max_size=12)),
+    version=st.sampled_from(list(Version)),
+)
+def test_message_encoder_gives_encode_frames_bytes(
+    body, destination, sub_id, message_id, ack, version
+):
+    encoder = MessageEncoder(version)
+    prepared = PreparedMessage(body, (("content-type", "text/plain"),))
+    frame = encoder.frame(prepared, destination, sub_id, message_id, ack)
+    assert frame.headers[:3] == (
+        ("destination", destination),
+        ("message-id", message_id),
+        ("subscription", sub_id),
+    )
+    assert (frame.get("ack") == ack) if ack is not None else frame.get("ack") is None
+    expected = encode_frame(frame, version)
+
+    assert encoder.encode(prepared, destination, sub_id, message_id, ack) == expected
+    # Again, from the kept head lines.
+    assert encoder.encode(prepared, destination, sub_id, message_id, ack) == expected
 
 
 def test_reserved_headers_are_dropped_and_the_rest_kept_in_order():
@@ -152,6 +182,15 @@ def _reparse(data: bytes, version: Version) -> Frame:
 
 
 def test_the_kept_heads_stay_bounded_as_subscriptions_come_and_go():
+    encoder = MessageEncoder(Version.V1_2)
+    prepared = PreparedMessage(b"x")
+    for i in range(300):
+        data = encoder.encode(prepared, f"/topic/{i}", str(i), str(i + 1))
+        assert data.startswith(f"MESSAGE\ndestination:/topic/{i}\nmessage-id:{i + 1}\n".encode())
+        assert len(encoder._heads) <= 256
+
+
+def test_a_connection_keeps_sending_as_subscriptions_come_and_go():
     conn = StompConnection()
     conn.receive_data(b"CONNECT\naccept-version:1.2\nhost:h\n\n\0")
     conn.events_received()
@@ -166,4 +205,3 @@ def test_the_kept_heads_stay_bounded_as_subscriptions_come_and_go():
     frames = [f for f in conn.data_to_send() if f.startswith(b"MESSAGE")]
     assert len(frames) == 300
     assert frames[-1].startswith(b"MESSAGE\ndestination:/topic/299\nmessage-id:300\n")
-    assert len(conn._message_heads) <= 256
