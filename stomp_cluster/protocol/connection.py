@@ -19,6 +19,13 @@ delivery, receipts that must follow a side effect) becomes an event, and the con
 answers with :meth:`~StompConnection.accept_connect`, :meth:`~StompConnection.send_message`,
 :meth:`~StompConnection.send_receipt` or :meth:`~StompConnection.send_error`.
 
+The work is split three ways. This module decides: which state, which frame to answer
+with, which headers a MESSAGE gets. ``ClientState`` (in ``client_state.py``) keeps what
+the client has open (subscriptions, unacknowledged messages, transactions) and its
+limits. :mod:`~stomp_cluster.protocol.frames` turns the decisions into bytes,
+with the caches that make a fan-out cheap
+(:class:`~stomp_cluster.protocol.frames.MessageEncoder`).
+
 States move only through the ``_TRANSITIONS`` table::
 
     AWAITING_CONNECT --CONNECT/STOMP--> CONNECT_PENDING --accept_connect()--> CONNECTED
