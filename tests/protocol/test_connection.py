@@ -771,15 +771,15 @@ def test_commit_is_atomic():
 
 
 @pytest.mark.parametrize(
-    ("mode", "acks", "error"),
+    ("mode", "acks", "settled", "error"),
     [
-        ("client-individual", b"1", None),
-        ("client-individual", b"11", "'1'"),
-        ("client", b"21", "'1'"),  # 1 is settled by the cumulative ACK of 2
-        ("client", b"12", None),
+        ("client-individual", b"1", [("1",)], None),
+        ("client-individual", b"11", None, "'1'"),
+        ("client", b"21", None, "'1'"),  # 1 is settled by the cumulative ACK of 2
+        ("client", b"12", [("1",), ("2",)], None),
     ],
 )
-def test_commit_checks_acks_in_order(mode, acks, error):
+def test_commit_checks_acks_in_order(mode, acks, settled, error):
     conn = connected(V12)
     subscribe(conn, "0", mode)
     conn.send_message("0", b"x")
@@ -789,7 +789,11 @@ def test_commit_checks_acks_in_order(mode, acks, error):
         data += b"ACK\nid:%c\ntransaction:t\n\n\x00" % ack
     conn.receive_data(data + b"COMMIT\ntransaction:t\n\n\x00")
     if error is None:
-        assert all(isinstance(e, AckRequested) for e in conn.events_received())
+        # Pinned, not all(...): an empty list would pass all() and hide a COMMIT
+        # that settles nothing.
+        events = conn.events_received()
+        assert [type(e) for e in events] == [AckRequested] * len(settled)
+        assert [(e.message_ids, e.transaction) for e in events] == [(s, "t") for s in settled]
     else:
         assert_error_and_close(conn, f"ACK for unknown message id {error}")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 
-from hypothesis import event, given, settings
+from hypothesis import event, example, given, settings
 from hypothesis import strategies as st
 
 from stomp_cluster.protocol import (
@@ -123,6 +123,9 @@ def test_a_connection_sends_one_prepared_message_to_each_subscription_as_its_own
     version=st.sampled_from(list(Version)),
     body=st.binary(max_size=16),
 )
+# Whatever Hypothesis draws, the kept-head path and the general one are both taken.
+@example("/topic/a", "0", None, "client", Version.V1_2, b"x")
+@example("/topic/a:b", "0\\1", "m:1", "client-individual", Version.V1_2, b"")
 def test_a_connection_encodes_each_message_as_encode_frame_would(
     destination, sub_id, message_id, ack, version, body
 ):
@@ -149,6 +152,7 @@ def test_a_connection_encodes_each_message_as_encode_frame_would(
 
     for _ in range(2):  # the second one uses the kept head
         sent = conn.send_message(parsed.id, prepared, message_id=message_id)
+        assert sent is not None
         (frame_bytes,) = conn.data_to_send()
         head = [
             ("destination", parsed.destination),
