@@ -79,6 +79,7 @@ from stomp_cluster.protocol.frames import (
     MessageEncoder,
     PreparedMessage,
     Version,
+    _message_head,
     _shorten,
     encode_frame,
 )
@@ -489,9 +490,8 @@ class StompConnection:
         messages = self._messages
         assert messages is not None
         if self._debug:
-            logger.debug(
-                "> %s", messages.frame(prepared, destination, subscription.id, message_id, ack)
-            )
+            head = _message_head(destination, subscription.id, message_id, ack)
+            logger.debug("> %s", prepared.frame(head))
         self._outgoing.append(
             messages.encode(prepared, destination, subscription.id, message_id, ack)
         )

@@ -414,7 +414,9 @@ class MessageEncoder:
 
     The kept lines are bounded (256 subscriptions; subscriptions come and go, so the
     whole cache is dropped when full) and ids that would need escaping take the general
-    path. Either way the bytes are those of :func:`encode_frame` of :meth:`frame`.
+    path. Either way the bytes are those of :func:`encode_frame` of the whole frame,
+    whose headers are ``destination``, ``message-id``, ``subscription``, then ``ack``
+    if given, then those of the :class:`PreparedMessage`.
 
     Args:
         version: the connection's negotiated version.
@@ -445,7 +447,7 @@ class MessageEncoder:
             ack: the ``ack`` header (STOMP 1.2, unacknowledged subscriptions only).
 
         Returns:
-            One whole frame: headers in the order of :meth:`frame`, body, NUL.
+            One whole frame: headers, body, NUL.
         """
         if _needs_escaping(message_id) or (ack is not None and _needs_escaping(ack)):
             # Ids we did not make: the general path escapes (or sanitises) them.
@@ -458,17 +460,6 @@ class MessageEncoder:
         if ack is not None:
             text += f"ack:{ack}\n"
         return text.encode() + prepared.tail(self.version)
-
-    def frame(
-        self,
-        prepared: PreparedMessage,
-        destination: str,
-        subscription_id: str,
-        message_id: str,
-        ack: str | None = None,
-    ) -> Frame:
-        """The frame :meth:`encode` encodes, with the same arguments (for logs and tests)."""
-        return prepared.frame(_message_head(destination, subscription_id, message_id, ack))
 
     def _keep(self, destination: str, subscription_id: str) -> tuple[str, str]:
         if len(self._heads) >= _MAX_KEPT_HEADS:
@@ -484,9 +475,10 @@ class MessageEncoder:
 
 
 def _message_head(
-    destination: str, subscription_id: str, message_id: str, ack: str | None
+    destination: str, subscription_id: str, message_id: str, ack: str | None = None
 ) -> Headers:
-    """The per-subscription headers of a MESSAGE, in the order we send them."""
+    """The per-subscription headers of a MESSAGE, in the order :class:`MessageEncoder`
+    writes them; ``prepared.frame(_message_head(...))`` is the frame it encodes."""
     # "The MESSAGE frame MUST also contain a message-id header with a unique identifier
     # for that message and a subscription header matching the identifier of the
     # subscription that is receiving the message." (1.2, MESSAGE)
