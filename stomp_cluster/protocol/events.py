@@ -142,8 +142,17 @@ class UnsubscribeRequested:
 
 
 @dataclass(frozen=True, slots=True)
-class AckRequested:
-    """The client acknowledged messages; ``message_ids`` lists them oldest first."""
+class _Settlement:
+    """The fields an ACK and a NACK share; each is its own event class.
+
+    Attributes:
+        subscription: the subscription the messages were delivered to.
+        message_ids: the messages settled, oldest first: more than one for a
+            cumulative (``client``) subscription.
+        transaction: the transaction the frame was part of; the event then comes when
+            it is committed.
+        frame: the ACK or NACK frame.
+    """
 
     subscription: Subscription
     message_ids: tuple[str, ...]
@@ -152,13 +161,13 @@ class AckRequested:
 
 
 @dataclass(frozen=True, slots=True)
-class NackRequested:
-    """The client refused messages; ``message_ids`` lists them oldest first."""
+class AckRequested(_Settlement):
+    """The client acknowledged messages; ``message_ids`` lists them oldest first."""
 
-    subscription: Subscription
-    message_ids: tuple[str, ...]
-    transaction: str | None
-    frame: Frame
+
+@dataclass(frozen=True, slots=True)
+class NackRequested(_Settlement):
+    """The client refused messages; ``message_ids`` lists them oldest first."""
 
 
 @dataclass(frozen=True, slots=True)
