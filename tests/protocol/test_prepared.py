@@ -14,11 +14,11 @@ from stomp_cluster.protocol import (
     FrameReader,
     MessageEncoder,
     PreparedMessage,
-    StompConnection,
     SubscribeRequested,
     Version,
     encode_frame,
 )
+from tests.protocol.helpers import connected
 
 text = st.text(min_size=1, max_size=12)
 headers = st.lists(st.tuples(text, st.text(max_size=12)), max_size=6)
@@ -83,10 +83,7 @@ def test_reserved_headers_are_dropped_and_the_rest_kept_in_order():
 
 def test_a_connection_sends_one_prepared_message_to_each_subscription_as_its_own_frame(caplog):
     caplog.set_level(logging.DEBUG, logger="stomp_cluster.protocol.connection")
-    conn = StompConnection()
-    conn.receive_data(b"CONNECT\naccept-version:1.2\nhost:h\n\n\0")
-    conn.events_received()
-    conn.accept_connect(session="s1")
+    conn = connected(Version.V1_2)
     conn.receive_data(
         b"SUBSCRIBE\nid:a\ndestination:/topic/t\n\n\0SUBSCRIBE\nid:b\ndestination:/topic/t\n\n\0"
     )
@@ -127,12 +124,7 @@ def test_a_connection_encodes_each_message_as_encode_frame_would(
 ):
     # The connection keeps the escaped destination and subscription lines per
     # subscription; whatever the ids, the bytes must be encode_frame's.
-    conn = StompConnection()
-    login = f"CONNECT\naccept-version:{version.value}\nhost:h\n\n\0".encode()
-    conn.receive_data(login)
-    conn.events_received()
-    conn.accept_connect(session="s1")
-    conn.data_to_send()
+    conn = connected(version)
     subscription = Frame(
         Command.SUBSCRIBE, (("id", sub_id), ("destination", destination), ("ack", ack))
     )
@@ -191,10 +183,7 @@ def test_the_kept_heads_stay_bounded_as_subscriptions_come_and_go():
 
 
 def test_a_connection_keeps_sending_as_subscriptions_come_and_go():
-    conn = StompConnection()
-    conn.receive_data(b"CONNECT\naccept-version:1.2\nhost:h\n\n\0")
-    conn.events_received()
-    conn.accept_connect(session="s1")
+    conn = connected(Version.V1_2)
     prepared = PreparedMessage(b"x")
     for i in range(300):
         conn.receive_data(f"SUBSCRIBE\nid:{i}\ndestination:/topic/{i}\n\n\0".encode())
