@@ -399,7 +399,7 @@ class PreparedMessage:
         return Frame(Command.MESSAGE, (*head, *self.headers), self.body)
 
 
-#: How many subscriptions' head lines a :class:`MessageEncoder` keeps at most.
+# How many subscriptions' head lines a MessageEncoder keeps at most.
 _MAX_KEPT_HEADS = 256
 
 
@@ -420,6 +420,9 @@ class MessageEncoder:
 
     Args:
         version: the connection's negotiated version.
+
+    Attributes:
+        version: the version every frame is encoded for.
     """
 
     __slots__ = ("_heads", "version")
