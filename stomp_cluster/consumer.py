@@ -47,6 +47,7 @@ from stomp_cluster.protocol import (
     ProtocolFailed,
     ReceiptRequested,
     SendRequested,
+    State,
     StompConnection,
     SubscribeRequested,
     Subscription,
@@ -219,7 +220,7 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
                     await self._handle(event)
         except Exception:
             logger.exception("internal error on session %s", self.session_id or "-")
-            if not self.connection.close_expected:
+            if self.connection.state is not State.CLOSING:
                 self.connection.send_error("internal error")
             self._ending = DisconnectReason.ERROR
         await self._flush()
@@ -229,7 +230,7 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
             # We already refused something (ERROR queued): the rest is moot, including
             # the receipt of the refused frame, which the ERROR carries as receipt-id.
             return
-        if self.connection.close_expected and not isinstance(
+        if self.connection.state is State.CLOSING and not isinstance(
             event, ReceiptRequested | DisconnectRequested | ProtocolFailed
         ):
             return
@@ -541,7 +542,7 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
             if self._send(sub_id, body, headers, message_id, prepared):
                 count += 1
                 self._backlog += 1
-        if count or self.connection.close_expected:
+        if count or self.connection.state is State.CLOSING:
             self._schedule_flush()
         return count
 
@@ -631,7 +632,7 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
                     await self.send(self._ws_message(chunk))
                     self._backlog -= 1
                 self._last_sent = time.monotonic()
-            if self.connection.close_expected and not self._closed:
+            if self.connection.state is State.CLOSING and not self._closed:
                 await self._close()
         finally:
             self._flushing = False

@@ -1,24 +1,18 @@
 """Type aliases shared across the package.
 
 Identifiers that are plain strings on the wire get :class:`~typing.NewType` wrappers so
-that mypy catches a subscription id passed where a destination is expected. ASGI
-aliases live here too, and nowhere else, so that public signatures need no other ``Any``.
+that mypy catches a subscription id passed where a destination is expected.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any, NewType
+from typing import NewType
 
 __all__ = [
     "ConnectionId",
     "Destination",
     "Headers",
-    "Message",
     "NodeId",
-    "Receive",
-    "Scope",
-    "Send",
     "SubscriptionId",
 ]
 
@@ -33,8 +27,3 @@ NodeId = NewType("NodeId", str)
 
 #: Frame headers in wire order; repeated names are allowed and the first one wins.
 Headers = tuple[tuple[str, str], ...]
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]

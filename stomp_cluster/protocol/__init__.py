@@ -6,6 +6,22 @@ Bytes go in through :meth:`StompConnection.receive_data`, typed events come out 
 asyncio, Django, Channels or clock, so it can be tested with literal bytes and reused
 with any transport.
 
+This package is the public face of the protocol: import from ``stomp_cluster.protocol``,
+not from its modules, which only define the names. Each module's ``__all__`` lists what
+the other protocol modules may use; what is re-exported here is what code outside the
+package may use.
+
+The modules, from the bottom up::
+
+    errors        the ProtocolError family and InvalidState
+    frames        versions, commands, Frame, escaping, and the encoders (encode_frame,
+                  PreparedMessage, MessageEncoder)
+    events        the events a connection produces, Subscription, Limits
+    reader        FrameReader: bytes to frames
+    heartbeat     heart-beat header parsing and negotiation
+    client_state  what one client has open: subscriptions, pending acks, transactions
+    connection    StompConnection, the state machine that ties them together
+
 Imports are eager: the package is small and pure, so laziness would buy nothing.
 """
 
@@ -38,10 +54,12 @@ from stomp_cluster.protocol.events import (
 )
 from stomp_cluster.protocol.frames import (
     CLIENT_COMMANDS,
+    RESERVED_MESSAGE_HEADERS,
     SERVER_COMMANDS,
     SUPPORTED_VERSIONS,
     Command,
     Frame,
+    MessageEncoder,
     PreparedMessage,
     Version,
     encode_frame,
@@ -54,6 +72,7 @@ from stomp_cluster.protocol.reader import FrameReader
 __all__ = [
     "CLIENT_COMMANDS",
     "MAX_HEARTBEAT",
+    "RESERVED_MESSAGE_HEADERS",
     "SERVER_COMMANDS",
     "SUPPORTED_VERSIONS",
     "AckMode",
@@ -63,14 +82,15 @@ __all__ = [
     "DisconnectRequested",
     "Event",
     "Frame",
-    "PreparedMessage",
     "FrameReader",
     "FrameTooLarge",
     "InvalidState",
     "LimitExceeded",
     "Limits",
     "MalformedFrame",
+    "MessageEncoder",
     "NackRequested",
+    "PreparedMessage",
     "ProtocolError",
     "ProtocolFailed",
     "ReceiptRequested",

@@ -9,7 +9,8 @@ WebSocket, drives it in a loop:
 1. bytes arrive: call :meth:`~StompConnection.receive_data`, then
    :meth:`~StompConnection.events_received`, and handle each event in order;
 2. write each item of :meth:`~StompConnection.data_to_send` as one WebSocket message;
-3. once :attr:`~StompConnection.close_expected` is true, flush and close the socket.
+3. once :attr:`~StompConnection.state` is :attr:`State.CLOSING`, flush and close the
+   socket.
 
 The protocol answers by itself whatever needs no outside knowledge: version
 negotiation, validation of every frame, subscription and transaction bookkeeping, and
@@ -17,6 +18,13 @@ an ERROR frame on malformed input. Anything that needs the world (authentication
 delivery, receipts that must follow a side effect) becomes an event, and the consumer
 answers with :meth:`~StompConnection.accept_connect`, :meth:`~StompConnection.send_message`,
 :meth:`~StompConnection.send_receipt` or :meth:`~StompConnection.send_error`.
+
+The work is split three ways. This module decides: which state, which frame to answer
+with, which headers a MESSAGE gets. ``ClientState`` (in ``client_state.py``) keeps what
+the client has open (subscriptions, unacknowledged messages, transactions) and its
+limits. :mod:`~stomp_cluster.protocol.frames` turns the decisions into bytes,
+with the caches that make a fan-out cheap
+(:class:`~stomp_cluster.protocol.frames.MessageEncoder`).
 
 States move only through the ``_TRANSITIONS`` table::
 
@@ -43,6 +51,7 @@ from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 from typing import Literal, TypeAlias
 
+from stomp_cluster.protocol.client_state import ClientState
 from stomp_cluster.protocol.errors import (
     InvalidState,
     LimitExceeded,
@@ -52,12 +61,10 @@ from stomp_cluster.protocol.errors import (
 )
 from stomp_cluster.protocol.events import (
     AckMode,
-    AckRequested,
     ConnectRequested,
     DisconnectRequested,
     Event,
     Limits,
-    NackRequested,
     ProtocolFailed,
     ReceiptRequested,
     SendRequested,
@@ -69,37 +76,18 @@ from stomp_cluster.protocol.frames import (
     SUPPORTED_VERSIONS,
     Command,
     Frame,
+    MessageEncoder,
     PreparedMessage,
     Version,
-    _header_lines,
-    _needs_escaping,
+    _message_head,
     _shorten,
     encode_frame,
 )
 from stomp_cluster.protocol.heartbeat import negotiate_heartbeat, parse_heartbeat
 from stomp_cluster.protocol.reader import FrameReader
-from stomp_cluster.protocol.session import Session
 from stomp_cluster.typing import Destination, Headers, SubscriptionId
 
-# The events and value types live in protocol.events; they are re-exported here
-# because this is where the consumer meets them.
-__all__ = [
-    "AckMode",
-    "AckRequested",
-    "ConnectRequested",
-    "DisconnectRequested",
-    "Event",
-    "Limits",
-    "NackRequested",
-    "ProtocolFailed",
-    "ReceiptRequested",
-    "SendRequested",
-    "State",
-    "StompConnection",
-    "SubscribeRequested",
-    "Subscription",
-    "UnsubscribeRequested",
-]
+__all__ = ["State", "StompConnection"]
 
 logger = logging.getLogger(__name__)
 
@@ -110,7 +98,9 @@ class State(enum.Enum):
     AWAITING_CONNECT = "awaiting-connect"
     CONNECT_PENDING = "connect-pending"  # CONNECT received, the consumer is deciding
     CONNECTED = "connected"
-    CLOSING = "closing"  # ERROR queued or DISCONNECT handled; input is ignored
+    # ERROR queued or DISCONNECT handled: input is ignored, and the consumer flushes
+    # data_to_send() and closes the socket. The one signal to close; nothing duplicates it.
+    CLOSING = "closing"
 
 
 _Trigger: TypeAlias = Literal["CONNECT", "accept_connect", "DISCONNECT", "error"]
@@ -143,12 +133,11 @@ class StompConnection:
         supported_versions: the versions this server accepts.
 
     Attributes:
-        state: the current :class:`State` (read-only).
+        state: the current :class:`State` (read-only). Once it is
+            :attr:`State.CLOSING`, flush :meth:`data_to_send`, then close the socket.
         version: the negotiated version, set once CONNECT is received (read-only).
         heartbeat_intervals: ``(outgoing_ms, incoming_ms)`` once accepted, else
             ``(0, 0)``; see :func:`~stomp_cluster.protocol.heartbeat.negotiate_heartbeat`.
-        close_expected: true once an ERROR is queued or DISCONNECT handled: flush
-            :meth:`data_to_send`, then close the socket (read-only).
     """
 
     def __init__(
@@ -163,7 +152,6 @@ class StompConnection:
         self.state = State.AWAITING_CONNECT
         self.version: Version | None = None
         self.heartbeat_intervals = (0, 0)
-        self.close_expected = False
         self._server_heartbeat = heartbeat
         self._client_heartbeat = (0, 0)
         self._subprotocol = subprotocol
@@ -175,11 +163,10 @@ class StompConnection:
             max_header_length=limits.max_header_length,
         )
         self._accepted = False
-        self._session = Session(limits)
-        self._subscriptions = MappingProxyType(self._session.subscriptions)
+        self._client_state = ClientState(limits)
+        self._subscriptions = MappingProxyType(self._client_state.subscriptions)
         self._message_counter = 0
-        # (destination, subscription id) -> the MESSAGE head around the message-id line.
-        self._message_heads: dict[tuple[str, str], tuple[str, str]] = {}
+        self._messages: MessageEncoder | None = None  # from accept_connect(), in the version
         self._events: list[Event] = []
         self._outgoing: list[bytes] = []
         self._error_frame: bytes | None = None
@@ -311,7 +298,7 @@ class StompConnection:
         if transaction is None:
             self._events.append(event)
         else:
-            self._session.buffer(transaction, event)
+            self._client_state.buffer(transaction, event)
 
     def _on_subscribe(self, frame: Frame) -> None:
         destination = Destination(_require(frame, "destination"))
@@ -334,17 +321,17 @@ class StompConnection:
         subscription = Subscription(
             SubscriptionId(subscription_id), destination, ack, frame.headers
         )
-        self._session.subscribe(subscription)
+        self._client_state.subscribe(subscription)
         self._events.append(SubscribeRequested(subscription, frame))
 
     def _on_unsubscribe(self, frame: Frame) -> None:
         subscription_id = frame.get("id")
         destination = frame.get("destination")
         if subscription_id:
-            subscription = self._session.unsubscribe(subscription_id=subscription_id)
+            subscription = self._client_state.unsubscribe(subscription_id=subscription_id)
         elif self.version is Version.V1_0 and destination:
             # 1.0: "It requires either a destination header or an id header" (UNSUBSCRIBE)
-            subscription = self._session.unsubscribe(destination=destination)
+            subscription = self._client_state.unsubscribe(destination=destination)
         else:
             # "an id header MUST be included in the frame to uniquely identify the
             # subscription to remove" (1.2, UNSUBSCRIBE)
@@ -362,35 +349,34 @@ class StompConnection:
             _require(frame, "message-id")
             if self.version is Version.V1_1:
                 _require(frame, "subscription")
-        pending = self._session.find_pending(frame, self.version)
+        pending = self._client_state.find_pending(frame, self.version)
         transaction = frame.get("transaction")
         if transaction is None:
-            self._events.append(self._session.acknowledge(pending))
+            self._events.append(self._client_state.acknowledge(pending))
         else:
             # "indicating that the message acknowledgment SHOULD be part of the named
             # transaction" (1.2, ACK): checked now, settled on COMMIT.
-            self._session.buffer(transaction, pending)
+            self._client_state.buffer(transaction, pending)
 
     def _on_begin(self, frame: Frame) -> None:
         # "The transaction header is REQUIRED" (1.2, BEGIN)
-        self._session.begin(_require(frame, "transaction"))
+        self._client_state.begin(_require(frame, "transaction"))
 
     def _on_commit(self, frame: Frame) -> None:
         # "The transaction header is REQUIRED and MUST specify the identifier of the
         # transaction to commit." (1.2, COMMIT)
-        self._events.extend(self._session.commit(_require(frame, "transaction")))
+        self._events.extend(self._client_state.commit(_require(frame, "transaction")))
 
     def _on_abort(self, frame: Frame) -> None:
         # "The transaction header is REQUIRED and MUST specify the identifier of the
         # transaction to abort." (1.2, ABORT)
-        self._session.abort(_require(frame, "transaction"))
+        self._client_state.abort(_require(frame, "transaction"))
 
     def _on_disconnect(self, frame: Frame) -> None:
         # "Any started transactions which have not been committed will be implicitly
         # aborted if the client sends a DISCONNECT frame" (1.2, BEGIN)
-        self._session.abort_all()
+        self._client_state.abort_all()
         self._transition("DISCONNECT")
-        self.close_expected = True
         self._events.append(DisconnectRequested(frame))
 
     # Output.
@@ -398,8 +384,8 @@ class StompConnection:
     def data_to_send(self) -> list[bytes]:
         """Return the bytes to write, and forget them.
 
-        Write each item as one WebSocket message, in order. Then, if
-        :attr:`close_expected` is true, close the socket.
+        Write each item as one WebSocket message, in order. Then, if :attr:`state` is
+        :attr:`State.CLOSING`, close the socket.
 
         Returns:
             Whole frames and heart-beat EOLs; an ERROR frame is always the last item.
@@ -446,6 +432,7 @@ class StompConnection:
         self._transition("accept_connect")
         self._accepted = True
         self._reader.version = version
+        self._messages = MessageEncoder(version)
         self._queue(Frame(Command.CONNECTED, tuple(headers)))
 
     def send_message(
@@ -475,65 +462,40 @@ class StompConnection:
             The message id, or ``None`` if nothing was queued: the subscription is gone
             (normal when a message crosses an UNSUBSCRIBE), the connection is not
             connected, or the client has too many unacknowledged messages. In that
-            last case an ERROR is queued: check :attr:`close_expected`.
+            last case an ERROR is queued and :attr:`state` is :attr:`State.CLOSING`.
         """
         if self.state is not State.CONNECTED:
             return None
-        subscription = self._session.subscriptions.get(subscription_id)
+        subscription = self._client_state.subscriptions.get(subscription_id)
         if subscription is None:
             return None
         if message_id is None:
             self._message_counter += 1
             message_id = str(self._message_counter)
-        # "The MESSAGE frame MUST also contain a message-id header with a unique
-        # identifier for that message and a subscription header matching the identifier
-        # of the subscription that is receiving the message." (1.2, MESSAGE)
-        message_headers = [
-            ("destination", destination if destination is not None else subscription.destination),
-            ("message-id", message_id),
-            ("subscription", subscription.id),
-        ]
         try:
-            ack_value = self._session.add_message(subscription, message_id)
+            ack = self._client_state.add_message(subscription, message_id)
         except LimitExceeded as error:
             self._fail(error, emit=False)
             return None
-        if ack_value is not None and self.version is Version.V1_2:
-            # "the MESSAGE frame MUST also contain an ack header with an arbitrary value.
-            # This header will be used to relate the message to a subsequent ACK or NACK
-            # frame." (1.2, MESSAGE)
-            message_headers.append(("ack", ack_value))
+        if self.version is not Version.V1_2:
+            # Only 1.2 relates an ACK to its MESSAGE by an ack header: "the MESSAGE frame
+            # MUST also contain an ack header with an arbitrary value. This header will be
+            # used to relate the message to a subsequent ACK or NACK frame." (1.2, MESSAGE)
+            # 1.0 and 1.1 use the message-id.
+            ack = None
+        if destination is None:
+            destination = subscription.destination
         prepared = body if isinstance(body, PreparedMessage) else PreparedMessage(body, headers)
-        head = tuple(message_headers)
+        # Set by accept_connect(): we are CONNECTED.
+        messages = self._messages
+        assert messages is not None
         if self._debug:
+            head = _message_head(destination, subscription.id, message_id, ack)
             logger.debug("> %s", prepared.frame(head))
-        # CONNECTED: the version is negotiated and no ERROR has sealed the output.
-        assert self.version is not None
-        self._outgoing.append(self._encode_message(head, prepared, self.version))
+        self._outgoing.append(
+            messages.encode(prepared, destination, subscription.id, message_id, ack)
+        )
         return message_id
-
-    def _encode_message(self, head: Headers, prepared: PreparedMessage, version: Version) -> bytes:
-        """``prepared.encode(head, version)``, with the escaped destination and subscription
-        lines kept per subscription: only the message-id (and ack) change between messages.
-        """
-        (_, destination), (_, message_id), (_, subscription_id), *ack = head
-        if any(_needs_escaping(value) for value in (message_id, *(v for _, v in ack))):
-            return prepared.encode(head, version)  # ids we did not make: the general path
-        key = (destination, subscription_id)
-        parts = self._message_heads.get(key)
-        if parts is None:
-            if len(self._message_heads) >= 256:  # subscriptions come and go: stay bounded
-                self._message_heads.clear()
-            dest_line, sub_line = _header_lines(
-                Command.MESSAGE,
-                (("destination", destination), ("subscription", subscription_id)),
-                version,
-            )
-            parts = self._message_heads[key] = (f"MESSAGE\n{dest_line}\n", f"\n{sub_line}\n")
-        text = f"{parts[0]}message-id:{message_id}{parts[1]}"
-        if ack:
-            text += f"ack:{ack[0][1]}\n"
-        return text.encode() + prepared.tail(version)
 
     def send_receipt(self, receipt_id: str, *, headers: Headers = ()) -> None:
         """Queue a RECEIPT, then call :meth:`data_to_send`.
@@ -632,8 +594,7 @@ class StompConnection:
         # unescape: send the headers as they are, as CONNECT and CONNECTED do.
         self._error_frame = encode_frame(frame, self.version if self._accepted else None)
         self._transition("error")
-        self.close_expected = True
-        self._session.abort_all()
+        self._client_state.abort_all()
         if emit:
             self._events.append(ProtocolFailed(error))
 

@@ -3,8 +3,12 @@
 The events it produces (all named in one tense, ``...Requested``, plus
 :class:`ProtocolFailed`), the :class:`Subscription` records it keeps, and the
 :class:`Limits` it enforces. They are frozen dataclasses: compare them with ``==`` in
-tests and pass them around freely. :mod:`stomp_cluster.protocol.connection` re-exports
-every name.
+tests and pass them around freely. Import them from :mod:`stomp_cluster.protocol`,
+which re-exports every name.
+
+:data:`Event` is the union of every event that
+:meth:`~stomp_cluster.protocol.connection.StompConnection.events_received` returns: type
+a handler's argument with it and ``match`` on the classes.
 """
 
 from __future__ import annotations
@@ -138,8 +142,17 @@ class UnsubscribeRequested:
 
 
 @dataclass(frozen=True, slots=True)
-class AckRequested:
-    """The client acknowledged messages; ``message_ids`` lists them oldest first."""
+class _Settlement:
+    """The fields an ACK and a NACK share; each is its own event class.
+
+    Attributes:
+        subscription: the subscription the messages were delivered to.
+        message_ids: the messages settled, oldest first: more than one for a
+            cumulative (``client``) subscription.
+        transaction: the transaction the frame was part of; the event then comes when
+            it is committed.
+        frame: the ACK or NACK frame.
+    """
 
     subscription: Subscription
     message_ids: tuple[str, ...]
@@ -148,13 +161,13 @@ class AckRequested:
 
 
 @dataclass(frozen=True, slots=True)
-class NackRequested:
-    """The client refused messages; ``message_ids`` lists them oldest first."""
+class AckRequested(_Settlement):
+    """The client acknowledged messages; ``message_ids`` lists them oldest first."""
 
-    subscription: Subscription
-    message_ids: tuple[str, ...]
-    transaction: str | None
-    frame: Frame
+
+@dataclass(frozen=True, slots=True)
+class NackRequested(_Settlement):
+    """The client refused messages; ``message_ids`` lists them oldest first."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,6 +196,8 @@ class ProtocolFailed:
     error: ProtocolError
 
 
+#: Any event :meth:`~stomp_cluster.protocol.connection.StompConnection.events_received`
+#: returns; a consumer's handler takes this and matches on the classes.
 Event: TypeAlias = (
     ConnectRequested
     | SendRequested

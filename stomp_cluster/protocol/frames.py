@@ -1,8 +1,22 @@
-"""STOMP frames: versions, commands, the :class:`Frame` value object and its encoder.
+"""STOMP frames: versions, commands, the :class:`Frame` value object and its encoders.
 
-This module turns a :class:`Frame` into bytes (:func:`encode_frame`) and defines the
-header escaping that differs between STOMP versions (:func:`escape`, :func:`unescape`).
-Decoding bytes into frames is the job of :mod:`stomp_cluster.protocol.reader`.
+This module turns frames into bytes and defines the header escaping that differs
+between STOMP versions (:func:`escape`, :func:`unescape`). Decoding bytes into frames is
+the job of :mod:`stomp_cluster.protocol.reader`; deciding which frames to send is the
+job of :mod:`stomp_cluster.protocol.connection`, which asks this module for the bytes.
+
+Three encoders, from the general to the hot path:
+
+* :func:`encode_frame` encodes any :class:`Frame`;
+* :class:`PreparedMessage` holds a MESSAGE's body and extra headers, encoded once per
+  STOMP version for every subscription the message reaches (a node encodes a fanned-out
+  message once, whatever the number of its subscribers);
+* :class:`MessageEncoder` writes the MESSAGE frames of one connection, keeping each
+  subscription's escaped ``destination`` and ``subscription`` lines, so that a MESSAGE
+  costs two string joins and the ids.
+
+The last two give the same bytes as :func:`encode_frame` of the whole frame: the tests
+check it for every version and any header text.
 
 Escaping by version, as the encoder and the reader apply it:
 
@@ -30,10 +44,12 @@ from stomp_cluster.typing import Headers
 
 __all__ = [
     "CLIENT_COMMANDS",
+    "RESERVED_MESSAGE_HEADERS",
     "SERVER_COMMANDS",
     "SUPPORTED_VERSIONS",
     "Command",
     "Frame",
+    "MessageEncoder",
     "PreparedMessage",
     "Version",
     "encode_frame",
@@ -118,6 +134,7 @@ SERVER_COMMANDS: frozenset[Command] = frozenset(
 
 # "The CONNECT and CONNECTED frames do not escape the carriage return, line feed or colon
 # octets in order to remain backward compatible with STOMP 1.0." (1.2, Value Encoding)
+# The encoder here and the reader both apply it.
 _UNESCAPED_COMMANDS = frozenset({Command.CONNECT, Command.STOMP, Command.CONNECTED})
 
 # Header names whose values never reach a log line.
@@ -380,6 +397,100 @@ class PreparedMessage:
     def frame(self, head: Headers) -> Frame:
         """The same message as a :class:`Frame` (for logging and tests)."""
         return Frame(Command.MESSAGE, (*head, *self.headers), self.body)
+
+
+# How many subscriptions' head lines a MessageEncoder keeps at most.
+_MAX_KEPT_HEADS = 256
+
+
+class MessageEncoder:
+    """Encodes the MESSAGE frames of one connection, keeping what repeats.
+
+    Between two MESSAGEs to the same subscription, only ``message-id`` and ``ack``
+    change. The escaped ``destination`` and ``subscription`` lines were the largest of
+    our own costs in a fan-out profile once :class:`PreparedMessage` had removed the
+    rest (``docs/performance.md``, W3), so they are escaped once per subscription and
+    kept: a MESSAGE then costs the ids, two string joins and the prepared tail.
+
+    The kept lines are bounded (256 subscriptions; subscriptions come and go, so the
+    whole cache is dropped when full) and ids that would need escaping take the general
+    path. Either way the bytes are those of :func:`encode_frame` of the whole frame,
+    whose headers are ``destination``, ``message-id``, ``subscription``, then ``ack``
+    if given, then those of the :class:`PreparedMessage`.
+
+    Args:
+        version: the connection's negotiated version.
+
+    Attributes:
+        version: the version every frame is encoded for.
+    """
+
+    __slots__ = ("_heads", "version")
+
+    def __init__(self, version: Version) -> None:
+        self.version = version
+        # (destination, subscription id) -> the head before and after the message-id value.
+        self._heads: dict[tuple[str, str], tuple[str, str]] = {}
+
+    def encode(
+        self,
+        prepared: PreparedMessage,
+        destination: str,
+        subscription_id: str,
+        message_id: str,
+        ack: str | None = None,
+    ) -> bytes:
+        """Return the MESSAGE frame for one subscription, ready to write.
+
+        Args:
+            prepared: the body and extra headers, shared by every subscription.
+            destination: the ``destination`` header.
+            subscription_id: the ``subscription`` header.
+            message_id: the ``message-id`` header.
+            ack: the ``ack`` header (STOMP 1.2, unacknowledged subscriptions only).
+
+        Returns:
+            One whole frame: headers, body, NUL.
+        """
+        if _needs_escaping(message_id) or (ack is not None and _needs_escaping(ack)):
+            # Ids we did not make: the general path escapes (or sanitises) them.
+            head = _message_head(destination, subscription_id, message_id, ack)
+            return prepared.encode(head, self.version)
+        parts = self._heads.get((destination, subscription_id))
+        if parts is None:
+            parts = self._keep(destination, subscription_id)
+        text = f"{parts[0]}{message_id}{parts[1]}"
+        if ack is not None:
+            text += f"ack:{ack}\n"
+        return text.encode() + prepared.tail(self.version)
+
+    def _keep(self, destination: str, subscription_id: str) -> tuple[str, str]:
+        if len(self._heads) >= _MAX_KEPT_HEADS:
+            self._heads.clear()
+        dest_line, sub_line = _header_lines(
+            Command.MESSAGE,
+            (("destination", destination), ("subscription", subscription_id)),
+            self.version,
+        )
+        parts = (f"MESSAGE\n{dest_line}\nmessage-id:", f"\n{sub_line}\n")
+        self._heads[destination, subscription_id] = parts
+        return parts
+
+
+def _message_head(
+    destination: str, subscription_id: str, message_id: str, ack: str | None = None
+) -> Headers:
+    """The per-subscription headers of a MESSAGE, in the order :class:`MessageEncoder`
+    writes them; ``prepared.frame(_message_head(...))`` is the frame it encodes."""
+    # "The MESSAGE frame MUST also contain a message-id header with a unique identifier
+    # for that message and a subscription header matching the identifier of the
+    # subscription that is receiving the message." (1.2, MESSAGE)
+    head = (
+        ("destination", destination),
+        ("message-id", message_id),
+        ("subscription", subscription_id),
+    )
+    return head if ack is None else (*head, ("ack", ack))
 
 
 def _shorten(text: str, limit: int = 64) -> str:

@@ -30,6 +30,7 @@ from stomp_cluster.protocol.errors import (
     ProtocolError,
 )
 from stomp_cluster.protocol.frames import (
+    _UNESCAPED_COMMANDS,
     CLIENT_COMMANDS,
     Command,
     Frame,
@@ -49,10 +50,6 @@ _EOLS = re.compile(rb"\n*(?:\r\n\n*)*")
 # either form; searching for each separately would scan the whole buffer for the form a
 # client never uses, once per frame.
 _BLANK_LINE = re.compile(rb"\n\r?\n")
-
-# "The CONNECT and CONNECTED frames do not escape the carriage return, line feed or colon
-# octets in order to remain backward compatible with STOMP 1.0." (1.2, Value Encoding)
-_UNESCAPED_COMMANDS = frozenset({Command.CONNECT, Command.STOMP, Command.CONNECTED})
 
 
 class FrameReader:

@@ -5,10 +5,18 @@ from __future__ import annotations
 import subprocess
 import sys
 
+# Every module of the package, found rather than listed, so a new one is checked too.
 SCRIPT = """
+import importlib
+import pkgutil
 import sys
 import stomp_cluster.protocol
-import stomp_cluster.protocol.connection
+modules = [info.name for info in pkgutil.walk_packages(
+    stomp_cluster.protocol.__path__, "stomp_cluster.protocol."
+)]
+assert "stomp_cluster.protocol.connection" in modules, modules
+for name in modules:
+    importlib.import_module(name)
 forbidden = sorted(
     name
     for name in sys.modules

@@ -1,22 +1,24 @@
-"""PreparedMessage: a MESSAGE encoded once for many subscriptions, byte for byte the same."""
+"""PreparedMessage and MessageEncoder: MESSAGEs encoded with what repeats kept, byte for
+byte the same as encode_frame."""
 
 from __future__ import annotations
 
 import logging
 
-from hypothesis import event, given, settings
+from hypothesis import event, example, given, settings
 from hypothesis import strategies as st
 
 from stomp_cluster.protocol import (
     Command,
     Frame,
     FrameReader,
+    MessageEncoder,
     PreparedMessage,
-    StompConnection,
     SubscribeRequested,
     Version,
     encode_frame,
 )
+from tests.protocol.helpers import connected
 
 text = st.text(min_size=1, max_size=12)
 headers = st.lists(st.tuples(text, st.text(max_size=12)), max_size=6)
@@ -38,6 +40,30 @@ def test_encoding_is_the_whole_frames_encoding(body, extra, head, version):
     assert prepared.encode(head_headers, version) == expected  # from the cached tail
 
 
+@settings(max_examples=300, deadline=None)
+@given(
+    body=st.binary(max_size=16),
+    destination=text,
+    sub_id=text,
+    message_id=st.text(max_size=12),
+    ack=st.one_of(st.none(), st.text(max_size=12)),
+    version=st.sampled_from(list(Version)),
+)
+def test_message_encoder_gives_encode_frames_bytes(
+    body, destination, sub_id, message_id, ack, version
+):
+    encoder = MessageEncoder(version)
+    prepared = PreparedMessage(body, (("content-type", "text/plain"),))
+    head = (("destination", destination), ("message-id", message_id), ("subscription", sub_id))
+    if ack is not None:
+        head += (("ack", ack),)
+    expected = encode_frame(prepared.frame(head), version)
+
+    assert encoder.encode(prepared, destination, sub_id, message_id, ack) == expected
+    # Again, from the kept head lines.
+    assert encoder.encode(prepared, destination, sub_id, message_id, ack) == expected
+
+
 def test_reserved_headers_are_dropped_and_the_rest_kept_in_order():
     prepared = PreparedMessage(
         b"x",
@@ -57,10 +83,7 @@ def test_reserved_headers_are_dropped_and_the_rest_kept_in_order():
 
 def test_a_connection_sends_one_prepared_message_to_each_subscription_as_its_own_frame(caplog):
     caplog.set_level(logging.DEBUG, logger="stomp_cluster.protocol.connection")
-    conn = StompConnection()
-    conn.receive_data(b"CONNECT\naccept-version:1.2\nhost:h\n\n\0")
-    conn.events_received()
-    conn.accept_connect(session="s1")
+    conn = connected(Version.V1_2)
     conn.receive_data(
         b"SUBSCRIBE\nid:a\ndestination:/topic/t\n\n\0SUBSCRIBE\nid:b\ndestination:/topic/t\n\n\0"
     )
@@ -93,17 +116,15 @@ def test_a_connection_sends_one_prepared_message_to_each_subscription_as_its_own
     version=st.sampled_from(list(Version)),
     body=st.binary(max_size=16),
 )
+# Whatever Hypothesis draws, the kept-head path and the general one are both taken.
+@example("/topic/a", "0", None, "client", Version.V1_2, b"x")
+@example("/topic/a:b", "0\\1", "m:1", "client-individual", Version.V1_2, b"")
 def test_a_connection_encodes_each_message_as_encode_frame_would(
     destination, sub_id, message_id, ack, version, body
 ):
     # The connection keeps the escaped destination and subscription lines per
     # subscription; whatever the ids, the bytes must be encode_frame's.
-    conn = StompConnection()
-    login = f"CONNECT\naccept-version:{version.value}\nhost:h\n\n\0".encode()
-    conn.receive_data(login)
-    conn.events_received()
-    conn.accept_connect(session="s1")
-    conn.data_to_send()
+    conn = connected(version)
     subscription = Frame(
         Command.SUBSCRIBE, (("id", sub_id), ("destination", destination), ("ack", ack))
     )
@@ -119,6 +140,7 @@ def test_a_connection_encodes_each_message_as_encode_frame_would(
 
     for _ in range(2):  # the second one uses the kept head
         sent = conn.send_message(parsed.id, prepared, message_id=message_id)
+        assert sent is not None
         (frame_bytes,) = conn.data_to_send()
         head = [
             ("destination", parsed.destination),
@@ -152,10 +174,16 @@ def _reparse(data: bytes, version: Version) -> Frame:
 
 
 def test_the_kept_heads_stay_bounded_as_subscriptions_come_and_go():
-    conn = StompConnection()
-    conn.receive_data(b"CONNECT\naccept-version:1.2\nhost:h\n\n\0")
-    conn.events_received()
-    conn.accept_connect(session="s1")
+    encoder = MessageEncoder(Version.V1_2)
+    prepared = PreparedMessage(b"x")
+    for i in range(300):
+        data = encoder.encode(prepared, f"/topic/{i}", str(i), str(i + 1))
+        assert data.startswith(f"MESSAGE\ndestination:/topic/{i}\nmessage-id:{i + 1}\n".encode())
+        assert len(encoder._heads) <= 256
+
+
+def test_a_connection_keeps_sending_as_subscriptions_come_and_go():
+    conn = connected(Version.V1_2)
     prepared = PreparedMessage(b"x")
     for i in range(300):
         conn.receive_data(f"SUBSCRIBE\nid:{i}\ndestination:/topic/{i}\n\n\0".encode())
@@ -166,4 +194,3 @@ def test_the_kept_heads_stay_bounded_as_subscriptions_come_and_go():
     frames = [f for f in conn.data_to_send() if f.startswith(b"MESSAGE")]
     assert len(frames) == 300
     assert frames[-1].startswith(b"MESSAGE\ndestination:/topic/299\nmessage-id:300\n")
-    assert len(conn._message_heads) <= 256

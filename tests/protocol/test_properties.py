@@ -20,10 +20,10 @@ from stomp_cluster.protocol import (
     ProtocolError,
     ProtocolFailed,
     State,
-    StompConnection,
     Version,
     encode_frame,
 )
+from tests.protocol.helpers import connected
 
 PROPERTY = settings(max_examples=200, deadline=None)
 VERSIONS = [None, Version.V1_0, Version.V1_1, Version.V1_2]
@@ -187,10 +187,7 @@ def test_arbitrary_bytes_raise_only_protocol_errors_whatever_the_chunking(data, 
 @PROPERTY
 @given(ARBITRARY, st.sampled_from([Version.V1_0, Version.V1_1, Version.V1_2]))
 def test_connection_survives_arbitrary_bytes(data, version):
-    conn = StompConnection()
-    conn.receive_data(b"CONNECT\naccept-version:" + version.value.encode() + b"\n\n\x00")
-    conn.events_received()
-    conn.accept_connect(session="s1")
+    conn = connected(version)
     conn.receive_data(b"SUBSCRIBE\nid:0\ndestination:/q/a\nack:client\n\n\x00")
     conn.send_message("0", b"x")
     for chunk in cut(data, [7, 31, 64]):
@@ -200,6 +197,6 @@ def test_connection_survives_arbitrary_bytes(data, version):
         assert len(failed) <= 1
         if failed:
             assert events[-1] is failed[0]
-            assert conn.state is State.CLOSING and conn.close_expected
+            assert conn.state is State.CLOSING
     sent = conn.data_to_send()
     assert sum(chunk.startswith(b"ERROR\n") for chunk in sent) <= 1

@@ -340,16 +340,6 @@ def test_huge_content_length_is_too_large():
     assert error.message.startswith("body of ")
 
 
-def test_streamed_body_too_large_is_refused_before_its_nul():
-    reader = make_reader()
-    reader.feed(b"SEND\n\n" + b"b" * 1024)
-    assert reader.next_frame() is None
-    reader.feed(b"b")
-    with pytest.raises(FrameTooLarge) as info:
-        reader.next_frame()
-    assert info.value.message == "body of at least 1025 bytes exceeds limit of 1024"
-
-
 def test_frame_of_max_size_is_allowed():
     # 6 bytes of head ("SEND\n\n") + body + NUL.
     data = b"SEND\n\n" + b"b" * 93 + b"\x00"
@@ -362,14 +352,24 @@ def test_announced_frame_too_large():
     assert error.message == f"frame of {len(data) + 95} bytes exceeds limit of 100"
 
 
-def test_streamed_frame_too_large_is_refused_without_waiting():
-    reader = make_reader(max_frame_size=100)
-    reader.feed(b"SEND\n\n" + b"b" * 93)
+@pytest.mark.parametrize(
+    ("limits", "body", "message"),
+    [
+        # The body limit is passed before the body's NUL arrives.
+        ({}, 1024, "body of at least 1025 bytes exceeds limit of 1024"),
+        # 6 bytes of head ("SEND\n\n") + 93 of body fill the frame but for its NUL.
+        ({"max_frame_size": 100}, 93, "frame of at least 101 bytes exceeds limit of 100"),
+    ],
+    ids=["body", "frame"],
+)
+def test_streamed_frame_is_refused_at_the_first_byte_over_the_limit(limits, body, message):
+    reader = make_reader(**limits)
+    reader.feed(b"SEND\n\n" + b"b" * body)
     assert reader.next_frame() is None
     reader.feed(b"b")
     with pytest.raises(FrameTooLarge) as info:
         reader.next_frame()
-    assert info.value.message == "frame of at least 101 bytes exceeds limit of 100"
+    assert info.value.message == message
 
 
 def test_headers_too_large_for_the_frame():

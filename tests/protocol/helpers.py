@@ -1,8 +1,9 @@
 """Helpers for protocol tests that read like the STOMP spec.
 
 Tests drive a :class:`StompConnection` with literal bytes and check the literal bytes it
-answers with. The helpers here are plain functions (import them from this module) so
-that a test reads as a conversation::
+answers with. The helpers here are plain functions in a plain module, not a
+``conftest.py``, so that tests import them like any other code and a test reads as a
+conversation::
 
     conn = connected(Version.V1_2)
     conn.receive_data(b"SEND\\n\\n\\x00")
@@ -106,7 +107,6 @@ def assert_error_and_close(
     error = parse(data[-1], conn.version)
     assert error.get("message") == message
     assert error.get("receipt-id") == receipt_id
-    assert conn.close_expected
     assert conn.state is State.CLOSING
     # "it MUST then close the connection just after sending the ERROR frame"
     conn.receive_data(b"SEND\ndestination:/queue/a\nreceipt:late\n\n\x00")

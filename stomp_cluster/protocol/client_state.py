@@ -1,9 +1,13 @@
 """What one client has open: subscriptions, unacknowledged messages and transactions.
 
-:class:`~stomp_cluster.protocol.connection.StompConnection` parses frames and checks
-their headers; its :class:`Session` keeps the state those frames change, enforces the
-per-connection limits on it, and raises a :class:`ProtocolError` when a frame names
-something that does not exist.
+:class:`~stomp_cluster.protocol.connection.StompConnection` parses frames, checks their
+headers and decides what to answer; its :class:`ClientState` keeps what those frames
+open and close, enforces the per-connection limits on it, and raises a
+:class:`ProtocolError` when a frame names something that does not exist.
+
+The name is deliberate: "session" already means the STOMP session (the ``session``
+header of CONNECTED, one record in the presence registry) and Django's HTTP session, so
+the protocol's bookkeeping of one connection is called its client state.
 
 Each unacknowledged message has an *ack value*, unique within the connection: the 1.2
 MESSAGE ``ack`` header. It is the message id, unless the caller of ``send_message()``
@@ -31,7 +35,7 @@ from stomp_cluster.protocol.events import (
 from stomp_cluster.protocol.frames import Command, Frame, Version, _shorten
 from stomp_cluster.typing import SubscriptionId
 
-__all__ = ["PendingAck", "Session"]
+__all__ = ["ClientState", "PendingAck"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,8 +47,8 @@ class PendingAck:
     ack_value: str
 
 
-class Session:
-    """The resources one client has open, with their limits.
+class ClientState:
+    """What one client has open on its connection, with the limits on it.
 
     Args:
         limits: the connection's limits.
