@@ -50,7 +50,7 @@ from stomp_cluster.messages import (
 )
 from stomp_cluster.node import current_node
 from stomp_cluster.presence.base import PresenceBackend
-from stomp_cluster.protocol.frames import RESERVED_MESSAGE_HEADERS
+from stomp_cluster.protocol import RESERVED_MESSAGE_HEADERS
 from stomp_cluster.typing import Headers
 from stomp_cluster.users import UserRef, auser_key
 

@@ -11,7 +11,7 @@ and :mod:`stomp_cluster.exceptions` re-exports it next to the rest::
     │   └── UnsupportedVersion
     ├── InvalidState           also an AssertionError: our code drove the protocol out of order
     ├── DeliveryFailed         (stomp_cluster.exceptions)
-    └── PresenceUnavailable    (stomp_cluster.exceptions)
+    └── BackendUnavailable     (stomp_cluster.exceptions: presence, history, transport)
 
 We separate the peer's mistakes from our own, as h11 does: a :class:`ProtocolError`
 becomes an ERROR frame for that one connection, while :class:`InvalidState` is a bug that
