@@ -14,16 +14,18 @@ Theory of operation
 An ASGI server that speaks the lifespan protocol (uvicorn, and gunicorn with uvicorn
 workers) opens one ``lifespan`` scope per process: it sends ``lifespan.startup`` before
 it accepts connections and ``lifespan.shutdown`` when it stops. Channels'
-``ProtocolTypeRouter`` has no entry for that scope, so ``uvicorn --lifespan on`` exits at
-start-up and ``--lifespan auto`` logs a traceback; :class:`LifespanApp` is the entry.
+``ProtocolTypeRouter`` has no entry for that scope: without one, ``uvicorn --lifespan on``
+exits at start-up ("Application startup failed"), and ``--lifespan auto``, the default of
+uvicorn and of gunicorn's uvicorn workers, logs that the protocol "appears unsupported"
+and never tells the application it stops. :class:`LifespanApp` is that entry.
 
 * **Startup** does nothing. The node still starts with the first WebSocket the process
   accepts, so a process that serves only HTTP never joins the cluster.
-* **Shutdown** awaits :meth:`Node.shutdown <stomp_cluster.node.Node.shutdown>` for the
-  node of the process's event loop, if one started: it closes any session still open
-  with an ERROR frame saying ``server shutting down``, stops the node's tasks, releases
-  the sweep lock if the node held it, and removes the node from the presence registry.
-  ``stomp_cluster nodes`` no longer lists it, at once rather than after ``NODE_TTL``.
+* **Shutdown** awaits ``Node.shutdown()`` for the node of the process's event loop, if
+  one started: it closes any session still open with an ERROR frame saying ``server
+  shutting down``, stops the node's tasks, gives up the sweep lock if the node held it,
+  and removes the node from the presence registry. ``manage.py stomp_cluster nodes`` no
+  longer lists it, at once rather than after ``NODE_TTL``.
 
 What a client sees depends on the order in which the server does things. uvicorn, on
 SIGTERM, first stops listening and closes every WebSocket itself with close code 1012
@@ -32,11 +34,15 @@ applications of those connections to finish, and only then sends ``lifespan.shut
 So under uvicorn a client gets **no ERROR frame**, only the WebSocket close with code
 1012; the consumer reports each of those sessions with the reason ``"shutdown"`` and
 removes it from the registry as the socket closes, and the lifespan shutdown then
-removes the node. A second Ctrl-C (uvicorn's forced exit) skips the lifespan shutdown.
+removes the node. stomp.py reports a lost connection (``on_disconnected``) and
+``@stomp/stompjs`` a WebSocket close with code 1012 (``onWebSocketClose``); clients that
+reconnect do so through the load balancer to another node. A second Ctrl-C (uvicorn's
+forced exit) skips the lifespan shutdown: the node then stays listed until its
+``NODE_TTL`` lapses, as after a crash.
 
 daphne does not speak the lifespan protocol; there the node hooks into Twisted's shutdown
 instead, which runs before the sockets close, so daphne's clients do get the ERROR frame
-(see :meth:`Node.shutdown <stomp_cluster.node.Node.shutdown>`).
+before the close.
 """
 
 from __future__ import annotations

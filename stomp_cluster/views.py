@@ -23,18 +23,17 @@ Health
 :func:`health` answers 200 while this process can serve STOMP sessions that the rest of
 the cluster reaches, and 503 otherwise, with a small JSON body saying why:
 
-==============================================  ======  ===============================
-situation                                       status  body
-==============================================  ======  ===============================
-a node, listed and alive in the registry        200     ``{"status": "ok", "node": id,
-                                                        "sessions": n}``
-a node the registry does not list, or lists     503     ``"status": "unavailable"``,
-as lost (Redis restarted, or its heartbeats             ``"node"``, ``"reason"``
-stalled past ``NODE_TTL``)
-the registry cannot be reached                  503     the same, ``"node"`` may be null
-not a node (no WebSocket accepted yet, a WSGI   200     ``{"status": "ok",
-worker) and the registry answers                        "node": null}``
-==============================================  ======  ===============================
+* a node that the registry lists as alive: 200,
+  ``{"status": "ok", "node": "<node id>", "sessions": <local sessions>}``;
+* a node that the registry does not list (Redis restarted empty; the node writes itself
+  again at its next heartbeat): 503, ``{"status": "unavailable", "node": "<node id>",
+  "reason": "node not registered"}``;
+* a node that the registry lists as lost (its heartbeats stalled past ``NODE_TTL``): 503,
+  with the reason ``"node's liveness key expired"``;
+* the registry cannot be reached: 503, with the reason ``"presence registry
+  unreachable"`` and ``"node"`` null when the process is not a node;
+* a process that is not a node (no WebSocket accepted yet, or a WSGI worker) while the
+  registry answers: 200, ``{"status": "ok", "node": null}``.
 
 A process that is not a node answers 200 when the registry answers: it can serve HTTP
 and, under an ASGI server, becomes a node with the first WebSocket it accepts, so a load
