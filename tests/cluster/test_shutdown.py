@@ -13,6 +13,7 @@ with code 1012 before the application hears of the shutdown, so no frame comes.
 from __future__ import annotations
 
 import json
+import time
 import urllib.error
 import urllib.request
 
@@ -94,3 +95,29 @@ def test_uvicorn_node_answers_health_and_starts_with_lifespan_on(cluster, tokens
     with RawStompClient(node.ws_url) as client:
         client.connect(login="alice", passcode=tokens("alice"))
         assert get_health(node) == (200, {"status": "ok", "node": node.node_id, "sessions": 1})
+
+
+def sweep(db_path, redis_url) -> dict:
+    out = manage(
+        "stomp_cluster",
+        "sweep",
+        "--json",
+        db_path=db_path,
+        env={"REDIS_URL": redis_url, "STOMP_NODE_ID": "cli"},
+    )
+    return json.loads(out)
+
+
+@pytest.mark.slow
+def test_a_stopped_node_gives_the_sweep_lock_back(cluster, tokens, db_path, redis_server):
+    # The lock lives NODE_TTL seconds: 15 here, so only a release explains a free lock
+    # right after the stop. The node takes it at its first heartbeat (NODE_TTL / 3).
+    (node,) = cluster(1, server="uvicorn", node_ttl=15.0)
+    with RawStompClient(node.ws_url) as client:
+        client.connect(login="alice", passcode=tokens("alice"))  # starts the node
+        deadline = time.monotonic() + 15
+        while sweep(db_path, redis_server.url)["swept"]:
+            assert time.monotonic() < deadline, "the node never took the sweep lock"
+            time.sleep(0.5)
+        node.terminate()
+    assert sweep(db_path, redis_server.url)["swept"] is True
