@@ -257,7 +257,6 @@ class Node:
         with contextlib.suppress(PresenceUnavailable):
             await self.presence.unregister_node(self.node_id)
         self._started = False
-        logger.info("node %s stopped", self.node_id)
 
     async def _register(self) -> None:
         settings = get_settings()

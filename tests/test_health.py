@@ -13,6 +13,7 @@ import pytest
 from django.test import RequestFactory, override_settings
 from django.urls import reverse
 
+from stomp_cluster.conf import validate_settings
 from stomp_cluster.node import get_node
 from stomp_cluster.views import client_allowed, health
 
@@ -138,8 +139,6 @@ async def test_the_answer_is_never_cached():
 
 @pytest.mark.parametrize("value", [["10.0.0.1/8"], ["not-an-address"], "127.0.0.1", [8]])
 def test_a_wrong_network_is_refused_by_the_checks(value):
-    from stomp_cluster.conf import validate_settings
-
     ((message, hint, check_id),) = validate_settings({"ENDPOINTS_ALLOWED_NETWORKS": value})
     assert check_id == "stomp_cluster.E003"
     assert hint.startswith("Set it to a list of IP networks")
