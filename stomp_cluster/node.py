@@ -38,13 +38,15 @@ receipt is routed to its node.
 The node also keeps the presence registry current: it registers itself, refreshes its
 heartbeat with the ids of its live sessions, re-registers everything when the registry
 forgot it (Redis restarted) or when a registry call failed meanwhile, and sweeps the
-sessions of nodes whose heartbeat lapsed.
+sessions of nodes whose heartbeat lapsed. When its server stops, it closes its sessions,
+removes itself from the registry and gives up the sweep lock (``Node.shutdown()``):
+daphne tells it through a Twisted shutdown trigger, uvicorn and gunicorn through the ASGI
+lifespan (:mod:`stomp_cluster.lifespan`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import sys
 import time
@@ -252,10 +254,13 @@ class Node:
             for task in pending:
                 logger.warning("node %s: task %s did not stop", self.node_id, task.get_name())
         self._tasks = []
-        with contextlib.suppress(PresenceUnavailable):
-            await self.presence.release_sweep_lock(self.node_id)
-        with contextlib.suppress(PresenceUnavailable):
+        try:
             await self.presence.unregister_node(self.node_id)
+            await self.presence.release_sweep_lock(self.node_id)
+        except PresenceUnavailable:
+            # One wait for an unreachable registry, not two: a hung Redis costs a whole
+            # socket_timeout per call, and the server is waiting for us to exit.
+            logger.warning("presence registry unavailable; node %s left to expire", self.node_id)
         self._started = False
 
     async def _register(self) -> None:
