@@ -63,6 +63,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import functools
+import ipaddress
 import os
 import socket
 from collections.abc import Callable, Mapping
@@ -199,6 +200,17 @@ def _prefixes(v: Any) -> bool:
 
 def _user_prefix(v: Any) -> bool:
     return _prefix(v) and len(v) > 2
+
+
+def _networks(v: Any) -> bool:
+    if not _strings(v):
+        return False
+    try:
+        for network in v:
+            ipaddress.ip_network(network)
+    except ValueError:
+        return False
+    return True
 
 
 def _or_none(valid: Callable[[Any], bool]) -> Callable[[Any], bool]:
@@ -491,6 +503,15 @@ class StompSettings:
         valid=_dict,
         coerce=dict,
         doc="The keyword arguments of the transport.",
+    )
+
+    # The HTTP endpoints of stomp_cluster.urls (health).
+    ENDPOINTS_ALLOWED_NETWORKS: tuple[str, ...] = _setting(
+        ("127.0.0.0/8", "::1"),
+        accepts="a list of IP networks such as '10.0.0.0/8' or addresses such as '::1'",
+        valid=_networks,
+        coerce=tuple,
+        doc="Client addresses that may read the endpoints of stomp_cluster.urls; others get 403.",
     )
 
     def limits(self) -> Limits:

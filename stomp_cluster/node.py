@@ -38,13 +38,15 @@ receipt is routed to its node.
 The node also keeps the presence registry current: it registers itself, refreshes its
 heartbeat with the ids of its live sessions, re-registers everything when the registry
 forgot it (Redis restarted) or when a registry call failed meanwhile, and sweeps the
-sessions of nodes whose heartbeat lapsed.
+sessions of nodes whose heartbeat lapsed. When its server stops, it closes its sessions,
+removes itself from the registry and gives up the sweep lock (``Node.shutdown()``):
+daphne tells it through a Twisted shutdown trigger, uvicorn and gunicorn through the ASGI
+lifespan (:mod:`stomp_cluster.lifespan`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import sys
 import time
@@ -202,9 +204,10 @@ class Node:
     def _install_shutdown_hook(self) -> None:
         # Daphne runs on Twisted's asyncio reactor and, on SIGTERM, stops the reactor
         # and cancels applications without sending them websocket.disconnect. A
-        # "before shutdown" trigger gives us the chance to close our sessions cleanly.
-        # Uvicorn instead closes each WebSocket with code 1012, which the consumer
-        # reports as reason "shutdown".
+        # "before shutdown" trigger runs while the sockets are still open: our sessions
+        # get their ERROR frame, and the node leaves the registry. Daphne has no ASGI
+        # lifespan; uvicorn and gunicorn's uvicorn workers stop the node through
+        # stomp_cluster.lifespan instead, after closing each WebSocket with code 1012.
         if "twisted.internet.reactor" not in sys.modules:
             return
         # Imported here: only under daphne, where the reactor is already running.
@@ -217,7 +220,13 @@ class Node:
         reactor.addSystemEventTrigger("before", "shutdown", before_shutdown)  # type: ignore[arg-type]
 
     async def shutdown(self) -> None:
-        """Close every local session (reason ``"shutdown"``) and leave the cluster."""
+        """Close every local session (reason ``"shutdown"``) and leave the cluster.
+
+        Each session still open gets an ERROR frame saying ``server shutting down``
+        before its socket closes; then :meth:`stop`. Called when the server stops: by a
+        Twisted shutdown trigger under daphne, by
+        :class:`~stomp_cluster.lifespan.LifespanApp` under uvicorn.
+        """
         logger.info("node %s shutting down with %d sessions", self.node_id, len(self.sessions))
         for consumer in list(self.sessions.values()):
             try:
@@ -229,7 +238,13 @@ class Node:
         await self.stop()
 
     async def stop(self) -> None:
-        """Stop background tasks and unregister (clean shutdown)."""
+        """Stop background tasks and leave the cluster (clean shutdown).
+
+        Unregisters the node and its sessions, so that ``stomp_cluster nodes`` stops
+        listing it at once, and gives up the sweep lock if this node holds it, so that
+        another node sweeps at its next heartbeat rather than once the lock expires. A
+        registry that cannot be reached is left to expire both (``NODE_TTL``).
+        """
         for task in self._tasks:
             task.cancel()
         if self._tasks:
@@ -239,8 +254,13 @@ class Node:
             for task in pending:
                 logger.warning("node %s: task %s did not stop", self.node_id, task.get_name())
         self._tasks = []
-        with contextlib.suppress(PresenceUnavailable):
+        try:
             await self.presence.unregister_node(self.node_id)
+            await self.presence.release_sweep_lock(self.node_id)
+        except PresenceUnavailable:
+            # One wait for an unreachable registry, not two: a hung Redis costs a whole
+            # socket_timeout per call, and the server is waiting for us to exit.
+            logger.warning("presence registry unavailable; node %s left to expire", self.node_id)
         self._started = False
 
     async def _register(self) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.contrib.staticfiles.urls import staticfiles_urlpatterns
-from django.urls import path
+from django.urls import include, path
 
 from testproject import views
 
@@ -19,6 +19,8 @@ urlpatterns = [
     ),
     path("logout/", auth_views.LogoutView.as_view(next_page="/login/"), name="logout"),
     path("admin/", admin.site.urls),
+    # The package's endpoints for operators: /stomp/health/.
+    path("stomp/", include("stomp_cluster.urls")),
 ]
 
 # The demo and the browser tests run plain daphne, which serves no static files: with

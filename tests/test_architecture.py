@@ -55,8 +55,13 @@ LAYERS: list[tuple[str, ...]] = [
         "stomp_cluster.auth",
         "stomp_cluster.handlers",
     ),
-    # The consumer: the only WebSocket I/O.
-    ("stomp_cluster.consumer", "stomp_cluster.routing", "stomp_cluster.testing"),
+    # The consumer: the only WebSocket I/O; and the ASGI lifespan app beside it.
+    (
+        "stomp_cluster.consumer",
+        "stomp_cluster.routing",
+        "stomp_cluster.testing",
+        "stomp_cluster.lifespan",
+    ),
     # The Django edges.
     (
         "stomp_cluster.admin",
@@ -65,6 +70,8 @@ LAYERS: list[tuple[str, ...]] = [
         "stomp_cluster.apps",
         "stomp_cluster.management",
         "stomp_cluster.presence.receivers",
+        "stomp_cluster.urls",
+        "stomp_cluster.views",
     ),
 ]
 

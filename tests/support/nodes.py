@@ -261,9 +261,10 @@ class AsgiNode:
             str(LISTEN_BACKLOG),
             "--ws-max-size",
             str(MAX_WS_MESSAGE),
-            # Channels' router has no lifespan handler; "auto" would log a traceback.
+            # testproject.asgi mounts stomp_cluster.lifespan.LifespanApp: "on" fails the
+            # start if it is missing, and runs the node's shutdown on SIGTERM.
             "--lifespan",
-            "off",
+            "on",
             "--timeout-graceful-shutdown",
             "5",
         ]

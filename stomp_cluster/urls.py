@@ -1,0 +1,29 @@
+"""The package's HTTP endpoints, for operators: mount them once in your URLconf.
+
+In your project's ``urls.py``::
+
+    from django.urls import include, path
+
+    urlpatterns = [
+        ...,
+        path("stomp/", include("stomp_cluster.urls")),
+    ]
+
+which serves ``/stomp/health/`` (:func:`stomp_cluster.views.health`). Every endpoint here
+answers only the addresses of ``ENDPOINTS_ALLOWED_NETWORKS`` (loopback by default) and
+refuses others with 403. The names are namespaced: ``reverse("stomp_cluster:health")``.
+"""
+
+from __future__ import annotations
+
+from django.urls import path
+
+from stomp_cluster import views
+
+__all__ = ["app_name", "urlpatterns"]
+
+app_name = "stomp_cluster"
+
+urlpatterns = [
+    path("health/", views.health, name="health"),
+]
