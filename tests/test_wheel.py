@@ -4,18 +4,24 @@ Everything else in the suite imports ``stomp_cluster`` from the checkout, so it 
 what only a user who installs the package meets: a template or a migration left out of the
 wheel, a dependency that the code imports but ``setup.cfg`` does not declare (``redis`` and
 ``msgpack`` used to arrive only through channels-redis), an extra that turned out not to be
-optional. This module builds the sdist and, from it, the wheel exactly as ``make dist``
-does, and then:
+optional.
 
-1. checks the wheel carries the templates, static files, migrations and ``py.typed``, and
+A fast test reads the package's imports (AST, function-level ones included) and checks each
+third-party one against ``setup.cfg``: in ``install_requires``, or in a user extra for an
+optional feature. The slow ones (``cluster`` and ``slow``) build the sdist and, from it, the
+wheel exactly as ``make dist`` does, from a clean copy of the checkout, and then:
+
+1. check the wheel carries the templates, static files, migrations and ``py.typed``, and
    that ``twine check --strict`` accepts both files;
-2. installs the wheel with **no extras** into a venv made with ``python -m venv``, from a
+2. install the wheel with **no extras** into a venv made with ``python -m venv``, from a
    directory of dependency wheels and nothing else (``pip install --no-index
-   --find-links``), so that a missing declaration fails the install or the import;
-3. generates a project with that venv's ``django-admin startproject``, configured as the
+   --find-links``), so that a missing declaration fails the install; import every module
+   of the installed package there (only a module of an optional feature may fail, and
+   only for want of its extra's package);
+3. generate a project with that venv's ``django-admin startproject``, configured as the
    installation page says for a cluster (presence, history and ``RedisTransport`` on one
-   Redis), runs its ``migrate`` and ``check``, starts two daphne processes from the venv
-   and shows that a client on node B receives what a client on node A sends, and what
+   Redis), run its ``migrate`` and ``check``, start two daphne processes from the venv
+   and show that a client on node B receives what a client on node A sends, and what
    ``manage.py stomp_send`` sends from the venv.
 
 The dependency wheels are the lock's (``requirements/dev.txt``): the distributions the
@@ -26,9 +32,9 @@ the suite runs, and needs the index only once, before it is made.
 
 The processes of the clean venv get an environment without ``PYTHONPATH``, pip
 configuration or Django settings of ours, and run outside the checkout, so nothing of the
-repository can stand in for what the wheel lacks; the test asserts that ``stomp_cluster``
-was imported from the venv. Every process it starts (redis-server, two daphnes) is stopped
-at the end, by its pid.
+repository can stand in for what the wheel lacks; the tests assert that ``stomp_cluster``
+was imported from the venv. Every process they start (redis-server, two daphnes) is
+stopped at the end, by its pid.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ import ast
 import configparser
 import contextlib
 import email.parser
+import json
 import os
 import re
 import shutil
@@ -76,6 +83,9 @@ UNDECLARED = {
 }
 # Extras for developing this repository, not for users: the package may not import them.
 DEVELOPMENT_EXTRAS = {"test", "docs", "demo"}
+# What a node imports in the default and in the Redis configuration: install_requires, never
+# an extra (redis and msgpack once came only through channels-redis).
+CORE = {"django", "asgiref", "channels", "channels_redis", "redis", "msgpack"}
 
 # What the wheel must carry besides Python modules: without them the admin pages, the live
 # view, `migrate` and type checkers of projects that use the package break.
@@ -342,6 +352,36 @@ def redis_server() -> Iterator[RedisServer]:
         server.close()
 
 
+# Run by the clean venv in the generated project: import every module of the installed
+# package and report what it could not import, and why.
+IMPORT_EVERY_MODULE = """
+import importlib, importlib.util, json, pkgutil, sys
+import django
+
+django.setup()
+import stomp_cluster
+
+imported, missing = [], {}
+for info in pkgutil.walk_packages(stomp_cluster.__path__, "stomp_cluster."):
+    try:
+        importlib.import_module(info.name)
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").startswith("stomp_cluster"):
+            raise
+        missing[info.name] = (exc.name or "").partition(".")[0]
+    else:
+        imported.append(info.name)
+json.dump(
+    {
+        "file": stomp_cluster.__file__,
+        "uvicorn": importlib.util.find_spec("uvicorn") and "found",
+        "imported": imported,
+        "missing": missing,
+    },
+    sys.stdout,
+)
+"""
+
 SETTINGS = """
 
 # -- added by tests/test_wheel.py, as docs/intro/installation.rst says for a cluster --------
@@ -431,37 +471,29 @@ def nodes(venv: Path, project: Path) -> Iterator[list[Daphne]]:
             node.stop()
 
 
-def third_party_imports() -> dict[str, bool]:
-    """Top-level module -> imported at module level somewhere, for stomp_cluster's imports.
+def third_party_imports() -> set[str]:
+    """The top-level modules outside the standard library that stomp_cluster imports.
 
-    Imports under ``if TYPE_CHECKING:`` never run and are left out; relative imports and
-    the standard library too.
+    Imports at module level and inside functions alike; those under ``if TYPE_CHECKING:``
+    never run and are left out, and so are relative imports.
     """
-    found: dict[str, bool] = {}
+    found: set[str] = set()
 
-    def visit(node: ast.AST, in_function: bool) -> None:
+    def visit(node: ast.AST) -> None:
         for child in ast.iter_child_nodes(node):
             if isinstance(child, ast.If) and "TYPE_CHECKING" in ast.unparse(child.test):
                 for sub in child.orelse:
-                    visit(sub, in_function)
+                    visit(sub)
                 continue
-            names: list[str] = []
             if isinstance(child, ast.Import):
-                names = [alias.name for alias in child.names]
+                found.update(alias.name.partition(".")[0] for alias in child.names)
             elif isinstance(child, ast.ImportFrom) and not child.level and child.module:
-                names = [child.module]
-            for name in names:
-                top = name.partition(".")[0]
-                if top not in sys.stdlib_module_names and top not in {
-                    "stomp_cluster",
-                    "__future__",
-                }:
-                    found[top] = found.get(top, False) or not in_function
-            visit(child, in_function or isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef))
+                found.add(child.module.partition(".")[0])
+            visit(child)
 
     for path in sorted(PACKAGE.rglob("*.py")):
-        visit(ast.parse(path.read_text(), str(path)), False)
-    return found
+        visit(ast.parse(path.read_text(), str(path)))
+    return found - set(sys.stdlib_module_names) - {"stomp_cluster", "__future__"}
 
 
 def declared_requirements() -> tuple[set[str], set[str]]:
@@ -483,24 +515,25 @@ def declared_requirements() -> tuple[set[str], set[str]]:
 def test_every_package_the_code_imports_is_declared():
     """Each third-party import is a declared dependency, not one that arrives by chance.
 
-    A module-level import needs ``install_requires``; an import inside a function (an
-    optional feature, imported when used) may instead name a package of a user extra.
+    A package may come from a user extra (an optional feature): the clean-venv test below
+    then shows that only the modules of that feature need it.
     """
     required, optional = declared_requirements()
     distributions = metadata.packages_distributions()
+    imported = third_party_imports()
     problems = []
-    for module, at_module_level in sorted(third_party_imports().items()):
+    for module in sorted(imported):
         if module in UNDECLARED:
             assert canonicalize_name(UNDECLARED[module]) in required, module
             continue
         dists = {canonicalize_name(d) for d in distributions.get(module, [])}
-        allowed = required if at_module_level else required | optional
-        if not dists & allowed:
-            where = "module level" if at_module_level else "a function"
-            problems.append(f"{module} (from {sorted(dists) or 'nothing installed'}, at {where})")
-    assert not problems, f"imported but not declared in setup.cfg: {problems}"
-    # The check sees what it should: the direct imports that once came only by chance.
-    assert {"redis", "msgpack", "asgiref", "django", "channels"} <= third_party_imports().keys()
+        if not dists & (required | optional):
+            problems.append(f"{module} (from {sorted(dists) or 'nothing installed'})")
+        elif module in CORE and not dists & required:
+            problems.append(f"{module} (in an extra, but needed by every node)")
+    assert not problems, f"imported but not declared in install_requires: {problems}"
+    # The check sees what it should, among them the imports that once came only by chance.
+    assert imported >= CORE
 
 
 @heavy
@@ -515,20 +548,27 @@ def test_the_wheel_carries_templates_static_files_migrations_and_py_typed(dist):
 
 
 @heavy
-def test_the_wheel_alone_installs_with_no_extras(venv):
-    where = run(
-        [
-            venv / "python",
-            "-c",
-            "import importlib.util, stomp_cluster, stomp_cluster.transport, "
-            "stomp_cluster.presence.redis, stomp_cluster.history.redis; "
-            "print(stomp_cluster.__file__); print(importlib.util.find_spec('uvicorn'))",
-        ],
-        cwd=venv,
-        env=clean_env(),
-    ).splitlines()
-    assert Path(where[0]).is_relative_to(venv.parent), f"imported from {where[0]}"
-    assert where[1] == "None", "uvicorn is an extra: a plain install must not bring it"
+def test_every_module_of_the_wheel_imports_without_extras(venv, project):
+    report = json.loads(
+        run(
+            [venv / "python", "-c", IMPORT_EVERY_MODULE],
+            cwd=project,
+            env=clean_env(DJANGO_SETTINGS_MODULE="smoke.settings"),
+        )
+    )
+    assert Path(report["file"]).is_relative_to(venv.parent), f"imported from {report['file']}"
+    assert report["uvicorn"] is None, "uvicorn is an extra: a plain install must not bring it"
+    assert len(report["imported"]) > 30, report  # the walk found the package's modules
+    assert "stomp_cluster.presence.redis" in report["imported"]
+    # A module may fail only for want of a package that a user extra provides.
+    required, optional = declared_requirements()
+    distributions = metadata.packages_distributions()
+    unexplained = {
+        module: missing
+        for module, missing in report["missing"].items()
+        if not {canonicalize_name(d) for d in distributions.get(missing, [])} & optional - required
+    }
+    assert not unexplained, f"modules that do not import from the wheel: {unexplained}"
 
 
 @heavy
