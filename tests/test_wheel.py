@@ -284,10 +284,14 @@ def venv(dist: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Pat
     wheel = dist["wheel"]
     lock = read_lock(LOCK)
     needed = installed_closure(wheel_requirements(wheel))
-    stale = {name: (v, lock[name].version) for name, v in needed.items() if name in lock}
-    stale = {name: pair for name, pair in stale.items() if pair[0] != pair[1]}
-    assert not (set(needed) - set(lock)), f"not in the lock: {sorted(set(needed) - set(lock))}"
-    assert not stale, f"installed here vs locked (run `make venv`): {stale}"
+    unlocked = sorted(set(needed) - set(lock))
+    assert not unlocked, f"needed by the wheel but not in the lock (run `make lock`): {unlocked}"
+    stale = {
+        name: f"{version} installed, {lock[name].version} locked"
+        for name, version in needed.items()
+        if version != lock[name].version
+    }
+    assert not stale, f"this environment is not the lock's (run `make venv`): {stale}"
 
     requirements = base / "requirements.txt"
     requirements.write_text(
@@ -319,9 +323,8 @@ def venv(dist: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Pat
         timeout=600,
     )
     env_dir = base / "venv"
-    # The interpreter this venv was made from, not this venv's: a venv of a venv would see
-    # nothing of ours anyway, but this is what a user's `python3 -m venv` does.
-    run([getattr(sys, "_base_executable", sys.executable), "-m", "venv", env_dir])
+    # From a venv's python, `-m venv` builds on the base interpreter: nothing of ours leaks.
+    run([sys.executable, "-m", "venv", env_dir])
     bin_dir = env_dir / "bin"
     run(
         [
@@ -424,22 +427,27 @@ application = ProtocolTypeRouter(
 """
 
 
+def manage(venv: Path, project: Path, *args: str) -> str:
+    """``python manage.py ARGS`` of the generated project, with the clean venv."""
+    return run([venv / "python", "manage.py", *args], cwd=project, env=clean_env())
+
+
 @pytest.fixture(scope="module")
 def project(
     venv: Path, redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Path:
-    """A fresh ``startproject smoke`` of the clean venv, set up for a cluster on our Redis."""
+    """A fresh ``startproject smoke`` of the clean venv, set up for a cluster on our Redis.
+
+    Migrated, and passing ``manage.py check`` without a warning.
+    """
     root = tmp_path_factory.mktemp("project")
     run([venv / "django-admin", "startproject", "smoke", root], cwd=root, env=clean_env())
     settings = root / "smoke" / "settings.py"
     settings.write_text(settings.read_text() + SETTINGS.format(redis_url=redis_server.url))
     (root / "smoke" / "asgi.py").write_text(ASGI)
+    manage(venv, root, "migrate", "--noinput")  # the wheel's migrations, Django's tables
+    manage(venv, root, "check", "--fail-level", "WARNING")
     return root
-
-
-def manage(venv: Path, project: Path, *args: str) -> str:
-    """``python manage.py ARGS`` of the generated project, with the clean venv."""
-    return run([venv / "python", "manage.py", *args], cwd=project, env=clean_env())
 
 
 @pytest.fixture
@@ -573,8 +581,6 @@ def test_every_module_of_the_wheel_imports_without_extras(venv, project):
 
 @heavy
 def test_two_daphne_nodes_from_the_wheel_deliver_across_nodes(venv, project, nodes):
-    manage(venv, project, "migrate", "--noinput")  # the wheel's migrations
-    manage(venv, project, "check", "--fail-level", "WARNING")
     node_a, node_b = nodes
     topic = f"/topic/{unique('wheel')}"
     receiver = StompPyClient(node_b.ws_url)
