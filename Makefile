@@ -13,6 +13,7 @@
 #   make demo             migrate, demo users, then the demo cluster
 #   make docs             Sphinx HTML, warnings are errors
 #   make bench            benchmarks W1–W4 on every stack (BENCH_ARGS="--quick" for a smoke run)
+#   make dist             sdist and wheel into dist/ (python -m build), checked by twine
 
 SHELL := /bin/bash
 .DEFAULT_GOAL := test
@@ -31,7 +32,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 export DEBIAN_FRONTEND := noninteractive
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: venv deps lint style types checkmigrations test test-fast test-latest lock demo docs clean
+.PHONY: venv deps lint style types checkmigrations test test-fast test-latest lock demo docs dist clean
 
 # -- environment -----------------------------------------------------------------------------
 
@@ -140,6 +141,18 @@ demo: venv
 
 docs: venv
 	$(VENV)/bin/sphinx-build -W --keep-going -b html docs docs/_build/html
+
+# -- distribution ----------------------------------------------------------------------------
+
+# An sdist, and a wheel built from that sdist (so a file MANIFEST.in forgets is missing from
+# both, not only from one), then `twine check --strict` on the two. No build isolation: the
+# locked build, setuptools and wheel do it, so nothing is fetched from the index. dist/,
+# build/ and the egg-info are removed first: a stale wheel in dist/ would be checked and
+# installed with the new one, and stale files in build/ would end up in the wheel.
+dist: venv
+	rm -rf dist build stomp_cluster.egg-info
+	$(PY) -m build --no-isolation --outdir dist .
+	$(VENV)/bin/twine check --strict dist/*
 
 # -- benchmarks ------------------------------------------------------------------------------
 
