@@ -29,7 +29,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 #: The ``sender`` of every signal: the consumer class. The app config sets it at startup
-#: (:meth:`stomp_cluster.apps.StompClusterConfig.ready`): signals sit below the consumer
+#: (``StompClusterConfig.ready()`` in ``apps.py``): signals sit below the consumer
 #: in the package's layers, so this module does not import it.
 sender: type[Any] | None = None
 

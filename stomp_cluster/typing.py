@@ -1,18 +1,24 @@
 """Type aliases shared across the package.
 
 Identifiers that are plain strings on the wire get :class:`~typing.NewType` wrappers so
-that mypy catches a subscription id passed where a destination is expected.
+that mypy catches a subscription id passed where a destination is expected. ASGI
+aliases live here too, and nowhere else, so that public signatures need no other ``Any``.
 """
 
 from __future__ import annotations
 
-from typing import NewType
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any, NewType
 
 __all__ = [
+    "ASGIMessage",
     "ConnectionId",
     "Destination",
     "Headers",
     "NodeId",
+    "Receive",
+    "Scope",
+    "Send",
     "SubscriptionId",
 ]
 
@@ -27,3 +33,12 @@ NodeId = NewType("NodeId", str)
 
 #: Frame headers in wire order; repeated names are allowed and the first one wins.
 Headers = tuple[tuple[str, str], ...]
+
+#: An ASGI connection scope.
+Scope = MutableMapping[str, Any]
+#: An ASGI event, received or sent (not to be confused with :mod:`stomp_cluster.messages`).
+ASGIMessage = MutableMapping[str, Any]
+#: The ASGI ``receive`` callable.
+Receive = Callable[[], Awaitable[ASGIMessage]]
+#: The ASGI ``send`` callable.
+Send = Callable[[ASGIMessage], Awaitable[None]]
