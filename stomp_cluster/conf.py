@@ -31,6 +31,13 @@ code never tests for ``None``. That is also why the fields have no dataclass def
 the default a user may write is not always a value of the field's type.
 :class:`StompSettings` is built by :func:`get_settings` only, which passes every key.
 
+``REDIS`` is a default for other keys rather than a value code reads: with it set,
+:func:`get_settings` makes each backend key the user left out name the shipped Redis
+backend, and gives each backend whose constructor takes ``hosts`` the value ``[REDIS]``
+unless its ``*_OPTIONS`` has ``hosts``. What the user wrote wins, key by key. So the
+three backends share one Redis, written the same way, which lets ``send_to_user`` take
+one round trip, and code that reads ``PRESENCE_BACKEND`` sees the backend in use.
+
 Read settings through :func:`get_settings`, never at import time, so that
 ``override_settings`` works in tests: the merged result is cached and the cache is
 cleared on Django's ``setting_changed`` signal.
@@ -46,12 +53,14 @@ stable and listed in ``docs/reference/checks.rst``:
 * ``stomp_cluster.E003`` a value the key's row does not accept.
 * ``stomp_cluster.E004`` / ``E008`` / ``E009`` the presence, history or transport backend
   cannot be imported.
-* ``stomp_cluster.E010`` the presence backend or the transport refuses its options.
+* ``stomp_cluster.E010`` a backend refuses its ``*_OPTIONS``: a key its constructor does
+  not take (named, with those it takes), or a value it refuses when built.
+* ``stomp_cluster.E011`` ``REDIS`` is none of the forms a Redis host is given in.
 * ``stomp_cluster.E005`` ``PERMISSION_HOOK`` cannot be imported or is not callable.
 * ``stomp_cluster.E007`` ``NODE_HEARTBEAT_INTERVAL`` is not shorter than ``NODE_TTL``.
 
-The checks after E003 run only once every key is valid, and E010 only once every backend
-imports. :func:`get_settings` raises ``ImproperlyConfigured`` with all of them.
+The checks after E003 (and E011) run only once every key is valid, and E010 only once
+every backend imports. :func:`get_settings` raises ``ImproperlyConfigured`` with all of them.
 
 This module imports no other part of ``stomp_cluster`` but the protocol's ``Limits``:
 it sits at the bottom of the package, and the backends it checks are imported by their
@@ -625,6 +634,7 @@ def _accepted_options(backend: Callable[..., Any]) -> frozenset[str] | None:
     keep anything: the shipped backends pass them to their base class, whose constructor
     takes them only to refuse them with a clear message. ``object`` takes nothing.
     """
+    inits: list[tuple[type | None, Any]]
     if isinstance(backend, type):
         inits = [(k, k.__dict__["__init__"]) for k in backend.__mro__ if "__init__" in k.__dict__]
     else:
@@ -635,10 +645,12 @@ def _accepted_options(backend: Callable[..., Any]) -> frozenset[str] | None:
         if owner is object:
             break
         try:
-            parameters = inspect.signature(init).parameters.values()
+            parameters = list(inspect.signature(init).parameters.values())
         except (TypeError, ValueError):
             return None  # a constructor written in C, or otherwise opaque: trust it
-        names.update(p.name for p in parameters if p.kind in keyword and p.name != "self")
+        if owner is not None:
+            parameters = parameters[1:]  # self
+        names.update(p.name for p in parameters if p.kind in keyword)
         if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
             break
         code = getattr(init, "__code__", None)

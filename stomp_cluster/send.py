@@ -28,6 +28,7 @@ import asyncio
 import json
 import logging
 import time
+import warnings
 import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -50,6 +51,7 @@ from stomp_cluster.messages import (
 )
 from stomp_cluster.node import current_node
 from stomp_cluster.presence.base import PresenceBackend
+from stomp_cluster.presence.memory import MemoryPresence
 from stomp_cluster.protocol import RESERVED_MESSAGE_HEADERS
 from stomp_cluster.typing import Headers
 from stomp_cluster.users import UserRef, auser_key
@@ -203,6 +205,22 @@ def _outcome(
     ) from exc
 
 
+#: The warning of a send that nothing outside this process can receive.
+_IN_PROCESS_WARNING = (
+    "stomp_cluster sends with the in-memory presence backend and no node runs in this "
+    "process: nothing outside this process can receive this message. Set "
+    "STOMP_CLUSTER['REDIS'] so that sends reach the nodes of a cluster."
+)
+
+
+def _warn_if_in_process(presence: PresenceBackend, stacklevel: int = 3) -> None:
+    # A shell, a management command or a WSGI process keeps its own in-memory registry,
+    # empty of the clients of the server processes: say so rather than report a quiet
+    # Delivery(sessions=0, nodes=0). Inside a node the registry is the node's own.
+    if isinstance(presence, MemoryPresence) and current_node() is None:
+        warnings.warn(_IN_PROCESS_WARNING, UserWarning, stacklevel=stacklevel)
+
+
 async def _lookup(call: Any) -> dict[str, int]:
     try:
         result: dict[str, int] = await call
@@ -227,7 +245,9 @@ async def asend_to_destination(
     if destinations.is_user(destination):
         raise ValueError(f"{destination} is a user destination: use send_to_user()")
     payload, extra = encode_body(body, headers, content_type)
-    by_node = await _lookup(get_presence().destination_nodes(destination))
+    presence = get_presence()
+    _warn_if_in_process(presence)
+    by_node = await _lookup(presence.destination_nodes(destination))
     message = Publish(destination, payload, extra)
     key = destinations.topic_history_key(destination)
     if key is not None:
@@ -270,6 +290,7 @@ async def asend_to_user(
     full = destinations.user_destination(destination)
     message = ToUser(key, full, payload, extra)
     presence, history = get_presence(), (None if live_only else get_history())
+    _warn_if_in_process(presence)
     local = current_node()
     try:
         # One round trip when the transport shares one Redis with presence and history.
@@ -308,8 +329,10 @@ async def _append(
 
 
 async def _session_node(session_id: str) -> dict[str, int]:
+    presence = get_presence()
+    _warn_if_in_process(presence, stacklevel=4)
     try:
-        record = await get_presence().get_session(session_id)
+        record = await presence.get_session(session_id)
     except BackendUnavailable as exc:
         raise DeliveryFailed("presence registry unavailable: cannot locate the session") from exc
     return {} if record is None else {record.node_id: 1}
