@@ -18,6 +18,13 @@ Each call returns a :class:`Delivery` saying how many sessions and nodes it reac
 according to the presence registry at the time of sending. Sending to nobody is not an
 error. A full node inbox raises :class:`DeliveryFailed`: nothing is dropped silently.
 
+With the in-memory presence backend (``MemoryPresence``, the default) the registry is
+the process's own. A send from a process that runs no node — ``manage.py shell``,
+``stomp_send``, a WSGI server — finds nobody there, whoever is connected to the server
+processes, so it warns (a ``UserWarning``: "nothing outside this process can receive
+this message") rather than quietly return ``Delivery(sessions=0, nodes=0)``. Set
+``STOMP_CLUSTER['REDIS']`` to share the registry between processes.
+
 Bodies may be ``str`` (sent as ``text/plain;charset=utf-8``), ``bytes`` (sent as-is) or
 anything JSON-serialisable (sent as ``application/json``).
 """
