@@ -3,12 +3,12 @@
 Each backend is chosen by a dotted path in ``STOMP_CLUSTER`` (``PRESENCE_BACKEND``,
 ``HISTORY_BACKEND``, ``TRANSPORT_BACKEND``) and built once per process with its options,
 as Django builds cache backends from ``CACHES``. What those are is settled by
-:mod:`stomp_cluster.conf`: with ``REDIS`` set, the keys left out name the Redis backends
-and their ``hosts`` is ``[REDIS]``, and
-:meth:`~stomp_cluster.conf.StompSettings.backend_options` gives each backend's keyword
-arguments, so that the factory and the system check build a backend the same way. Everything that needs a backend asks
-here — the node, the send helpers, the queries, the admin and the CLI — so none of them
-needs the runtime node to reach the registry.
+``stomp_cluster.conf``: with ``REDIS`` set, the keys left out name the Redis backends
+and their ``hosts`` is ``[REDIS]``, and ``StompSettings.backend_options()`` gives each
+backend's keyword arguments, so that the factory and the system check build a backend
+the same way.
+Everything that needs a backend asks here — the node, the send helpers, the queries, the
+admin and the CLI — so none of them needs the runtime node to reach the registry.
 
 Instances are cached by class and options, so that settings changed in a test get a new
 one; :func:`reset` forgets them all (tests call it between cases). The last answer is
