@@ -220,12 +220,13 @@ _IN_PROCESS_WARNING = (
 )
 
 
-def _warn_if_in_process(presence: PresenceBackend, stacklevel: int = 3) -> None:
+def _warn_if_in_process(presence: PresenceBackend) -> None:
     # A shell, a management command or a WSGI process keeps its own in-memory registry,
     # empty of the clients of the server processes: say so rather than report a quiet
     # Delivery(sessions=0, nodes=0). Inside a node the registry is the node's own.
+    # disconnect_session does not warn: an unknown session already answers False.
     if isinstance(presence, MemoryPresence) and current_node() is None:
-        warnings.warn(_IN_PROCESS_WARNING, UserWarning, stacklevel=stacklevel)
+        warnings.warn(_IN_PROCESS_WARNING, UserWarning, stacklevel=3)
 
 
 async def _lookup(call: Any) -> dict[str, int]:
@@ -336,10 +337,8 @@ async def _append(
 
 
 async def _session_node(session_id: str) -> dict[str, int]:
-    presence = get_presence()
-    _warn_if_in_process(presence, stacklevel=4)
     try:
-        record = await presence.get_session(session_id)
+        record = await get_presence().get_session(session_id)
     except BackendUnavailable as exc:
         raise DeliveryFailed("presence registry unavailable: cannot locate the session") from exc
     return {} if record is None else {record.node_id: 1}
@@ -363,6 +362,7 @@ async def asend_to_session(
     """
     payload, extra = encode_body(body, headers, content_type)
     message = ToSession(session_id, destination, payload, extra)
+    _warn_if_in_process(get_presence())
     return await _route(await _session_node(session_id), message)
 
 
