@@ -259,11 +259,9 @@ def _redis_problem(v: Any) -> str | None:
         if not all(isinstance(k, str) for k in v):
             return "the keys of a dict are redis-py connection arguments, as strings"
         if "address" in v:
-            return (
-                _redis_problem(v["address"])
-                if isinstance(v["address"], str)
-                else ("its 'address' must be a redis://, rediss:// or unix:// URL")
-            )
+            if not isinstance(v["address"], str):
+                return "its 'address' must be a redis://, rediss:// or unix:// URL"
+            return _redis_problem(v["address"])
         if "sentinels" in v:
             sentinels = v["sentinels"]
             if not isinstance(sentinels, list | tuple) or not sentinels:
