@@ -2,9 +2,13 @@
 
 Each backend is chosen by a dotted path in ``STOMP_CLUSTER`` (``PRESENCE_BACKEND``,
 ``HISTORY_BACKEND``, ``TRANSPORT_BACKEND``) and built once per process with its options,
-as Django builds cache backends from ``CACHES``. Everything that needs a backend asks
-here — the node, the send helpers, the queries, the admin and the CLI — so none of them
-needs the runtime node to reach the registry.
+as Django builds cache backends from ``CACHES``. What those are is settled by
+``stomp_cluster.conf``: with ``REDIS`` set, the keys left out name the Redis backends
+and their ``hosts`` is ``[REDIS]``, and ``StompSettings.backend_options()`` gives each
+backend's keyword arguments, so that the factory and the system check build a backend
+the same way.
+Everything that needs a backend asks here — the node, the send helpers, the queries, the
+admin and the CLI — so none of them needs the runtime node to reach the registry.
 
 Instances are cached by class and options, so that settings changed in a test get a new
 one; :func:`reset` forgets them all (tests call it between cases). The last answer is
@@ -61,14 +65,18 @@ _transport = _Cache()
 def get_presence() -> PresenceBackend:
     """Return this process's presence backend, built from settings on first use."""
     s = get_settings()
-    backend: PresenceBackend = _presence.get(s, s.PRESENCE_BACKEND, lambda: s.PRESENCE_OPTIONS)
+    backend: PresenceBackend = _presence.get(
+        s, s.PRESENCE_BACKEND, lambda: s.backend_options("PRESENCE_BACKEND")
+    )
     return backend
 
 
 def get_transport() -> NodeTransport:
     """Return this process's node transport, built from settings on first use."""
     s = get_settings()
-    transport: NodeTransport = _transport.get(s, s.TRANSPORT_BACKEND, lambda: s.TRANSPORT_OPTIONS)
+    transport: NodeTransport = _transport.get(
+        s, s.TRANSPORT_BACKEND, lambda: s.backend_options("TRANSPORT_BACKEND")
+    )
     return transport
 
 
@@ -78,13 +86,7 @@ def get_history() -> HistoryBackend | None:
     if s.HISTORY_BACKEND is None:
         return None
     backend: HistoryBackend = _history.get(
-        s,
-        s.HISTORY_BACKEND,
-        lambda: {
-            "max_length": s.HISTORY_MAX_LENGTH,
-            "max_age": s.HISTORY_MAX_AGE,
-            **s.HISTORY_OPTIONS,
-        },
+        s, s.HISTORY_BACKEND, lambda: s.backend_options("HISTORY_BACKEND")
     )
     return backend
 

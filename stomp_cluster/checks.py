@@ -27,6 +27,8 @@ in ``docs/reference/checks.rst``:
 * ``stomp_cluster.E008`` ``HISTORY_BACKEND`` cannot be imported.
 * ``stomp_cluster.E009`` ``TRANSPORT_BACKEND`` cannot be imported.
 * ``stomp_cluster.E010`` a backend refuses its ``*_OPTIONS`` (unknown or invalid option).
+* ``stomp_cluster.E011`` ``REDIS`` is not a Redis URL, ``(host, port)`` pair or
+  connection dict.
 * ``stomp_cluster.W001`` the in-memory channel layer with a shared presence backend
   (several nodes expected, but they could not reach each other), or the reverse.
 * ``stomp_cluster.W002`` a channels_redis layer left at its default capacity of 100:
@@ -34,11 +36,22 @@ in ``docs/reference/checks.rst``:
 * ``stomp_cluster.W003`` a channels_redis host given without ``socket_timeout``:
   redis-py's default (5 s) equals the layer's blocking read, so receives time out.
 * ``stomp_cluster.W004`` an in-memory history with a shared presence registry.
+* ``stomp_cluster.W005`` the in-memory presence registry where several processes are
+  expected: ``RedisTransport`` (meant to connect nodes), or a multi-worker server.
+
+What a check can see of the server is the environment of ``manage.py check``: the
+``WEB_CONCURRENCY`` variable, which gunicorn and uvicorn both take as their number of
+worker processes, and ``GUNICORN_CMD_ARGS`` (``-w``/``--workers``). A ``--workers``
+given on the server's command line is invisible to it, and neither daphne nor the other
+servers run the system checks when they start; so W005 is a help when it fires, not a
+proof when it does not.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+import re
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from channels.layers import InMemoryChannelLayer
@@ -51,7 +64,7 @@ from django.utils.module_loading import import_string
 from stomp_cluster.conf import get_settings, validate_settings
 from stomp_cluster.history.memory import MemoryHistory
 from stomp_cluster.presence.memory import MemoryPresence
-from stomp_cluster.transport import ChannelLayerTransport
+from stomp_cluster.transport import ChannelLayerTransport, RedisTransport
 
 __all__ = ["check_channel_layer", "check_settings"]
 
@@ -87,12 +100,28 @@ def check_channel_layer(
                 id="stomp_cluster.W004",
             )
         )
-    if not issubclass(import_string(stomp.TRANSPORT_BACKEND), ChannelLayerTransport):
+    transport = import_string(stomp.TRANSPORT_BACKEND)
+    if memory_presence:
+        reasons = _several_processes(os.environ)
+        if issubclass(transport, RedisTransport):
+            reasons.insert(0, "with RedisTransport, which connects several nodes")
+        if reasons:
+            messages.append(
+                Warning(
+                    f"The in-memory presence backend is used {'; '.join(reasons)}: each "
+                    "process keeps its own registry, so a message sent in one process "
+                    "reaches no client connected to another.",
+                    hint="Set STOMP_CLUSTER['REDIS'] = 'redis://...' so that the processes "
+                    "share one registry, or run a single server process.",
+                    id="stomp_cluster.W005",
+                )
+            )
+    if not issubclass(transport, ChannelLayerTransport):
         return messages  # the nodes do not use the channel layer
     name = stomp.CHANNEL_LAYER
     layers = getattr(settings, "CHANNEL_LAYERS", {}) or {}
     if name not in layers:
-        return [
+        return messages + [
             Error(
                 f"No channel layer named {name!r} in settings.CHANNEL_LAYERS.",
                 hint="Configure channels_redis.core.RedisChannelLayer there (or "
@@ -138,6 +167,23 @@ def check_channel_layer(
                 )
             )
     return messages
+
+
+def _several_processes(environ: Mapping[str, str]) -> list[str]:
+    """Why *environ* says the server runs several worker processes, if it does."""
+    reasons = []
+    concurrency = environ.get("WEB_CONCURRENCY", "").strip()
+    if concurrency.isdigit() and int(concurrency) > 1:
+        reasons.append(
+            f"while WEB_CONCURRENCY is {int(concurrency)} (gunicorn and uvicorn start that "
+            "many worker processes)"
+        )
+    match = re.search(
+        r"(?:^|\s)(?:-w\s*|--workers[=\s]\s*)(\d+)", environ.get("GUNICORN_CMD_ARGS", "")
+    )
+    if match and int(match.group(1)) > 1:
+        reasons.append(f"while GUNICORN_CMD_ARGS asks gunicorn for {int(match.group(1))} workers")
+    return reasons
 
 
 def _layer_class(path: str) -> type | None:

@@ -31,6 +31,13 @@ code never tests for ``None``. That is also why the fields have no dataclass def
 the default a user may write is not always a value of the field's type.
 :class:`StompSettings` is built by :func:`get_settings` only, which passes every key.
 
+``REDIS`` is a default for other keys rather than a value code reads: with it set,
+:func:`get_settings` makes each backend key the user left out name the shipped Redis
+backend, and gives each backend whose constructor takes ``hosts`` the value ``[REDIS]``
+unless its ``*_OPTIONS`` has ``hosts``. What the user wrote wins, key by key. So the
+three backends share one Redis, written the same way, which lets ``send_to_user`` take
+one round trip, and code that reads ``PRESENCE_BACKEND`` sees the backend in use.
+
 Read settings through :func:`get_settings`, never at import time, so that
 ``override_settings`` works in tests: the merged result is cached and the cache is
 cleared on Django's ``setting_changed`` signal.
@@ -46,12 +53,14 @@ stable and listed in ``docs/reference/checks.rst``:
 * ``stomp_cluster.E003`` a value the key's row does not accept.
 * ``stomp_cluster.E004`` / ``E008`` / ``E009`` the presence, history or transport backend
   cannot be imported.
-* ``stomp_cluster.E010`` the presence backend or the transport refuses its options.
+* ``stomp_cluster.E010`` a backend refuses its ``*_OPTIONS``: a key its constructor does
+  not take (named, with those it takes), or a value it refuses when built.
+* ``stomp_cluster.E011`` ``REDIS`` is none of the forms a Redis host is given in.
 * ``stomp_cluster.E005`` ``PERMISSION_HOOK`` cannot be imported or is not callable.
 * ``stomp_cluster.E007`` ``NODE_HEARTBEAT_INTERVAL`` is not shorter than ``NODE_TTL``.
 
-The checks after E003 run only once every key is valid, and E010 only once every backend
-imports. :func:`get_settings` raises ``ImproperlyConfigured`` with all of them.
+The checks after E003 (and E011) run only once every key is valid, and E010 only once
+every backend imports. :func:`get_settings` raises ``ImproperlyConfigured`` with all of them.
 
 This module imports no other part of ``stomp_cluster`` but the protocol's ``Limits``:
 it sits at the bottom of the package, and the backends it checks are imported by their
@@ -63,12 +72,14 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import functools
+import inspect
 import ipaddress
 import os
 import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from django.conf import settings as django_settings
 from django.core.exceptions import ImproperlyConfigured
@@ -96,13 +107,20 @@ class BackendCheck:
     Attributes:
         check_id: reported when the dotted path cannot be imported.
         hint: the fix, naming the shipped backends.
-        options: the ``*_OPTIONS`` key the backend is built with by check ``E010``
-            (building one opens no connection), or ``None`` not to build it.
+        options: the ``*_OPTIONS`` key whose keyword arguments the backend is built with.
+            Check ``E010`` compares its keys with the constructor's and builds the
+            backend with them (building one opens no connection).
+        redis: the shipped Redis backend, the default of the key when ``REDIS`` is set.
+        implied: options the backend gets from other keys, as ``(option, key)`` pairs
+            (the history's ``max_length`` from ``HISTORY_MAX_LENGTH``); ``*_OPTIONS``
+            wins over them.
     """
 
     check_id: str
     hint: str
-    options: str | None = None
+    options: str
+    redis: str
+    implied: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +141,9 @@ class Setting:
             the merged, uncoerced settings.
         backend: for a backend's dotted path, how to check it at startup.
         limit: the :class:`~stomp_cluster.protocol.events.Limits` field this key sets.
+        check_id: the check that reports a value ``valid`` refuses.
+        explain: for a refused value, what is wrong with it, in a few words that follow
+            the value in the check's message.
     """
 
     default: Any
@@ -133,6 +154,8 @@ class Setting:
     derive: Callable[[Mapping[str, Any]], Any] | None = None
     backend: BackendCheck | None = None
     limit: str | None = None
+    check_id: str = "stomp_cluster.E003"
+    explain: Callable[[Any], str] | None = None
 
 
 _META = "stomp_cluster"
@@ -215,6 +238,62 @@ def _networks(v: Any) -> bool:
 
 def _or_none(valid: Callable[[Any], bool]) -> Callable[[Any], bool]:
     return lambda v: v is None or valid(v)
+
+
+_REDIS_SCHEMES = ("redis", "rediss", "unix")
+
+
+def _redis_problem(v: Any) -> str | None:
+    """What is wrong with ``v`` as the ``REDIS`` setting, or ``None`` when it is fine.
+
+    The forms are those of a ``hosts`` entry of the Redis backends: a URL, a
+    ``(host, port)`` pair, or a dict of connection arguments (with an optional
+    ``"address"`` URL, or a Sentinel's ``"sentinels"`` and ``"master_name"``).
+    """
+    if v is None:
+        return None
+    if isinstance(v, str):
+        parts = urlsplit(v)
+        if parts.scheme not in _REDIS_SCHEMES:
+            return "a URL must start with redis://, rediss:// or unix://"
+        if parts.scheme == "unix" and not parts.path:
+            return "a unix:// URL needs the path of the socket"
+        try:
+            parts.port  # noqa: B018 - raises ValueError on a port that is not a number
+        except ValueError:
+            return "its port is not a number"
+        return None
+    if isinstance(v, list | tuple):
+        if len(v) == 2 and _non_empty_str(v[0]) and _int(1)(v[1]):
+            return None
+        return "a pair must be (host, port), such as ('localhost', 6379)"
+    if isinstance(v, dict):
+        if not all(isinstance(k, str) for k in v):
+            return "the keys of a dict are redis-py connection arguments, as strings"
+        if "address" in v:
+            if not isinstance(v["address"], str):
+                return "its 'address' must be a redis://, rediss:// or unix:// URL"
+            return _redis_problem(v["address"])
+        if "sentinels" in v:
+            sentinels = v["sentinels"]
+            if not isinstance(sentinels, list | tuple) or not sentinels:
+                return "'sentinels' must be a list of (host, port) pairs"
+            if not _non_empty_str(v.get("master_name")):
+                return "a Sentinel dict needs 'master_name', the name of the monitored master"
+        return None
+    return f"{type(v).__name__} is none of the accepted types"
+
+
+def _redis(v: Any) -> bool:
+    return _redis_problem(v) is None
+
+
+def _explain_redis(v: Any) -> str:
+    return _redis_problem(v) or ""
+
+
+def _copy_host(v: Any) -> Any:
+    return dict(v) if isinstance(v, dict) else tuple(v) if isinstance(v, list) else v
 
 
 def _default_node_id(merged: Mapping[str, Any]) -> str:
@@ -400,6 +479,19 @@ class StompSettings:
         doc="The module imported from every installed app at startup to register /app/ handlers.",
     )
 
+    # One Redis for the whole cluster: the default of the three backends below.
+    REDIS: str | tuple[str, int] | dict[str, Any] | None = _setting(
+        None,
+        accepts="a redis://, rediss:// or unix:// URL, a (host, port) pair, a dict of "
+        "connection arguments (with an 'address' URL, or a Sentinel's 'sentinels' and "
+        "'master_name'), or None",
+        valid=_redis,
+        coerce=_copy_host,
+        check_id="stomp_cluster.E011",
+        explain=_explain_redis,
+        doc="One Redis for presence, history and the transport: a cluster in one key.",
+    )
+
     # Presence registry.
     PRESENCE_BACKEND: str = _setting(
         "stomp_cluster.presence.memory.MemoryPresence",
@@ -410,6 +502,7 @@ class StompSettings:
             "Use 'stomp_cluster.presence.memory.MemoryPresence' (one node) or "
             "'stomp_cluster.presence.redis.RedisPresence' (a cluster).",
             options="PRESENCE_OPTIONS",
+            redis="stomp_cluster.presence.redis.RedisPresence",
         ),
         doc="The registry of sessions, subscriptions and nodes.",
     )
@@ -430,6 +523,9 @@ class StompSettings:
             "stomp_cluster.E008",
             "Use 'stomp_cluster.history.memory.MemoryHistory' (one node), "
             "'stomp_cluster.history.redis.RedisHistory' (a cluster), or None.",
+            options="HISTORY_OPTIONS",
+            redis="stomp_cluster.history.redis.RedisHistory",
+            implied=(("max_length", "HISTORY_MAX_LENGTH"), ("max_age", "HISTORY_MAX_AGE")),
         ),
         doc="Where messages to users are kept for recovery and redelivery.",
     )
@@ -438,7 +534,8 @@ class StompSettings:
         accepts=_KWARGS,
         valid=_dict,
         coerce=dict,
-        doc="The keyword arguments of the history backend.",
+        doc="The keyword arguments of the history backend; its max_length and max_age win "
+        "over HISTORY_MAX_LENGTH and HISTORY_MAX_AGE.",
     )
     HISTORY_MAX_LENGTH: int = _setting(
         1000,
@@ -494,6 +591,7 @@ class StompSettings:
             "Use 'stomp_cluster.transport.ChannelLayerTransport' (the channel layer) or "
             "'stomp_cluster.transport.RedisTransport' (a cluster).",
             options="TRANSPORT_OPTIONS",
+            redis="stomp_cluster.transport.RedisTransport",
         ),
         doc="How a message reaches the nodes that hold its recipients.",
     )
@@ -518,6 +616,21 @@ class StompSettings:
         """Return the :class:`~stomp_cluster.protocol.events.Limits` of a connection."""
         return Limits(**{row.limit: getattr(self, key) for key, row in _ROWS if row.limit})
 
+    def backend_options(self, key: str) -> dict[str, Any]:
+        """Return the keyword arguments the backend of *key* is built with.
+
+        Its ``*_OPTIONS`` (with ``hosts`` from ``REDIS`` already in it, see
+        :func:`get_settings`) over the options it takes from other keys: for the history,
+        ``max_length`` and ``max_age`` from ``HISTORY_MAX_LENGTH`` and ``HISTORY_MAX_AGE``.
+
+        Args:
+            key: ``"PRESENCE_BACKEND"``, ``"HISTORY_BACKEND"`` or ``"TRANSPORT_BACKEND"``.
+        """
+        check = _BACKENDS[key]
+        implied = {option: getattr(self, source) for option, source in check.implied}
+        options: dict[str, Any] = getattr(self, check.options)
+        return {**implied, **options}
+
 
 #: The table: each key with its row, in the order of the fields.
 _ROWS: tuple[tuple[str, Setting], ...] = tuple(
@@ -526,6 +639,72 @@ _ROWS: tuple[tuple[str, Setting], ...] = tuple(
 
 #: Each key's default, as a user would write it (``None`` for a worked-out value).
 DEFAULTS: dict[str, Any] = {key: row.default for key, row in _ROWS}
+
+#: The backend keys, with how each is checked and built.
+_BACKENDS: dict[str, BackendCheck] = {key: row.backend for key, row in _ROWS if row.backend}
+
+
+def _accepted_options(backend: Callable[..., Any]) -> frozenset[str] | None:
+    """The keyword arguments *backend* takes, read from its constructor's signature.
+
+    ``None`` means any: a constructor with ``**kwargs`` that keeps them. One that passes
+    them on to its base class (its code calls ``super``) takes what that base's
+    constructor takes too, up the class hierarchy. Our own classes' ``**options`` never
+    keep anything: the shipped backends pass them to their base class, whose constructor
+    takes them only to refuse them with a clear message. ``object`` takes nothing.
+    """
+    inits: list[tuple[type | None, Any]]
+    if isinstance(backend, type):
+        inits = [(k, k.__dict__["__init__"]) for k in backend.__mro__ if "__init__" in k.__dict__]
+    else:
+        inits = [(None, backend)]
+    names: set[str] = set()
+    keyword = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    for owner, init in inits:
+        if owner is object:
+            break
+        try:
+            parameters = list(inspect.signature(init).parameters.values())
+        except (TypeError, ValueError):
+            return None  # a constructor written in C, or otherwise opaque: trust it
+        if owner is not None:
+            parameters = parameters[1:]  # self
+        names.update(p.name for p in parameters if p.kind in keyword)
+        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+            break
+        code = getattr(init, "__code__", None)
+        if code is None or "super" not in code.co_names:  # the **kwargs stop here
+            if owner is not None and owner.__module__.startswith("stomp_cluster."):
+                break
+            return None
+    return frozenset(names)
+
+
+def _merge(value: Mapping[str, Any]) -> dict[str, Any]:
+    """The user's ``STOMP_CLUSTER`` over the defaults, with ``REDIS`` applied.
+
+    With ``REDIS`` set, a backend key the user left out defaults to the shipped Redis
+    backend, and a backend whose constructor takes ``hosts`` gets ``[REDIS]`` as its
+    ``hosts`` unless its ``*_OPTIONS`` gives them: what the user wrote wins, key by key.
+    Values are not coerced yet.
+    """
+    merged = {**DEFAULTS, **value}
+    redis = merged["REDIS"]
+    if redis is None:
+        return merged
+    for key, check in _BACKENDS.items():
+        if key not in value:
+            merged[key] = check.redis
+        path, options = merged[key], merged[check.options]
+        if path is None or not isinstance(options, dict) or "hosts" in options:
+            continue
+        try:
+            accepted = _accepted_options(import_string(path))
+        except ImportError:
+            continue  # E004, E008 or E009 reports it
+        if accepted is not None and "hosts" in accepted:
+            merged[check.options] = {"hosts": [_copy_host(redis)], **options}
+    return merged
 
 
 def user_settings() -> dict[str, Any]:
@@ -567,16 +746,18 @@ def validate_settings(value: Any) -> list[tuple[str, str, str]]:
             )
             errors.append((f"Unknown key {key!r} in STOMP_CLUSTER.", hint, "stomp_cluster.E002"))
         elif not rows[key].valid(value[key]):
+            row = rows[key]
+            why = f": {row.explain(value[key])}" if row.explain is not None else ""
             errors.append(
                 (
-                    f"STOMP_CLUSTER[{key!r}] is {value[key]!r}.",
-                    f"Set it to {rows[key].accepts}.",
-                    "stomp_cluster.E003",
+                    f"STOMP_CLUSTER[{key!r}] is {value[key]!r}{why}.",
+                    f"Set it to {row.accepts}.",
+                    row.check_id,
                 )
             )
     if errors:
         return errors
-    merged = {**DEFAULTS, **value}
+    merged = _merge(value)
     errors += _check_backends(merged)
     errors += _check_permission_hook(merged["PERMISSION_HOOK"])
     ttl = float(merged["NODE_TTL"])
@@ -594,32 +775,54 @@ def validate_settings(value: Any) -> list[tuple[str, str, str]]:
 
 
 def _check_backends(merged: Mapping[str, Any]) -> list[tuple[str, str, str]]:
-    """E004, E008, E009: each backend imports; then E010: each accepts its options."""
+    """E004, E008, E009: each backend imports; then E010: each accepts its options.
+
+    E010 first compares the keys of each ``*_OPTIONS`` with those the backend's
+    constructor takes (:func:`_accepted_options`), so that a typo is named with the
+    accepted keys; then it builds the backend, which checks the values.
+    """
     errors: list[tuple[str, str, str]] = []
-    built: list[tuple[str, str]] = []
-    for key, row in _ROWS:
+    built: list[tuple[str, Callable[..., Any], BackendCheck]] = []
+    for key, check in _BACKENDS.items():
         path = merged[key]
-        if row.backend is None or path is None:
+        if path is None:
             continue
         try:
-            import_string(path)
+            backend = import_string(path)
         except ImportError as exc:
-            message = f"{key} {path!r} cannot be imported: {exc}."
-            errors.append((message, row.backend.hint, row.backend.check_id))
+            errors.append(
+                (f"{key} {path!r} cannot be imported: {exc}.", check.hint, check.check_id)
+            )
         else:
-            if row.backend.options is not None:
-                built.append((path, row.backend.options))
+            built.append((path, backend, check))
     if errors:
         return errors
-    for path, options_key in built:
+    for path, backend, check in built:
+        options = merged[check.options]
+        accepted = _accepted_options(backend)
+        unknown = [] if accepted is None else sorted(set(options) - accepted)
+        for name in unknown:
+            assert accepted is not None
+            close = difflib.get_close_matches(str(name), accepted, n=1)
+            errors.append(
+                (
+                    f"Unknown key {name!r} in STOMP_CLUSTER[{check.options!r}]: {path} "
+                    f"accepts {', '.join(sorted(accepted)) or 'no options'}.",
+                    f"Did you mean {close[0]!r}?" if close else "Remove it.",
+                    "stomp_cluster.E010",
+                )
+            )
+        if unknown:
+            continue
+        implied = {option: merged[source] for option, source in check.implied}
         # Building a backend opens no connection: it only checks its options.
         try:
-            import_string(path)(**merged[options_key])
+            backend(**{**implied, **options})
         except (ImproperlyConfigured, TypeError, ValueError) as exc:
             errors.append(
                 (
-                    f"{path} refuses STOMP_CLUSTER[{options_key!r}]: {exc}",
-                    f"Fix {options_key}; the backend's docstring lists its options.",
+                    f"{path} refuses STOMP_CLUSTER[{check.options!r}]: {exc}",
+                    f"Fix {check.options}; the backend's docstring lists its options.",
                     "stomp_cluster.E010",
                 )
             )
@@ -660,7 +863,7 @@ def get_settings() -> StompSettings:
     errors = validate_settings(getattr(django_settings, "STOMP_CLUSTER", {}))
     if errors:
         raise ImproperlyConfigured("; ".join(f"{msg} ({hint})" for msg, hint, _ in errors))
-    merged = {**DEFAULTS, **user_settings()}
+    merged = _merge(user_settings())
     values: dict[str, Any] = {}
     for key, row in _ROWS:
         value = merged[key]

@@ -18,6 +18,13 @@ Each call returns a :class:`Delivery` saying how many sessions and nodes it reac
 according to the presence registry at the time of sending. Sending to nobody is not an
 error. A full node inbox raises :class:`DeliveryFailed`: nothing is dropped silently.
 
+With the in-memory presence backend (``MemoryPresence``, the default) the registry is
+the process's own. A send from a process that runs no node — ``manage.py shell``,
+``stomp_send``, a WSGI server — finds nobody there, whoever is connected to the server
+processes, so it warns (a ``UserWarning``: "nothing outside this process can receive
+this message") rather than quietly return ``Delivery(sessions=0, nodes=0)``. Set
+``STOMP_CLUSTER['REDIS']`` to share the registry between processes.
+
 Bodies may be ``str`` (sent as ``text/plain;charset=utf-8``), ``bytes`` (sent as-is) or
 anything JSON-serialisable (sent as ``application/json``).
 """
@@ -28,6 +35,7 @@ import asyncio
 import json
 import logging
 import time
+import warnings
 import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -50,6 +58,7 @@ from stomp_cluster.messages import (
 )
 from stomp_cluster.node import current_node
 from stomp_cluster.presence.base import PresenceBackend
+from stomp_cluster.presence.memory import MemoryPresence
 from stomp_cluster.protocol import RESERVED_MESSAGE_HEADERS
 from stomp_cluster.typing import Headers
 from stomp_cluster.users import UserRef, auser_key
@@ -203,6 +212,23 @@ def _outcome(
     ) from exc
 
 
+#: The warning of a send that nothing outside this process can receive.
+_IN_PROCESS_WARNING = (
+    "stomp_cluster sends with the in-memory presence backend and no node runs in this "
+    "process: nothing outside this process can receive this message. Set "
+    "STOMP_CLUSTER['REDIS'] so that sends reach the nodes of a cluster."
+)
+
+
+def _warn_if_in_process(presence: PresenceBackend) -> None:
+    # A shell, a management command or a WSGI process keeps its own in-memory registry,
+    # empty of the clients of the server processes: say so rather than report a quiet
+    # Delivery(sessions=0, nodes=0). Inside a node the registry is the node's own.
+    # disconnect_session does not warn: an unknown session already answers False.
+    if isinstance(presence, MemoryPresence) and current_node() is None:
+        warnings.warn(_IN_PROCESS_WARNING, UserWarning, stacklevel=3)
+
+
 async def _lookup(call: Any) -> dict[str, int]:
     try:
         result: dict[str, int] = await call
@@ -227,7 +253,9 @@ async def asend_to_destination(
     if destinations.is_user(destination):
         raise ValueError(f"{destination} is a user destination: use send_to_user()")
     payload, extra = encode_body(body, headers, content_type)
-    by_node = await _lookup(get_presence().destination_nodes(destination))
+    presence = get_presence()
+    _warn_if_in_process(presence)
+    by_node = await _lookup(presence.destination_nodes(destination))
     message = Publish(destination, payload, extra)
     key = destinations.topic_history_key(destination)
     if key is not None:
@@ -270,6 +298,7 @@ async def asend_to_user(
     full = destinations.user_destination(destination)
     message = ToUser(key, full, payload, extra)
     presence, history = get_presence(), (None if live_only else get_history())
+    _warn_if_in_process(presence)
     local = current_node()
     try:
         # One round trip when the transport shares one Redis with presence and history.
@@ -333,6 +362,7 @@ async def asend_to_session(
     """
     payload, extra = encode_body(body, headers, content_type)
     message = ToSession(session_id, destination, payload, extra)
+    _warn_if_in_process(get_presence())
     return await _route(await _session_node(session_id), message)
 
 

@@ -2,8 +2,9 @@
 
 Read from the environment, so that the same project runs as any node of a cluster:
 
-* ``REDIS_URL``: channels_redis layer and Redis presence when set; the in-memory layer
-  and presence (a single node) otherwise.
+* ``REDIS_URL``: when set, ``STOMP_CLUSTER['REDIS']`` (the presence registry, the
+  history and the transport on that Redis) and the channels_redis layer; otherwise the
+  in-memory backends and layer (a single node).
 * ``STOMP_NODE_ID``: this node's id (default ``<hostname>-<pid>``).
 * ``STOMP_NODE_TTL``: node heartbeat TTL in seconds (default 10).
 * ``DATABASE_PATH``: the SQLite file (default ``db.sqlite3`` next to ``manage.py``).
@@ -122,38 +123,19 @@ elif REDIS_URL:
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
-if REDIS_URL:
-    PRESENCE_BACKEND = "stomp_cluster.presence.redis.RedisPresence"
-    PRESENCE_OPTIONS: dict[str, object] = {"hosts": [REDIS_URL]}
-    HISTORY_BACKEND = "stomp_cluster.history.redis.RedisHistory"
-    HISTORY_OPTIONS: dict[str, object] = {"hosts": [REDIS_URL]}
-else:
-    PRESENCE_BACKEND = "stomp_cluster.presence.memory.MemoryPresence"
-    PRESENCE_OPTIONS = {}
-    HISTORY_BACKEND = "stomp_cluster.history.memory.MemoryHistory"
-    HISTORY_OPTIONS = {}
-
-if REDIS_URL and os.environ.get("STOMP_TRANSPORT", "redis") == "redis":
-    # Node inboxes in Redis: batched both ways and bounded (docs/performance.md).
-    TRANSPORT_BACKEND = "stomp_cluster.transport.RedisTransport"
-    TRANSPORT_OPTIONS: dict[str, object] = {"hosts": [REDIS_URL]}
-else:
-    TRANSPORT_BACKEND = "stomp_cluster.transport.ChannelLayerTransport"
-    TRANSPORT_OPTIONS = {}
-
-STOMP_CLUSTER = {
+STOMP_CLUSTER: dict[str, object] = {
+    # One key for the cluster: presence, history and RedisTransport on this Redis. Left
+    # None (REDIS_URL unset, as `make demo` does without Redis): one node, in memory.
+    "REDIS": REDIS_URL or None,
     "NODE_ID": os.environ.get("STOMP_NODE_ID") or None,
     "NODE_TTL": float(os.environ.get("STOMP_NODE_TTL", "10")),
-    "PRESENCE_BACKEND": PRESENCE_BACKEND,
-    "PRESENCE_OPTIONS": PRESENCE_OPTIONS,
-    "HISTORY_BACKEND": HISTORY_BACKEND,
-    "HISTORY_OPTIONS": HISTORY_OPTIONS,
-    "TRANSPORT_BACKEND": TRANSPORT_BACKEND,
-    "TRANSPORT_OPTIONS": TRANSPORT_OPTIONS,
     "HISTORY_MAX_LENGTH": int(os.environ.get("STOMP_HISTORY_MAX_LENGTH", "1000")),
     # The demo lets scripts log in with a password; tokens are the scalable way.
     "PASSWORD_LOGIN": True,
 }
+if REDIS_URL and os.environ.get("STOMP_TRANSPORT", "redis") != "redis":
+    # The channel layer instead of RedisTransport: a key set here wins over REDIS.
+    STOMP_CLUSTER["TRANSPORT_BACKEND"] = "stomp_cluster.transport.ChannelLayerTransport"
 if os.environ.get("STOMP_MAX_OUTBOX"):
     STOMP_CLUSTER["MAX_OUTBOX"] = int(os.environ["STOMP_MAX_OUTBOX"])
 if os.environ.get("STOMP_HEARTBEAT_GRACE_MS"):

@@ -114,3 +114,143 @@ def test_conf_imports_no_other_module_of_the_package_but_the_protocol():
     }
     ours = {name for name in imported if name.startswith("stomp_cluster")}
     assert ours == {"stomp_cluster.protocol.events"}
+
+
+# -- REDIS: one key for the cluster ------------------------------------------------------
+
+REDIS_URL = "redis://redis.internal:6379/0"
+RP, RH, RT = (
+    "stomp_cluster.presence.redis.RedisPresence",
+    "stomp_cluster.history.redis.RedisHistory",
+    "stomp_cluster.transport.RedisTransport",
+)
+
+
+@override_settings(STOMP_CLUSTER={"REDIS": REDIS_URL})
+def test_redis_puts_the_three_backends_on_that_redis():
+    s = get_settings()
+    assert (s.PRESENCE_BACKEND, s.HISTORY_BACKEND, s.TRANSPORT_BACKEND) == (RP, RH, RT)
+    assert s.PRESENCE_OPTIONS == s.TRANSPORT_OPTIONS == {"hosts": [REDIS_URL]}
+    assert s.backend_options("HISTORY_BACKEND") == {
+        "max_length": 1000,
+        "max_age": 86400.0,
+        "hosts": [REDIS_URL],
+    }
+
+
+@override_settings(
+    STOMP_CLUSTER={
+        "REDIS": REDIS_URL,
+        "PRESENCE_BACKEND": "stomp_cluster.presence.memory.MemoryPresence",
+        "HISTORY_BACKEND": None,
+        "TRANSPORT_OPTIONS": {"hosts": ["redis://other:6379/1"], "capacity": 5},
+    }
+)
+def test_a_key_set_beside_redis_wins_for_that_backend_only():
+    s = get_settings()
+    assert s.PRESENCE_BACKEND == "stomp_cluster.presence.memory.MemoryPresence"
+    assert s.PRESENCE_OPTIONS == {}  # MemoryPresence takes no hosts: none given
+    assert s.HISTORY_BACKEND is None
+    assert s.TRANSPORT_BACKEND == RT
+    assert s.TRANSPORT_OPTIONS == {"hosts": ["redis://other:6379/1"], "capacity": 5}
+
+
+@override_settings(STOMP_CLUSTER={"REDIS": REDIS_URL, "PRESENCE_OPTIONS": {"prefix": "site"}})
+def test_redis_fills_in_hosts_beside_other_options():
+    assert get_settings().PRESENCE_OPTIONS == {"hosts": [REDIS_URL], "prefix": "site"}
+
+
+SENTINEL = {"sentinels": [("sentinel-1", 26379)], "master_name": "mymaster"}
+
+
+@pytest.mark.parametrize(
+    ("value", "host"),
+    [
+        ("rediss://:secret@redis.internal:6380/2", "rediss://:secret@redis.internal:6380/2"),
+        ("unix:///run/redis.sock?db=1", "unix:///run/redis.sock?db=1"),
+        (["redis.internal", 6379], ("redis.internal", 6379)),
+        ({"address": REDIS_URL, "socket_timeout": 5}, {"address": REDIS_URL, "socket_timeout": 5}),
+        (SENTINEL, SENTINEL),
+    ],
+)
+def test_redis_takes_the_forms_of_a_hosts_entry(value, host):
+    assert validate_settings({"REDIS": value}) == []
+    with override_settings(STOMP_CLUSTER={"REDIS": value}):
+        s = get_settings()
+        assert s.PRESENCE_OPTIONS == {"hosts": [host]}
+        if not isinstance(value, str):
+            assert s.PRESENCE_OPTIONS["hosts"][0] is not value  # a copy
+
+
+@override_settings(STOMP_CLUSTER={"REDIS": None})
+def test_redis_none_keeps_the_in_memory_defaults():
+    s = get_settings()
+    assert s.PRESENCE_BACKEND == DEFAULTS["PRESENCE_BACKEND"]
+    assert s.TRANSPORT_BACKEND == DEFAULTS["TRANSPORT_BACKEND"]
+    assert s.PRESENCE_OPTIONS == {}
+
+
+@override_settings(
+    STOMP_CLUSTER={
+        "HISTORY_MAX_LENGTH": 50,
+        "HISTORY_MAX_AGE": 60,
+        "HISTORY_OPTIONS": {"max_length": 7},
+    }
+)
+def test_history_options_win_over_history_max_keys():
+    assert get_settings().backend_options("HISTORY_BACKEND") == {"max_length": 7, "max_age": 60.0}
+
+
+# -- the options a backend accepts, from its constructor ---------------------------------
+
+
+class Strict:
+    def __init__(self, *, hosts=(), prefix="p"):
+        pass
+
+
+class Forwarding(Strict):
+    def __init__(self, *, capacity=1, **options):
+        super().__init__(**options)
+
+
+class Keeping:
+    def __init__(self, *, a=1, **extra):
+        self.extra = extra
+
+
+def factory(*, alias=None):
+    return Strict()
+
+
+@pytest.mark.parametrize(
+    ("backend", "accepted"),
+    [
+        (Strict, {"hosts", "prefix"}),
+        (Forwarding, {"capacity", "hosts", "prefix"}),
+        (Keeping, None),
+        (factory, {"alias"}),
+        (object, set()),
+    ],
+)
+def test_accepted_options_come_from_the_constructor_signature(backend, accepted):
+    result = conf._accepted_options(backend)
+    assert (None if result is None else set(result)) == accepted
+
+
+def test_accepted_options_of_the_shipped_backends():
+    from stomp_cluster.history.memory import MemoryHistory
+    from stomp_cluster.presence.memory import MemoryPresence
+    from stomp_cluster.presence.redis import RedisPresence
+    from stomp_cluster.transport import ChannelLayerTransport
+
+    assert conf._accepted_options(MemoryPresence) == frozenset()
+    assert conf._accepted_options(MemoryHistory) == {"max_length", "max_age"}
+    assert conf._accepted_options(ChannelLayerTransport) == {"alias"}
+    assert conf._accepted_options(RedisPresence) == {
+        "hosts",
+        "prefix",
+        "socket_timeout",
+        "max_connections",
+        "pool_timeout",
+    }

@@ -12,7 +12,12 @@ from stomp_cluster.testing import StompCommunicator
 from testproject.asgi import application
 from tests.test_consumer import login_headers
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(30)]
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.timeout(30),
+    # Messages are sent before the client connects: outside a node, in memory.
+    pytest.mark.filterwarnings("ignore:stomp_cluster sends with the in-memory"),
+]
 
 
 async def connect(headers):

@@ -15,6 +15,10 @@ from stomp_cluster.exceptions import DeliveryFailed
 from stomp_cluster.presence.base import NodeRecord, SessionRecord, SubscriptionRecord
 from stomp_cluster.send import encode_body
 
+# These tests send from outside a node, with the in-memory registry (tests/test_backends.py
+# checks the warning that says so).
+pytestmark = pytest.mark.filterwarnings("ignore:stomp_cluster sends with the in-memory")
+
 SMALL_LAYER = {
     "default": {"BACKEND": "channels.layers.InMemoryChannelLayer", "CONFIG": {"capacity": 2}}
 }

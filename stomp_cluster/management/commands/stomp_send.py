@@ -1,8 +1,15 @@
-"""Send a STOMP message from the command line, through the same helpers as views."""
+"""Send a STOMP message from the command line, through the same helpers as views.
+
+The command is a process of its own, never a node: with the in-memory presence backend
+its registry is empty and what it sends reaches nobody. The send helpers warn about it
+(a ``UserWarning``), and the command prints that warning to standard error, where a
+person running it sees it whatever the warning filters say.
+"""
 
 from __future__ import annotations
 
 import sys
+import warnings
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -46,16 +53,23 @@ class Command(BaseCommand):
                 )
             headers[name.strip()] = value.strip()
         ctype = options["content_type"]
-        try:
-            if options["user"] is not None:
-                user: Any = int(options["user"]) if options["pk"] else options["user"]
-                delivery = send_to_user(user, options["to"], body, headers, ctype)
-            elif options["session"] is not None:
-                delivery = send_to_session(options["session"], options["to"], body, headers, ctype)
-            else:
-                delivery = send_to_destination(options["destination"], body, headers, ctype)
-        except (DeliveryFailed, LookupError, ValueError) as exc:
-            raise CommandError(str(exc)) from exc
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", UserWarning)
+            try:
+                if options["user"] is not None:
+                    user: Any = int(options["user"]) if options["pk"] else options["user"]
+                    delivery = send_to_user(user, options["to"], body, headers, ctype)
+                elif options["session"] is not None:
+                    delivery = send_to_session(
+                        options["session"], options["to"], body, headers, ctype
+                    )
+                else:
+                    delivery = send_to_destination(options["destination"], body, headers, ctype)
+            except (DeliveryFailed, LookupError, ValueError) as exc:
+                raise CommandError(str(exc)) from exc
+            finally:
+                for warning in caught:
+                    self.stderr.write(f"warning: {warning.message}")
         # One sentence with two counts: "(s)" reads right for both, in one translatable
         # string, where ngettext can follow only one of them.
         self.stdout.write(
