@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from django.contrib.auth.base_user import AbstractBaseUser
     from django.contrib.auth.models import AnonymousUser
 
-__all__ = ["HandlerError", "StompRequest", "message_mapping", "registry"]
+__all__ = ["HandlerError", "StompRequest", "message_mapping"]
 
 Handler = Callable[..., Any]
 
