@@ -19,10 +19,16 @@ Three kinds of checks:
   ``django-admin startproject`` gets the page's settings blocks, ``asgi.py`` and commands
   in the page's order, then one daphne node on a Redis of ours serves a STOMP client, and
   a send from ``manage.py shell`` reaches it through Redis.
+* **The tutorial, run as its step 6 runs it** (``cluster`` and ``slow``): two daphne nodes
+  of the tutorial's project on one Redis; alice and bob log in through the login page of
+  step 0, their WebSockets carry the session cookie, a chat message sent to the handler on
+  one node reaches both, and the notify view on alice's node reaches bob on the other.
 """
 
 from __future__ import annotations
 
+import functools
+import http.cookiejar
 import importlib
 import inspect
 import json
@@ -33,11 +39,14 @@ import signal
 import subprocess
 import sys
 import textwrap
+import urllib.parse
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import websocket
 from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
 from django.contrib.auth import get_user_model
@@ -451,3 +460,172 @@ def test_installation_page_followed_literally_gives_a_working_node(tmp_path):
                 daphne.kill()
                 daphne.wait(10)
         redis.close()
+
+
+# -- the tutorial, run as its step 6 runs it -------------------------------------------
+
+
+class Browser:
+    """A browser's HTTP side, stdlib only: cookies, Django's login page, CSRF on POST."""
+
+    def __init__(self, base_url: str) -> None:
+        self.base_url = base_url
+        self.jar = http.cookiejar.CookieJar()
+        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.jar))
+
+    def cookie(self, name: str) -> str:
+        return next(str(c.value) for c in self.jar if c.name == name)
+
+    def get(self, path: str) -> str:
+        with self.opener.open(self.base_url + path, timeout=20) as response:
+            return response.read().decode()
+
+    def post(self, path: str, data: dict[str, str]) -> str:
+        if "csrfmiddlewaretoken" not in data:
+            data = {**data, "csrfmiddlewaretoken": self.cookie("csrftoken")}
+        request = urllib.request.Request(
+            self.base_url + path,
+            data=urllib.parse.urlencode(data).encode(),
+            headers={"Referer": self.base_url + path},
+        )
+        with self.opener.open(request, timeout=20) as response:
+            return response.read().decode()
+
+    def login(self, username: str, password: str) -> None:
+        # The login page that step 0 adds: a fresh project has none.
+        page = self.get("/chat/")  # redirected to /accounts/login/?next=/chat/
+        token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page)
+        assert token, page
+        self.post(
+            "/accounts/login/?next=/chat/",
+            {"username": username, "password": password, "csrfmiddlewaretoken": token[1]},
+        )
+        assert "/topic/chat.lobby" in self.get("/chat/")  # the room page, logged in
+
+
+def recv_message(client: RawStompClient) -> dict[str, Any]:
+    frame = client.recv_frame()
+    assert frame.command == "MESSAGE", frame
+    return dict(json.loads(frame.body), destination=frame.headers["destination"])
+
+
+@pytest.mark.cluster
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_tutorial_on_two_nodes(tmp_path, monkeypatch):
+    redis = RedisServer()
+    redis.start()
+    env = subprocess_env(REDIS_URL=redis.url, DATABASE_PATH=str(tmp_path / "db.sqlite3"))
+    nodes: list[subprocess.Popen[bytes]] = []
+    try:
+        run([sys.executable, "manage.py", "migrate"], TUTORIAL, env)
+        create = (
+            "from django.contrib.auth import get_user_model; "
+            "[get_user_model().objects.create_user(n, password='pw') for n in ('alice', 'bob')]"
+        )
+        run([sys.executable, "manage.py", "shell", "-c", create], TUTORIAL, env)
+        ports = [free_port(), free_port()]
+        for port in ports:
+            with open(tmp_path / f"daphne-{port}.log", "wb") as log:
+                nodes.append(
+                    subprocess.Popen(
+                        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port)]
+                        + ["mysite.asgi:application"],
+                        cwd=TUTORIAL,
+                        env=env,
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                    )
+                )
+        for port, node in zip(ports, nodes, strict=True):
+            wait_for_port(port, proc=node, timeout=60)
+
+        # 1. alice on node 8000, bob on node 8001, each logged in by the login page.
+        alice, bob = (Browser(f"http://127.0.0.1:{port}") for port in ports)
+        alice.login("alice", "pw")
+        bob.login("bob", "pw")
+        sockets = []
+        for browser, port in ((alice, ports[0]), (bob, ports[1])):
+            cookie = f"sessionid={browser.cookie('sessionid')}"
+            with monkeypatch.context() as patch:  # the page's WebSocket carries the cookie
+                patch.setattr(
+                    websocket,
+                    "create_connection",
+                    functools.partial(websocket.create_connection, cookie=cookie),
+                )
+                client = RawStompClient(f"ws://127.0.0.1:{port}/ws")
+            client.connect()
+            for sub, destination in enumerate(("/topic/chat.lobby", "/user/queue/notify")):
+                client.send_frame(
+                    "SUBSCRIBE", {"id": str(sub), "destination": destination, "receipt": "r"}
+                )
+                assert client.recv_frame().command == "RECEIPT"
+            sockets.append(client)
+        alice_ws, bob_ws = sockets
+
+        # 2. Chat from alice's page: the handler runs on node 8000, both pages show it.
+        alice_ws.send_frame("SEND", {"destination": "/app/chat/lobby"}, "hello bob")
+        for client in sockets:
+            assert recv_message(client) == {
+                "user": "alice",
+                "text": "hello bob",
+                "destination": "/topic/chat.lobby",
+            }
+
+        # 3. Notify bob from alice's page: the view runs on node 8000, bob is on 8001.
+        answer = json.loads(alice.post("/chat/notify/", {"to": "bob", "text": "psst"}))
+        assert answer == {"sessions": 1, "nodes": 1}
+        assert recv_message(bob_ws) == {
+            "from": "alice",
+            "text": "psst",
+            "destination": "/user/queue/notify",
+        }
+        for client in sockets:
+            client.close()
+    finally:
+        for node in nodes:
+            node.send_signal(signal.SIGTERM)
+        for node in nodes:
+            try:
+                node.wait(20)
+            except subprocess.TimeoutExpired:
+                node.kill()
+                node.wait(10)
+        redis.close()
+
+
+# -- the checks' hints -----------------------------------------------------------------
+
+
+def literal_hints() -> dict[str, str]:
+    """The hints the checks give word for word: ``{check id: hint}``.
+
+    Read from the source: ``hint=`` of each check in ``checks.py``, and the hint of each
+    ``BackendCheck`` in ``conf.py``. Hints built at run time (f-strings) are left out.
+    """
+    import ast
+
+    hints: dict[str, str] = {}
+    package = REPO_ROOT / "stomp_cluster"
+    for node in ast.walk(ast.parse((package / "checks.py").read_text())):
+        if isinstance(node, ast.Call):
+            kwargs = {k.arg: k.value for k in node.keywords}
+            hint, check_id = kwargs.get("hint"), kwargs.get("id")
+            if isinstance(hint, ast.Constant) and isinstance(check_id, ast.Constant):
+                hints[check_id.value] = hint.value
+    for node in ast.walk(ast.parse((package / "conf.py").read_text())):
+        if (
+            isinstance(node, ast.Call)
+            and getattr(node.func, "id", None) == "BackendCheck"
+            and all(isinstance(a, ast.Constant) for a in node.args[:2])
+        ):
+            hints[node.args[0].value] = node.args[1].value
+    return hints
+
+
+def test_checks_page_gives_each_hint_as_the_check_does():
+    page = " ".join((DOCS / "reference" / "checks.rst").read_text().replace("``", "").split())
+    hints = literal_hints()
+    assert {"stomp_cluster.E004", "stomp_cluster.E006"} <= hints.keys()
+    for check_id, hint in hints.items():
+        assert " ".join(hint.split()) in page, check_id
