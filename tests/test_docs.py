@@ -11,10 +11,11 @@ Three kinds of checks:
   that defines it; every documented name exists and, at module level, is in its module's
   ``__all__``. The re-exported functions of ``stomp_cluster``, whose signatures
   ``api.rst`` writes by hand, take the parameters the functions take.
-* **The tutorial's project works** (``docs/tutorial_project/``, whose files the tutorial
-  and the installation page include): it passes ``manage.py check`` with one node and as a
-  cluster, and its handler and permission hook let the chat through while refusing direct
-  SENDs (the hook once refused every SEND, ``/app/`` ones included, which broke the chat).
+* **The tutorial's project works** (``docs/tutorial_project/``, whose files the tutorial,
+  the installation page and the testing guide include): it passes ``manage.py check`` with
+  one node and as a cluster, its own tests pass (those of the testing guide), and its
+  handler and permission hook let the chat through while refusing direct SENDs (the hook
+  once refused every SEND, ``/app/`` ones included, which broke the chat).
 * **The installation page, followed literally** (``cluster`` and ``slow``): a fresh
   ``django-admin startproject`` gets the page's settings blocks, ``asgi.py`` and commands
   in the page's order, then one daphne node on a Redis of ours serves a STOMP client, and
@@ -285,6 +286,17 @@ def test_tutorial_cluster_block_keeps_the_permission_hook(tmp_path):
         "chat.permissions.stomp_permission",
         "stomp_cluster.transport.RedisTransport",
     ]
+
+
+def test_tutorial_project_tests_pass(tmp_path):
+    # The tests that docs/howto/testing.rst includes, under the project's own settings
+    # (docs/tutorial_project/pytest.ini), in a process of their own.
+    out = run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "chat/tests"],
+        cwd=TUTORIAL,
+        env=subprocess_env(DATABASE_PATH=str(tmp_path / "db.sqlite3")),
+    )
+    assert re.search(r"\b5 passed\b", out), out
 
 
 @pytest.fixture
