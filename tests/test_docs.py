@@ -416,6 +416,22 @@ def test_installation_page_has_the_steps_the_walk_expects():
     assert kinds.index("sh") > 1
 
 
+def code_lines(text: str) -> list[str]:
+    """*text*'s lines without blank ones, comments after code, or a leading docstring."""
+    text = re.sub(r'^""".*?"""\n', "", text, flags=re.S)
+    lines = [line.split("  #", 1)[0].rstrip() for line in text.splitlines()]
+    return [line for line in lines if line and not line.startswith("# mysite/")]
+
+
+def test_tutorial_project_has_the_installation_pages_asgi_py():
+    [page] = [text for kind, text in page_steps(INSTALLATION_RST) if kind == "file"]
+    project = (TUTORIAL / "mysite" / "asgi.py").read_text()
+    assert code_lines(project) == code_lines(page), (
+        "docs/tutorial_project/mysite/asgi.py differs from the asgi.py of "
+        "docs/intro/installation.rst: make them the same"
+    )
+
+
 @pytest.mark.cluster
 @pytest.mark.slow
 @pytest.mark.timeout(300)

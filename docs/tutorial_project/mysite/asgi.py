@@ -8,8 +8,9 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "mysite.settings")
 django_asgi_app = get_asgi_application()
 
 # Import after get_asgi_application(), which sets Django up.
-import stomp_cluster.routing  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+
+import stomp_cluster.routing  # noqa: E402
 
 application = ProtocolTypeRouter(
     {

@@ -6,11 +6,11 @@ import pytest
 from asgiref.sync import sync_to_async
 from django.contrib.auth import get_user_model
 from django.test import AsyncClient, override_settings
+
+from mysite.asgi import application
 from stomp_cluster import asend_to_user, connection_token
 from stomp_cluster.protocol import Command
 from stomp_cluster.testing import StompCommunicator
-
-from mysite.asgi import application
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
