@@ -39,7 +39,7 @@ extensions = [
 ]
 
 root_doc = "index"
-exclude_patterns = ["_build"]
+exclude_patterns = ["_build", "tutorial_project"]
 templates_path: list[str] = []
 html_static_path: list[str] = []
 html_theme = "alabaster"

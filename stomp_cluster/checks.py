@@ -125,7 +125,9 @@ def check_channel_layer(
             Error(
                 f"No channel layer named {name!r} in settings.CHANNEL_LAYERS.",
                 hint="Configure channels_redis.core.RedisChannelLayer there (or "
-                "channels.layers.InMemoryChannelLayer for a single node).",
+                "channels.layers.InMemoryChannelLayer for a single node), or set "
+                "STOMP_CLUSTER['TRANSPORT_BACKEND'] to "
+                "'stomp_cluster.transport.RedisTransport', which needs no channel layer.",
                 id="stomp_cluster.E006",
             )
         ]

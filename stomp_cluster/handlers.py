@@ -14,6 +14,16 @@ startup, like ``admin.py``) and may be sync or async::
 
 Sync handlers run in a worker thread (``sync_to_async``), so they may use the ORM.
 
+The ``PERMISSION_HOOK``, when set, is asked about every SEND before anything else, those
+to ``/app/`` destinations included: a handler runs only for a SEND the hook allowed, so a
+hook that refuses every SEND refuses the handlers too. Let ``/app/`` through in the hook
+and check the content in the handler.
+
+:class:`HandlerError` lives here, with the handlers that raise it, rather than in
+:mod:`stomp_cluster.exceptions`, though it derives from ``StompClusterError`` like the
+rest. The table of registered handlers, ``registry``, is internal and not in ``__all__``:
+the consumer looks patterns up in it, and tests that register handlers restore it.
+
 Error policy: a :class:`HandlerError` raised by a handler sends its message to that
 client in an ERROR frame; any other exception is logged at ERROR with its traceback and
 the client gets a generic ``internal error`` ERROR frame. Either way, as STOMP requires
@@ -41,7 +51,7 @@ if TYPE_CHECKING:
     from django.contrib.auth.base_user import AbstractBaseUser
     from django.contrib.auth.models import AnonymousUser
 
-__all__ = ["HandlerError", "StompRequest", "message_mapping", "registry"]
+__all__ = ["HandlerError", "StompRequest", "message_mapping"]
 
 Handler = Callable[..., Any]
 
@@ -178,7 +188,8 @@ class HandlerRegistry:
         self._routes.clear()
 
 
-#: The registry :func:`message_mapping` adds to.
+#: The registry :func:`message_mapping` adds to. Internal, so not in ``__all__``: the
+#: consumer looks handlers up in it, and tests save and restore it.
 registry = HandlerRegistry()
 
 

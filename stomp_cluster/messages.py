@@ -27,7 +27,15 @@ from typing import Any, ClassVar
 
 from stomp_cluster.typing import Headers
 
-__all__ = ["DEFAULT_KICK_MESSAGE", "Kick", "NodeMessage", "Publish", "ToSession", "ToUser"]
+__all__ = [
+    "DEFAULT_KICK_MESSAGE",
+    "Kick",
+    "NodeMessage",
+    "Publish",
+    "ToSession",
+    "ToUser",
+    "from_wire",
+]
 
 #: The ERROR frame's message when a session is closed by the server without a reason.
 DEFAULT_KICK_MESSAGE = "disconnected by the server"

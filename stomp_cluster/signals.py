@@ -4,6 +4,12 @@ Receivers may be sync or async functions; Django runs sync receivers in a thread
 signal is sent robustly: a receiver that raises is logged at ERROR, naming the
 receiver, and neither the connection nor the other receivers notice.
 
+Robustly, but not always through ``Signal.asend_robust()``: when the only receiver for
+the sender is one async function (the package's own presence receiver, until a project
+connects one), ``fire()`` awaits it directly, which saves the tasks ``asend_robust()``
+creates. Telling the cases apart reads Django's private ``Signal._live_receivers()``;
+should it change shape, every signal goes through ``asend_robust()`` again.
+
 Every signal's ``sender`` is :class:`stomp_cluster.consumer.StompConsumer`, and every
 one carries ``session_id`` (the CONNECTED ``session`` header, unique in the cluster),
 ``user`` (the Django user; ``None`` when fired by another node's sweeper),

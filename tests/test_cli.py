@@ -163,7 +163,7 @@ def test_sweep_leaves_it_to_a_node_that_holds_the_lock(registry):
     async_to_sync(registry.acquire_sweep_lock)("node-a", 10)
     data = json.loads(run("sweep", "--json"))
     assert data == {"swept": False, "lost_nodes": [], "sessions": []}
-    assert run("sweep").startswith("A node holds the sweep lock")
+    assert run("sweep").startswith("The sweep lock is taken: a node is sweeping, or one stopped")
 
 
 def test_unreachable_redis_exits_non_zero_with_a_clear_message(capsys):

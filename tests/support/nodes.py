@@ -46,7 +46,7 @@ SERVERS = ("daphne", "uvicorn")
 MAX_WS_MESSAGE = 4 * 1024 * 1024
 
 # Twisted listens with a backlog of 50, which drops SYNs when tens of clients connect at
-# once (see FINDINGS.md).
+# once.
 LISTEN_BACKLOG = 2048
 
 

@@ -276,7 +276,9 @@ class Command(BaseCommand):
     def _print_sweep(self, result: dict[str, Any]) -> str:
         if not result["swept"]:
             return gettext(
-                "A node holds the sweep lock, and sweeps at each of its heartbeats: nothing to do."
+                "The sweep lock is taken: a node is sweeping, or one stopped less than "
+                "NODE_TTL ago and its lock has not expired yet. Nothing swept; running "
+                "nodes sweep at each of their heartbeats, or try again after NODE_TTL."
             )
         lost = result["lost_nodes"]
         if not lost:
