@@ -22,8 +22,10 @@ from stomp_cluster import views
 
 __all__ = ["app_name", "urlpatterns"]
 
+#: The URL namespace: ``reverse("stomp_cluster:health")``.
 app_name = "stomp_cluster"
 
+#: Mount with ``path("stomp/", include("stomp_cluster.urls"))``.
 urlpatterns = [
     path("health/", views.health, name="health"),
 ]

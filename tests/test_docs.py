@@ -271,9 +271,8 @@ def test_tutorial_project_passes_check(tmp_path, redis_url):
 
 def test_tutorial_cluster_block_keeps_the_permission_hook(tmp_path):
     code = (
-        "from django.conf import settings; "
-        "print(settings.STOMP_CLUSTER['PERMISSION_HOOK'], "
-        "settings.STOMP_CLUSTER['TRANSPORT_BACKEND'])"
+        "from stomp_cluster.conf import get_settings; s = get_settings(); "
+        "print(s.PERMISSION_HOOK, s.TRANSPORT_BACKEND)"
     )
     out = run(
         [sys.executable, "-c", f"import django; django.setup(); {code}"],
@@ -410,7 +409,7 @@ def test_installation_page_has_the_steps_the_walk_expects():
     kinds = [kind for kind, _ in page_steps(INSTALLATION_RST)]
     commands = [text for kind, text in page_steps(INSTALLATION_RST) if kind == "sh"]
     assert kinds.count("settings") == 3
-    assert kinds.count("file") == 1
+    assert kinds.count("file") == 2  # asgi.py, urls.py
     assert commands == ["python manage.py migrate", "python manage.py check"]
     # migrate comes after the channel layer is named (stomp_cluster.E006 stops it before).
     assert kinds.index("sh") > 1
@@ -424,7 +423,11 @@ def code_lines(text: str) -> list[str]:
 
 
 def test_tutorial_project_has_the_installation_pages_asgi_py():
-    [page] = [text for kind, text in page_steps(INSTALLATION_RST) if kind == "file"]
+    [page] = [
+        text
+        for kind, text in page_steps(INSTALLATION_RST)
+        if kind == "file" and text.startswith("# mysite/asgi.py")
+    ]
     project = (TUTORIAL / "mysite" / "asgi.py").read_text()
     assert code_lines(project) == code_lines(page), (
         "docs/tutorial_project/mysite/asgi.py differs from the asgi.py of "
@@ -479,6 +482,10 @@ def test_installation_page_followed_literally_gives_a_working_node(tmp_path):
             out = run([sys.executable, "manage.py", "shell", "-c", code], project, env)
             assert out.split()[-1] == "1"  # after what the shell says it imported
             assert client.recv_frame().body == b"from the shell"
+            # The health endpoint the page mounts answers for this node.
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/stomp/health/") as answer:
+                assert answer.status == 200
+                assert json.loads(answer.read())["status"] == "ok"
     finally:
         if daphne is not None:
             daphne.send_signal(signal.SIGTERM)
