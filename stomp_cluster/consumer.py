@@ -10,10 +10,9 @@ Outgoing frames are written by a single flusher so that frames queued from sever
 places (the node's fan-out, receipts, heart-beats) reach the socket in the order they
 were queued, and so that the node never waits on a slow socket.
 
-It counts what it sees into the node's counters (:attr:`Node.stats
-<stomp_cluster.node.Node.stats>`: connections, frames and bytes each way, failed SENDs):
-plain int increments, once per received message and once per batch of frames written,
-which the ``metrics/`` endpoint reads at scrape time.
+It counts what it sees into the node's counters (``Node.stats``: connections, frames and
+bytes each way, failed SENDs): plain int increments, once per received message and once
+per batch of frames written, which the ``metrics/`` endpoint reads at scrape time.
 """
 
 from __future__ import annotations

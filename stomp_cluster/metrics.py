@@ -3,13 +3,13 @@
 What is measured
 ----------------
 Nothing here runs on the hot path. The consumer, the node, authentication and recovery
-count what happens with plain int increments into :attr:`Node.stats
-<stomp_cluster.node.Node.stats>` (a :class:`~collections.Counter` that the heartbeat also
-publishes to the registry), the node keeps its subscription count, and the Redis
-connection layer times each pipeline into a fixed-bucket histogram
-(:func:`stomp_cluster.redis_connection.round_trips`). :class:`NodeCollector` reads all of
-it when Prometheus scrapes, and :func:`render` writes it in the text format (or
-OpenMetrics, when the scraper asks for it) through ``prometheus_client``.
+count what happens with plain int increments into ``Node.stats`` (a
+:class:`~collections.Counter` that the heartbeat also publishes to the registry), the node
+keeps its subscription count, and the Redis connection layer times each pipeline into a
+fixed-bucket histogram (:func:`stomp_cluster.redis_connection.round_trips`).
+:class:`NodeCollector` reads all of it when Prometheus scrapes, and :func:`render` writes
+it in the text format (or OpenMetrics, when the scraper asks for it) through
+``prometheus_client``.
 
 ``prometheus_client`` is an optional dependency (``pip install 'stomp-cluster[metrics]'``):
 it is imported inside the functions that use it, at scrape time, so the package imports
@@ -111,7 +111,7 @@ class NodeCollector:
 
     Args:
         node: the node to describe; None, the default, reads the node of the running
-            event loop at each collection (:func:`~stomp_cluster.node.current_node`).
+            event loop at each collection (``stomp_cluster.node.current_node()``).
     """
 
     def __init__(self, node: Node | None = None) -> None:
