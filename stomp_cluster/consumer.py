@@ -228,10 +228,12 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
                 events = self.connection.events_received()
                 if not events:
                     break
-                # One event per frame, and one more for a frame's receipt header.
-                self.node.stats["frames_in"] += len(events) - sum(
-                    type(event) is ReceiptRequested for event in events
-                )
+                # One event per frame, and one more, right after it, for a frame's
+                # receipt header: a lone event is a frame.
+                frames = len(events)
+                if frames > 1:
+                    frames -= sum(type(event) is ReceiptRequested for event in events)
+                self.node.stats["frames_in"] += frames
                 for event in events:
                     await self._handle(event)
         except Exception:
