@@ -9,6 +9,7 @@ own parser, so the tests see what a scraper sees. A real uvicorn node answering
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -240,3 +241,20 @@ def test_a_uvicorn_node_serves_its_metrics_over_http(clean_redis, tmp_path):
     assert value(samples, "stomp_cluster_frames_sent_total") == 1  # the CONNECTED
     label = {"connection": "presence backend"}
     assert value(samples, "stomp_cluster_redis_round_trip_seconds_count", **label) > 0
+
+
+@override_settings(STOMP_CLUSTER={"NODE_ID": "beat-node", "NODE_HEARTBEAT_INTERVAL": 0.05})
+async def test_the_heartbeat_publishes_the_delivery_counters_only():
+    node = get_node()
+    await node.ensure_started()
+    try:
+        node.stats.update(delivered=4, frames_in=9, bytes_in=300, auth_failed_credentials=1)
+        for _ in range(100):
+            (record,) = await node.presence.nodes()
+            if record.stats:
+                break
+            await asyncio.sleep(0.02)
+    finally:
+        await node.stop()
+    # What the CLI and the admin show: the traffic counters stay with metrics/.
+    assert dict(record.stats) == {"delivered": 4}
