@@ -18,6 +18,10 @@ consumer runs, even when the client then logs in with a token or has no cookie a
 A CONNECT with a ``passcode`` that matches neither of the first two is refused rather
 than silently falling back to the cookie, so that a client learns its credentials are
 wrong. A ``login`` without a ``passcode`` is ignored (some clients always send one).
+
+Each refused CONNECT counts in the node's counters, by reason: ``auth_failed_credentials``
+(a ``passcode`` that matched nothing) or ``auth_failed_required`` (an anonymous session
+under ``REQUIRE_AUTHENTICATION``); the ``metrics/`` endpoint reports them.
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ from django.utils.module_loading import import_string
 
 from stomp_cluster import destinations
 from stomp_cluster.conf import get_settings
+from stomp_cluster.node import current_node
 from stomp_cluster.tokens import verify_connection_token
 
 __all__ = ["authenticate_connect", "check_permission", "scope_user"]
@@ -126,12 +131,20 @@ async def authenticate_connect(
             )
         if user is None:
             logger.info("x refused CONNECT for login %r: bad credentials", login)
+            _count_failure("auth_failed_credentials")
             return None, "authentication failed: bad login or passcode"
     else:
         user = await scope_user(scope)
     if settings.REQUIRE_AUTHENTICATION and not getattr(user, "is_authenticated", False):
+        _count_failure("auth_failed_required")
         return None, "authentication required"
     return user, None
+
+
+def _count_failure(counter: str) -> None:
+    node = current_node()
+    if node is not None:  # None outside a node: nothing to report it
+        node.stats[counter] += 1
 
 
 async def check_permission(user: Any, action: str, destination: str) -> bool:

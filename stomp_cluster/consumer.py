@@ -9,6 +9,10 @@ nothing and decides no protocol rule itself.
 Outgoing frames are written by a single flusher so that frames queued from several
 places (the node's fan-out, receipts, heart-beats) reach the socket in the order they
 were queued, and so that the node never waits on a slow socket.
+
+It counts what it sees into the node's counters (``Node.stats``: connections, frames and
+bytes each way, failed SENDs): plain int increments, once per received message and once
+per batch of frames written, which the ``metrics/`` endpoint reads at scrape time.
 """
 
 from __future__ import annotations
@@ -112,6 +116,7 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
         self.user_key: str | None = None
         self.connected_at = 0.0
         self._closed = False
+        self._accepted = False
         self._connected = False
         # Why the server is ending the session, once it decided to (an ERROR is queued):
         # the frames that follow are moot. None while the session goes on; a session
@@ -168,6 +173,8 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
         if version is not None:
             accept["subprotocol"] = version.subprotocol
         await self.send(accept)
+        self._accepted = True
+        self.node.stats["connections_opened"] += 1
         self._call_later("connect", CONNECT_TIMEOUT, self._connect_timeout)
 
     def _origin_allowed(self) -> bool:
@@ -193,6 +200,11 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
         data = message.get("bytes")
         if data is None:
             data = message.get("text") or ""
+            # Bytes on the wire: a text message is UTF-8. Encoding only non-ASCII text.
+            size = len(data) if data.isascii() else len(data.encode(errors="surrogatepass"))
+        else:
+            size = len(data)
+        self.node.stats["bytes_in"] += size
         # Frames are logged at DEBUG by the protocol, with credentials hidden; raw bytes
         # are not logged here, since a CONNECT carries its passcode in clear.
         self.connection.receive_data(data)
@@ -216,6 +228,12 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
                 events = self.connection.events_received()
                 if not events:
                     break
+                # One event per frame, and one more, right after it, for a frame's
+                # receipt header: a lone event is a frame.
+                frames = len(events)
+                if frames > 1:
+                    frames -= sum(type(event) is ReceiptRequested for event in events)
+                self.node.stats["frames_in"] += frames
                 for event in events:
                     await self._handle(event)
         except Exception:
@@ -320,6 +338,7 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
         except DeliveryFailed as exc:
             # An outage or a full node channel: tell the client its SEND did not go
             # through (it may retry), rather than pretend it did.
+            self.node.stats["send_failed"] += 1
             logger.warning(
                 "SEND to %s from session %s failed: %s", destination, self.session_id, exc
             )
@@ -625,6 +644,9 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
                 chunks = self.connection.data_to_send()
                 if not chunks:
                     break
+                stats = self.node.stats
+                stats["frames_out"] += len(chunks) - chunks.count(b"\n")  # not heart-beats
+                stats["bytes_out"] += sum(map(len, chunks))
                 self._backlog = len(chunks)
                 for chunk in chunks:
                     if self.is_closed():
@@ -702,6 +724,8 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
             return
         self._closed = True
         self._cancel_timers()
+        if self._accepted:
+            self.node.stats["connections_closed"] += 1
         if not self._connected:
             return
         for sub in self.subscription_list():

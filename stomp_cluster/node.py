@@ -71,6 +71,20 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+#: The counters of ``Node.stats`` that each heartbeat publishes to the registry: those of
+#: delivery, which the CLI and the admin show for every node. The traffic counters stay
+#: in the process, for its ``metrics/`` endpoint.
+_PUBLISHED_STATS = frozenset(
+    {
+        "delivered",
+        "dropped_session_gone",
+        "dropped_slow_consumer",
+        "recovered",
+        "redelivered",
+        "slow_consumer",
+    }
+)
+
 
 class LocalSession(Protocol):
     """What the node needs of a local session; the consumer implements it."""
@@ -169,9 +183,24 @@ class Node:
         self.channel_name = ""
         self.started_at = time.time()
         self.sessions: dict[str, LocalSession] = {}
-        #: Delivery counters since the process started, published with each heartbeat
-        #: (CLI ``stomp_cluster nodes``, the admin's Nodes page).
+        #: The node's counters since the process started, read by the ``metrics/``
+        #: endpoint at scrape time (:mod:`stomp_cluster.metrics`): plain int increments
+        #: where things happen, so that counting costs the hot path nothing more. The
+        #: delivery counters are also published with each heartbeat (CLI
+        #: ``stomp_cluster nodes``, the admin's Nodes page): ``delivered`` (MESSAGE
+        #: frames queued), ``dropped_slow_consumer`` and ``dropped_session_gone``
+        #: (messages not delivered), ``slow_consumer`` (sessions closed as slow
+        #: consumers), ``recovered`` and ``redelivered`` (history messages). The others
+        #: stay in this process: ``connections_opened`` and ``connections_closed``
+        #: (WebSockets accepted, and those of them since gone), ``frames_in``/
+        #: ``frames_out`` and ``bytes_in``/``bytes_out`` (STOMP frames, heart-beats left
+        #: out, and WebSocket payload bytes, heart-beats included), ``send_failed``
+        #: (client SENDs refused with ``DeliveryFailed``), ``auth_failed_credentials`` and
+        #: ``auth_failed_required`` (CONNECTs refused by authentication).
         self.stats: Counter[str] = Counter()
+        #: How many subscriptions of local sessions the node routes to: a gauge, kept by
+        #: :meth:`subscribe` and :meth:`unsubscribe`.
+        self.subscription_count = 0
         # destination -> sessions with at least one subscription to it (broker destinations)
         self._topic_sessions: dict[str, set[LocalSession]] = defaultdict(set)
         # user key -> sessions of that user with at least one /user/ subscription
@@ -296,6 +325,7 @@ class Node:
 
     def subscribe(self, consumer: LocalSession, destination: str) -> None:
         """Deliver what this node receives for *destination* to *consumer* too."""
+        self.subscription_count += 1
         user_key = consumer.user_destination_key(destination)
         if user_key is not None:
             self._user_sessions[user_key].add(consumer)
@@ -305,7 +335,11 @@ class Node:
         # session (StompRequest.reply, send_to_session), never by a broadcast.
 
     def unsubscribe(self, consumer: LocalSession, destination: str) -> None:
-        """Undo :meth:`subscribe` once *consumer* has no subscription left that needs it."""
+        """Undo :meth:`subscribe` once *consumer* has no subscription left that needs it.
+
+        Called once for each :meth:`subscribe`, when that subscription ends.
+        """
+        self.subscription_count -= 1
         user_key = consumer.user_destination_key(destination)
         if user_key is not None:
             if not consumer.has_user_subscriptions():
@@ -410,7 +444,7 @@ class Node:
                     self.node_id,
                     settings.NODE_TTL,
                     session_ids=list(self.sessions),
-                    stats=dict(self.stats),
+                    stats={k: v for k, v in self.stats.items() if k in _PUBLISHED_STATS},
                 )
                 if not known or self._resync:
                     await self.resync()

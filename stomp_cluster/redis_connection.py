@@ -56,6 +56,14 @@ that owns the connection (``unavailable=``), with a message naming it, such as `
 history unreachable: ..."``. Callers degrade on it; every other error is a bug and
 propagates as it is.
 
+Round-trip latency
+==================
+
+Each pipeline sent is timed, from taking a pooled connection to the parsed replies, into
+the :class:`RoundTrips` histogram of its connection's name (see :func:`round_trips`): one
+``perf_counter`` pair and one bisect per round trip, read by the ``metrics/`` endpoint
+(:mod:`stomp_cluster.metrics`) at scrape time. Round trips that fail are not counted.
+
 Key names
 =========
 
@@ -68,9 +76,11 @@ that name keys themselves compute it with the Lua function :data:`LUA_DIGEST`.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import functools
 import hashlib
+import time
 import weakref
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -90,15 +100,18 @@ __all__ = [
     "HASH_LEN",
     "LUA_DIGEST",
     "OUTAGES",
+    "ROUND_TRIP_BUCKETS",
     "Batcher",
     "Call",
     "Command",
     "Host",
     "RedisConnection",
+    "RoundTrips",
     "Script",
     "check_hosts_and_prefix",
     "digest",
     "lua_string",
+    "round_trips",
 ]
 
 #: Where Redis is: a ``redis://``/``rediss://``/``unix://`` URL, a ``(host, port)`` pair,
@@ -123,6 +136,46 @@ HASH_LEN = 20
 LUA_DIGEST = (
     f"local function digest(value) return string.sub(redis.sha1hex(value), 1, {HASH_LEN}) end\n"
 )
+
+
+#: Upper bounds, in seconds, of the round-trip latency histogram's buckets (a last one,
+#: unbounded, takes the rest): from a local Redis's fraction of a millisecond to the 3 s
+#: socket timeout.
+ROUND_TRIP_BUCKETS = (
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+)  # fmt: skip
+
+
+class RoundTrips:
+    """A fixed-bucket histogram of round-trip times: plain ints, one bisect to observe.
+
+    Attributes:
+        counts: per bucket of :data:`ROUND_TRIP_BUCKETS`, then the unbounded one, how many
+            round trips took at most that long and more than the previous bound.
+        total: the seconds of all of them.
+    """
+
+    __slots__ = ("counts", "total")
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(ROUND_TRIP_BUCKETS) + 1)
+        self.total = 0.0
+
+    def observe(self, seconds: float) -> None:
+        """Count one round trip of *seconds*."""
+        # bisect_left: a time equal to a bound belongs to its bucket (Prometheus' "le").
+        self.counts[bisect.bisect_left(ROUND_TRIP_BUCKETS, seconds)] += 1
+        self.total += seconds
+
+
+#: Connection name -> its histogram, for the life of the process (Prometheus counters
+#: never go down, even when the tests make the backends anew).
+_round_trips: dict[str, RoundTrips] = {}
+
+
+def round_trips() -> dict[str, RoundTrips]:
+    """The round-trip histograms of this process, by connection name (``"transport"``…)."""
+    return dict(_round_trips)
 
 
 @functools.lru_cache(maxsize=4096)  # user keys and destinations repeat: W1 asks 3 per send
@@ -331,6 +384,7 @@ class RedisConnection:
         self._batchers = weakref.WeakKeyDictionary()
         # The last loop asked, and its batcher: almost always the one running.
         self._last_batcher: tuple[asyncio.AbstractEventLoop, Batcher] | None = None
+        self.round_trips = _round_trips.setdefault(name, RoundTrips())
 
     def make_client(self) -> Redis:
         """A new client with its own pool, for a caller that holds connections itself
@@ -443,10 +497,12 @@ class RedisConnection:
         return batcher
 
     async def _pipeline(self, commands: Sequence[Command]) -> list[Any]:
+        start = time.perf_counter()
         pipe = self.client().pipeline(transaction=False)
         for args in commands:
             pipe.execute_command(*args)
         replies: list[Any] = await pipe.execute(raise_on_error=False)
+        self.round_trips.observe(time.perf_counter() - start)
         return replies
 
     async def close(self) -> None:

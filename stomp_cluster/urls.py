@@ -9,9 +9,11 @@ In your project's ``urls.py``::
         path("stomp/", include("stomp_cluster.urls")),
     ]
 
-which serves ``/stomp/health/`` (:func:`stomp_cluster.views.health`). Every endpoint here
+which serves ``/stomp/health/`` (:func:`stomp_cluster.views.health`) and
+``/stomp/metrics/`` (:func:`stomp_cluster.views.metrics`, Prometheus). Every endpoint here
 answers only the addresses of ``ENDPOINTS_ALLOWED_NETWORKS`` (loopback by default) and
-refuses others with 403. The names are namespaced: ``reverse("stomp_cluster:health")``.
+refuses others with 403. The names are namespaced: ``reverse("stomp_cluster:health")``,
+``reverse("stomp_cluster:metrics")``.
 """
 
 from __future__ import annotations
@@ -28,4 +30,5 @@ app_name = "stomp_cluster"
 #: Mount with ``path("stomp/", include("stomp_cluster.urls"))``.
 urlpatterns = [
     path("health/", views.health, name="health"),
+    path("metrics/", views.metrics, name="metrics"),
 ]

@@ -1,4 +1,5 @@
-"""HTTP views for operators: ``health/``, for load balancers and Kubernetes probes.
+"""HTTP views for operators: ``health/``, for load balancers and Kubernetes probes, and
+``metrics/``, for Prometheus.
 
 Mount them with ``path("stomp/", include("stomp_cluster.urls"))``. They are async views:
 served by the ASGI server that runs the node, they see that process's node (the node of
@@ -41,6 +42,15 @@ balancer must keep sending it traffic. Each request costs one registry call (the
 nodes: one round trip with the Redis backend); a Redis that hangs makes it wait for the
 backend's ``socket_timeout`` (3 s by default), so give the probe a longer timeout or
 count a timeout as a failure.
+
+Metrics
+-------
+
+:func:`metrics` answers this process's node's metrics in Prometheus' text format (or
+OpenMetrics, when the scraper's ``Accept`` asks for it), as :mod:`stomp_cluster.metrics`
+lists them. It reads counters the node keeps in memory: no registry call, no Redis round
+trip. Without ``prometheus_client`` installed (the ``metrics`` extra) it answers 501 with
+a plain-text body saying what to install.
 """
 
 from __future__ import annotations
@@ -57,9 +67,10 @@ from django.views.decorators.http import require_safe
 from stomp_cluster.backends import get_presence
 from stomp_cluster.conf import get_settings
 from stomp_cluster.exceptions import PresenceUnavailable
+from stomp_cluster.metrics import MetricsUnavailable, render
 from stomp_cluster.node import current_node
 
-__all__ = ["allowed_networks_only", "client_allowed", "health"]
+__all__ = ["allowed_networks_only", "client_allowed", "health", "metrics"]
 
 AsyncView = Callable[[HttpRequest], Coroutine[Any, Any, HttpResponse]]
 
@@ -124,3 +135,15 @@ async def health(request: HttpRequest) -> HttpResponse:
     if not record.alive:
         return _unavailable(node_id, "node's liveness key expired")
     return JsonResponse({"status": "ok", "node": node_id, "sessions": len(node.sessions)})
+
+
+@require_safe
+@never_cache
+@allowed_networks_only
+async def metrics(request: HttpRequest) -> HttpResponse:
+    """This process's node's metrics for Prometheus; 501 without ``prometheus_client``."""
+    try:
+        body, content_type = render(request.headers.get("Accept", ""))
+    except MetricsUnavailable as exc:
+        return HttpResponse(f"{exc}\n", status=501, content_type="text/plain; charset=utf-8")
+    return HttpResponse(body, content_type=content_type)

@@ -72,6 +72,7 @@ LAYERS: list[tuple[str, ...]] = [
         "stomp_cluster.presence.receivers",
         "stomp_cluster.urls",
         "stomp_cluster.views",
+        "stomp_cluster.metrics",
     ),
 ]
 
