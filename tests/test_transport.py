@@ -29,7 +29,7 @@ from stomp_cluster.node import get_history, get_node, get_presence, get_transpor
 from stomp_cluster.presence.base import NodeRecord, SessionRecord, SubscriptionRecord
 from stomp_cluster.send import Delivery
 from stomp_cluster.transport import RedisTransport
-from tests.presence.conftest import count_round_trips
+from tests.support.counting import count_round_trips
 from tests.support.procs import free_port
 
 pytestmark = pytest.mark.timeout(60)

@@ -24,7 +24,7 @@ from stomp_cluster.history.base import (
     previous_id,
 )
 from stomp_cluster.history.memory import MemoryHistory
-from tests.history.conftest import stream_key
+from tests.support.backends import stream_key
 
 HOSTILE = ["}{", "*", "\n", "a}b{c", "é\r\nü", "", "{u}", "a" * 300]
 MALFORMED = ["", "5", "5-", "-5", "a-1", "1-a", "1-2-3", " 1-2", "1-2\n", "١-٢", "+1-2",

@@ -20,15 +20,10 @@ from redis.exceptions import DataError, ResponseError
 
 from stomp_cluster.exceptions import PresenceUnavailable
 from stomp_cluster.presence.redis import RedisPresence, _Batcher, _Call
-from tests.presence.conftest import (
-    PREFIX,
-    count_round_trips,
-    make_redis_backend,
-    monitor_commands,
-    node,
-    session,
-)
+from tests.support.backends import PREFIX, make_redis_backend
+from tests.support.counting import count_round_trips, monitor_commands
 from tests.support.procs import free_port
+from tests.support.records import node, session
 
 NODES = ["node-a", "node-b", "node-c"]
 USERS = [f"u{i}" for i in range(10)]

@@ -10,7 +10,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from stomp_cluster.presence.base import SessionPage, encode_cursor
 from stomp_cluster.presence.memory import MemoryPresence
-from tests.presence.conftest import node, session, sub
+from tests.support.records import node, session, sub
 
 HOSTILE = ["a}b{c", "*", "\n", "", "x:sessions", "{node-a}", "é\r\nü", "a" * 300]
 
