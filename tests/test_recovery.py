@@ -9,7 +9,7 @@ from stomp_cluster import asend_to_destination, asend_to_user
 from stomp_cluster.protocol import Command
 from stomp_cluster.testing import StompCommunicator
 from testproject.asgi import application
-from tests.test_consumer import login_headers
+from tests.support.communicator import login_headers
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(30)]
 

@@ -31,6 +31,7 @@ from stomp_cluster.send import Delivery
 from stomp_cluster.transport import RedisTransport
 from tests.support.counting import count_round_trips
 from tests.support.procs import free_port
+from tests.support.waiting import await_until as eventually
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -69,14 +70,6 @@ def message(n: int = 0, **extra: Any) -> dict[str, Any]:
         "headers": (("n", str(n)),),
         **extra,
     }
-
-
-async def eventually(condition: Callable[[], Any], within: float = 5.0) -> None:
-    deadline = time.monotonic() + within
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.01)
 
 
 # -- send and receive ------------------------------------------------------------------

@@ -44,7 +44,6 @@ __all__ = [
     "parse_frames",
     "unescape_header",
     "unique",
-    "wait_until",
 ]
 
 VERSIONS = ("1.0", "1.1", "1.2")
@@ -837,15 +836,3 @@ class StompPyClient:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
-
-
-def wait_until(check: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> Any:
-    """Poll *check* until it returns something truthy (for state with no event to await)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import time
 
+from stomp_cluster.node import get_presence
 from stomp_cluster.presence.base import NodeRecord, SessionRecord, SubscriptionRecord
 
-__all__ = ["node", "session", "sub"]
+__all__ = ["node", "remote_node", "session", "sub"]
 
 
 def node(node_id: str = "node-a", *, started_at: float = 1000.0) -> NodeRecord:
@@ -52,3 +53,26 @@ def session(
 def sub(sub_id: str, destination: str, ack: str = "auto") -> SubscriptionRecord:
     """A subscription record."""
     return SubscriptionRecord(sub_id, destination, ack)
+
+
+async def remote_node(
+    node_id: str, channel: str, *, user: str | None = None, destination: str = "/topic/x"
+) -> str:
+    """Register, in this process's registry, a session held by another (fake) node.
+
+    Returns:
+        The session's id; it holds one subscription, ``0``, to *destination*.
+    """
+    presence = get_presence()
+    now = time.time()
+    await presence.register_node(NodeRecord(node_id, channel, now, now, 0, True), 30)
+    session_id = f"{node_id}-session"
+    await presence.add_session(
+        SessionRecord(
+            session_id, node_id, channel, user, user or "", "127.0.0.1", "test", "1.2", now, now
+        )
+    )
+    await presence.add_subscription(
+        session_id, node_id, SubscriptionRecord("0", destination, "auto")
+    )
+    return session_id
