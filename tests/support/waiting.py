@@ -14,8 +14,9 @@ its own bound separately, with a margin it can meet honestly.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 __all__ = ["DEFAULT_TIMEOUT", "await_until", "wait_until"]
@@ -47,16 +48,18 @@ def wait_until(
 
 
 async def await_until(
-    check: Callable[[], T],
+    check: Callable[[], T | Awaitable[T]],
     within: float = DEFAULT_TIMEOUT,
     what: str = "the condition",
     interval: float = 0.005,
 ) -> T:
     """:func:`wait_until` for async tests: sleeps with ``asyncio.sleep`` between checks,
-    so the tasks being waited for run meanwhile. *within* is the deadline in seconds."""
+    so the tasks being waited for run meanwhile. *check* may be a coroutine function
+    (``lambda: backend.lost_nodes()``). *within* is the deadline in seconds."""
     deadline = time.monotonic() + within
     while True:
-        result = check()
+        outcome = check()
+        result: T = await outcome if inspect.isawaitable(outcome) else outcome
         if result:
             return result
         if time.monotonic() > deadline:
