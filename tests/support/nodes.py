@@ -46,7 +46,8 @@ SERVERS = ("daphne", "uvicorn")
 MAX_WS_MESSAGE = 4 * 1024 * 1024
 
 # Twisted listens with a backlog of 50, which drops SYNs when tens of clients connect at
-# once (see FINDINGS.md).
+# once: measured, 100 concurrent connects to a daphne node lost some until the backlog
+# was raised (daphne's endpoint string takes ``backlog=2048``).
 LISTEN_BACKLOG = 2048
 
 
