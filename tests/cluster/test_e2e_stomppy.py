@@ -22,6 +22,7 @@ from tests.support.clients import (
     RawStompClient,
     StompPyClient,
     encode_frame,
+    received_before_marker,
     unique,
 )
 from tests.support.nodes import AsgiNode
@@ -232,9 +233,7 @@ def test_receipts_for_subscribe_send_unsubscribe_and_disconnect(two_nodes, clien
     c.wait_for_message(lambda m: m.body == "before")
     c.unsubscribe("gone", destination=gone, receipt="r-unsub")
     c.send(gone, "after")
-    c.send(kept, "marker")
-    c.wait_for_message(lambda m: m.body == "marker")
-    assert "after" not in c.bodies()
+    assert received_before_marker(c, kept, c) == ["before"]
     receipt = c.disconnect()
     assert receipt.cmd == "RECEIPT"
     c.wait_for_disconnected(timeout=10)
@@ -299,10 +298,8 @@ def test_a_nacked_message_on_a_user_queue_comes_again_redelivered(two_nodes, cli
     assert again.headers["message-id"] == first.headers["message-id"]
     assert again.headers.get("redelivered") == "true"
     bob.ack(again, receipt=True)
-    # Acknowledged now: a marker sent after it comes next, not a third copy.
-    alice.send(f"/user/bob{queue}", "marker")
-    bob.wait_for_message(lambda m: m.body == "marker")
-    assert bob.bodies() == ["job", "job", "marker"]
+    # Acknowledged now: no third copy.
+    assert received_before_marker(alice, f"/user/bob{queue}", bob) == ["job", "job"]
     assert not bob.listener.errors
 
 
@@ -327,10 +324,8 @@ def test_unacked_messages_in_client_mode_come_again_after_reconnecting_elsewhere
     assert [m.headers["message-id"] for m in again] == [
         m.headers["message-id"] for m in delivered[1:]
     ]
-    # The acknowledged one never comes again: a marker sent now is the next message.
-    alice.send(f"/user/bob{queue}", "marker")
-    back.wait_for_message(lambda m: m.body == "marker")
-    assert back.bodies() == ["w1", "w2", "marker"]
+    # The acknowledged one never comes again.
+    assert received_before_marker(alice, f"/user/bob{queue}", back) == ["w1", "w2"]
     assert not back.listener.errors
 
 
@@ -346,9 +341,7 @@ def test_transaction_send_is_delivered_on_commit_only(two_nodes, client, version
     c = client(node_a, version)
     tx = c.begin()
     c.send(dest, "in-tx", transaction=tx)
-    c.send(dest, "marker-1")
-    receiver.wait_for_message(lambda m: m.body == "marker-1")
-    assert "in-tx" not in receiver.bodies()
+    assert received_before_marker(c, dest, receiver) == []
     c.commit(tx, receipt=True)
     receiver.wait_for_message(lambda m: m.body == "in-tx")
     assert receiver.bodies().count("in-tx") == 1
@@ -364,9 +357,7 @@ def test_transaction_send_is_never_delivered_after_abort(two_nodes, client, vers
     tx = c.begin()
     c.send(dest, "aborted", transaction=tx)
     c.abort(tx, receipt=True)
-    c.send(dest, "marker")
-    receiver.wait_for_message(lambda m: m.body == "marker")
-    assert receiver.bodies() == ["marker"]
+    assert received_before_marker(c, dest, receiver) == []
     assert not c.listener.errors
 
 
