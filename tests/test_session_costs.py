@@ -12,7 +12,7 @@ one write) followed by its replies; we count the writes to our server.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator
 
 import pytest
 from django.test import override_settings
@@ -95,30 +95,22 @@ async def test_connect_subscribe_unsubscribe_and_disconnect_cost_one_round_trip_
     round_trips,
 ):
     first = await warmed_up()
-    counts = {}
     c = StompCommunicator(application, "/ws")
-    round_trips.clear()
-    await c.connect_stomp()
-    counts["connect"] = len(round_trips)
 
-    round_trips.clear()
-    await subscribe(c, "s1", "/topic/costs")
-    counts["subscribe"] = len(round_trips)
+    async def trips(step: Awaitable[object]) -> int:
+        round_trips.clear()
+        await step
+        return len(round_trips)
 
-    round_trips.clear()
-    await unsubscribe(c, "s1")
-    counts["unsubscribe"] = len(round_trips)
-
-    round_trips.clear()
-    await c.disconnect()
-    counts["disconnect"] = len(round_trips)
-
-    # Anything the measured session left running would reach Redis before this one.
-    round_trips.clear()
-    await subscribe(first, "marker", "/topic/marker")
-    counts["marker"] = len(round_trips)
+    counts = {
+        "connect": await trips(c.connect_stomp()),
+        "subscribe": await trips(subscribe(c, "s1", "/topic/costs")),
+        "unsubscribe": await trips(unsubscribe(c, "s1")),
+        "disconnect": await trips(c.disconnect()),
+        # Anything the measured session left running would reach Redis before this one.
+        "marker": await trips(subscribe(first, "marker", "/topic/marker")),
+    }
     await first.disconnect()
-
     assert counts == {
         "connect": 1,
         "subscribe": 1,

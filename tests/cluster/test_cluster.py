@@ -20,7 +20,7 @@ import pytest
 
 from tests.support.clients import StompPyClient, unique
 from tests.support.http import DjangoSession
-from tests.support.nodes import manage
+from tests.support.nodes import cli_json, manage
 from tests.support.waiting import wait_until
 
 NODE_TTL = 2.0
@@ -35,12 +35,8 @@ def read_signals(path: Path) -> list[dict]:
 
 def registry_sessions(db_path, redis_url, **filters) -> list[dict]:
     """Sessions as the CLI lists them from the registry (a separate process)."""
-    args = ["stomp_cluster", "sessions", "--json"]
-    for name, value in filters.items():
-        args += [f"--{name}", value]
-    out = manage(*args, db_path=db_path, env={"REDIS_URL": redis_url, "STOMP_NODE_ID": "cli"})
-    data = json.loads(out)
-    return data["sessions"] if isinstance(data, dict) else data
+    args = [arg for name, value in filters.items() for arg in (f"--{name}", value)]
+    return cli_json("sessions", *args, db_path=db_path, redis_url=redis_url)["sessions"]
 
 
 def last_heartbeats(db_path, redis_url) -> dict[str, float]:
@@ -48,14 +44,8 @@ def last_heartbeats(db_path, redis_url) -> dict[str, float]:
 
     A node registers when its first session connects: an idle node is not listed.
     """
-    out = manage(
-        "stomp_cluster",
-        "nodes",
-        "--json",
-        db_path=db_path,
-        env={"REDIS_URL": redis_url, "STOMP_NODE_ID": "cli"},
-    )
-    return {n["node_id"]: n["last_heartbeat"] for n in json.loads(out) if n["alive"]}
+    nodes = cli_json("nodes", db_path=db_path, redis_url=redis_url)
+    return {n["node_id"]: n["last_heartbeat"] for n in nodes if n["alive"]}
 
 
 def wait_for_a_sweep_by_each_live_node(db_path, redis_url, after: float) -> None:
@@ -284,14 +274,8 @@ def test_thousand_sessions_are_listed_and_counted_through_pagination(
         assert set(ids) == sessions
         per_node = Counter(s["node_id"] for s in listed)
         assert per_node == {nodes[0].node_id: 500, nodes[1].node_id: 500}
-        out = manage(
-            "stomp_cluster",
-            "nodes",
-            "--json",
-            db_path=db_path,
-            env={"REDIS_URL": redis_server.url, "STOMP_NODE_ID": "cli"},
-        )
-        counts = {n["node_id"]: n["session_count"] for n in json.loads(out)}
+        listed_nodes = cli_json("nodes", db_path=db_path, redis_url=redis_server.url)
+        counts = {n["node_id"]: n["session_count"] for n in listed_nodes}
         assert counts == {nodes[0].node_id: 500, nodes[1].node_id: 500}
         loop.run_until_complete(close(sockets))
     finally:

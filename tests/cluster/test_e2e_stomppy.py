@@ -9,6 +9,7 @@ path and waits for the marker instead of sleeping.
 from __future__ import annotations
 
 import contextlib
+import functools
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -25,6 +26,7 @@ from tests.support.clients import (
     received_before_marker,
     unique,
 )
+from tests.support.cluster import topic_pair, user_queue_pair
 from tests.support.nodes import AsgiNode
 
 ClientFactory = Callable[..., StompPyClient]
@@ -83,6 +85,13 @@ def raw(tokens: Callable[[str], str]) -> Iterator[RawFactory]:
     yield make
     for c in opened:
         c.close()
+
+
+@pytest.fixture
+def across(two_nodes: list[AsgiNode], client: ClientFactory) -> Callable[..., tuple]:
+    """``receiver, sender, dest = across("name", **options, sender={...})``: see
+    :func:`tests.support.cluster.topic_pair`."""
+    return functools.partial(topic_pair, two_nodes, client)
 
 
 def heart_beat_header(frame_headers: dict[str, str]) -> tuple[int, int]:
@@ -172,25 +181,17 @@ def test_echo_replies_to_the_sender_alone(two_nodes, client):
     assert [token in m.body for m in carol.listener.messages] == [False]
 
 
-def test_a_thousand_messages_arrive_in_order(two_nodes, client):
-    node_a, node_b = two_nodes
-    dest = f"/topic/{unique('order')}"
-    receiver = client(node_b, user="bob")
-    receiver.subscribe(dest)
-    sender = client(node_a, user="alice")
+def test_a_thousand_messages_arrive_in_order(across):
+    receiver, sender, dest = across("order")
     for i in range(1000):
         sender.send(dest, str(i))
     messages = receiver.wait_for_messages(1000, timeout=90)
     assert [m.body for m in messages] == [str(i) for i in range(1000)]
 
 
-def test_a_one_mebibyte_body_crosses_nodes_intact(two_nodes, client):
-    node_a, node_b = two_nodes
-    dest = f"/topic/{unique('big')}"
-    receiver = client(node_b, user="bob")
-    receiver.subscribe(dest)
+def test_a_one_mebibyte_body_crosses_nodes_intact(across):
+    receiver, sender, dest = across("big")
     body = ("0123456789abcdef" * 65536)[: 1024 * 1024]
-    sender = client(node_a, user="alice")
     sender.send(dest, body, receipt=True, timeout=30)
     message = receiver.wait_for_message(timeout=30)
     assert len(message.body) == len(body)
@@ -283,12 +284,8 @@ def test_ack_modes_accept_ack_and_nack(two_nodes, client, version, mode):
 
 
 def test_a_nacked_message_on_a_user_queue_comes_again_redelivered(two_nodes, client):
-    node_a, node_b = two_nodes
-    queue = f"/queue/{unique('nack')}"
-    bob = client(node_b, user="bob")
-    bob.subscribe(f"/user{queue}", "jobs", ack="client-individual")
-    alice = client(node_a, user="alice")
-    alice.send(f"/user/bob{queue}", "job", receipt=True)
+    bob, alice, to_bob, _ = user_queue_pair(two_nodes, client, "nack", ack="client-individual")
+    alice.send(to_bob, "job", receipt=True)
     first = bob.wait_for_message()
     assert first.body == "job"
     assert "redelivered" not in first.headers
@@ -299,25 +296,22 @@ def test_a_nacked_message_on_a_user_queue_comes_again_redelivered(two_nodes, cli
     assert again.headers.get("redelivered") == "true"
     bob.ack(again, receipt=True)
     # Acknowledged now: no third copy.
-    assert received_before_marker(alice, f"/user/bob{queue}", bob) == ["job", "job"]
+    assert received_before_marker(alice, to_bob, bob) == ["job", "job"]
     assert not bob.listener.errors
 
 
 def test_unacked_messages_in_client_mode_come_again_after_reconnecting_elsewhere(two_nodes, client):
-    node_a, node_b = two_nodes
-    queue = f"/queue/{unique('work')}"
-    bob = client(node_b, user="bob")
-    bob.subscribe(f"/user{queue}", "work", ack="client")
-    alice = client(node_a, user="alice")
+    node_a, _ = two_nodes
+    bob, alice, to_bob, _ = user_queue_pair(two_nodes, client, "work", ack="client")
     for n in range(3):
-        alice.send(f"/user/bob{queue}", f"w{n}")
+        alice.send(to_bob, f"w{n}")
     delivered = bob.wait_for_messages(3)
     assert [m.body for m in delivered] == ["w0", "w1", "w2"]
     bob.ack(delivered[0], receipt=True)  # w1 and w2 are delivered, never acknowledged
     bob.disconnect()
 
     back = client(node_a, user="bob")  # on the other node
-    back.subscribe(f"/user{queue}", "work", ack="client")
+    back.subscribe(delivered[0].headers["destination"], ack="client")  # the same queue
     again = back.wait_for_messages(2)
     assert [m.body for m in again] == ["w1", "w2"]
     assert [m.headers.get("redelivered") for m in again] == ["true", "true"]
@@ -325,7 +319,7 @@ def test_unacked_messages_in_client_mode_come_again_after_reconnecting_elsewhere
         m.headers["message-id"] for m in delivered[1:]
     ]
     # The acknowledged one never comes again.
-    assert received_before_marker(alice, f"/user/bob{queue}", back) == ["w1", "w2"]
+    assert received_before_marker(alice, to_bob, back) == ["w1", "w2"]
     assert not back.listener.errors
 
 
@@ -377,12 +371,8 @@ HEADER_VALUES = {
 
 
 @pytest.mark.parametrize("version", VERSIONS)
-def test_custom_headers_with_special_characters_round_trip(two_nodes, client, version):
-    node_a, node_b = two_nodes
-    dest = f"/topic/{unique('esc')}"
-    receiver = client(node_b, version, user="bob")
-    receiver.subscribe(dest)
-    sender = client(node_a, version)
+def test_custom_headers_with_special_characters_round_trip(across, version):
+    receiver, sender, dest = across("esc", version=version, sender={"version": version})
     headers = HEADER_VALUES[version]
     sender.send(dest, "escaped", headers=dict(headers))
     message = receiver.wait_for_message()
@@ -390,24 +380,16 @@ def test_custom_headers_with_special_characters_round_trip(two_nodes, client, ve
         assert message.headers.get(name) == value, name
 
 
-def test_nul_bytes_in_a_body_with_content_length(two_nodes, client):
-    node_a, node_b = two_nodes
-    dest = f"/topic/{unique('nul')}"
-    receiver = client(node_b, user="bob")
-    receiver.subscribe(dest)
-    sender = client(node_a)
+def test_nul_bytes_in_a_body_with_content_length(across):
+    receiver, sender, dest = across("nul")
     sender.send(dest, "a\x00b\x00\x00c")
     message = receiver.wait_for_message()
     assert message.body == "a\x00b\x00\x00c"
     assert message.headers.get("content-length") == "6"
 
 
-def test_binary_body_in_binary_websocket_messages(two_nodes, client):
-    node_a, node_b = two_nodes
-    dest = f"/topic/{unique('bin')}"
-    receiver = client(node_b, user="bob", auto_decode=False)
-    receiver.subscribe(dest)
-    sender = client(node_a, binary_mode=True)
+def test_binary_body_in_binary_websocket_messages(across):
+    receiver, sender, dest = across("bin", auto_decode=False, sender={"binary_mode": True})
     body = bytes(range(256)) * 4
     sender.send(dest, body, content_type="application/octet-stream")
     message = receiver.wait_for_message()

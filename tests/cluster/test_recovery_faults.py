@@ -7,7 +7,6 @@ machine the sender may not even have started by then.
 
 from __future__ import annotations
 
-import json
 import socket
 import subprocess
 import sys
@@ -16,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.clients import RawStompClient, StompPyClient
-from tests.support.nodes import REPO_ROOT, AsgiNode, manage, server_env
+from tests.support.nodes import REPO_ROOT, AsgiNode, cli_json, server_env
 from tests.support.procs import running_redis
 from tests.support.waiting import wait_until
 
@@ -153,14 +152,8 @@ def test_client_that_never_reads_is_disconnected_while_a_fast_one_loses_nothing(
     wait_until(lambda: len(fast.listener.messages) >= total, 90, f"{total} messages")
     assert [int(m.body) for m in fast.listener.messages] == list(range(total))
     assert "slow consumer" in node.log_tail(200)
-    sessions = manage(
-        "stomp_cluster",
-        "sessions",
-        "--json",
-        db_path=db_path,
-        env={"REDIS_URL": redis_server.url, "STOMP_NODE_ID": "cli"},
-    )
-    assert [s["username"] for s in json.loads(sessions)["sessions"]] == ["bob"]
+    sessions = cli_json("sessions", db_path=db_path, redis_url=redis_server.url)["sessions"]
+    assert [s["username"] for s in sessions] == ["bob"]
 
 
 @pytest.mark.timeout(150)

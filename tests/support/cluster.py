@@ -11,13 +11,22 @@ from __future__ import annotations
 
 import contextlib
 import string
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
+from tests.support.clients import unique
 from tests.support.nodes import AsgiNode
 from tests.support.procs import RedisServer
 
-__all__ = ["ClusterFactory", "live_nodes", "node_ids", "node_log_sections"]
+__all__ = [
+    "ClusterFactory",
+    "live_nodes",
+    "node_ids",
+    "node_log_sections",
+    "topic_pair",
+    "user_queue_pair",
+]
 
 # Nodes started and not yet stopped, for the failure report and for fresh node ids.
 live_nodes: list[AsgiNode] = []
@@ -99,3 +108,49 @@ class ClusterFactory:
             with contextlib.suppress(ValueError):
                 live_nodes.remove(node)
         self.nodes.clear()
+
+
+def topic_pair(
+    two_nodes: Sequence[AsgiNode],
+    client: Callable[..., Any],
+    name: str,
+    *,
+    sender: dict[str, Any] | None = None,
+    **options: Any,
+) -> tuple[Any, Any, str]:
+    """``receiver, sender, dest``: the usual cast of a delivery test across two nodes.
+
+    bob on the second node, subscribed to a new topic named after *name* (its RECEIPT
+    awaited, so that what is sent next reaches him), and alice on the first node to send
+    to it. *client* is a test's client factory (stomp.py or stompjs); *options* go to
+    bob's client, *sender* to alice's.
+    """
+    dest = f"/topic/{unique(name)}"
+    receiver, alice, _ = _pair(two_nodes, client, dest, {}, sender, options)
+    return receiver, alice, dest
+
+
+def user_queue_pair(
+    two_nodes: Sequence[AsgiNode], client: Callable[..., Any], name: str, **subscription: Any
+) -> tuple[Any, Any, str, str]:
+    """``bob, alice, dest, sub_id``: bob on the second node subscribed to a user queue of
+    his own (``/user/queue/<name>-...``), and alice on the first node, who sends to it at
+    *dest* (``/user/bob/queue/<name>-...``). *subscription* goes to bob's ``subscribe()``
+    (``ack="client"`` for stomp.py, ``headers={"ack": "client"}`` for stompjs)."""
+    queue = f"/queue/{unique(name)}"
+    bob, alice, sub_id = _pair(two_nodes, client, f"/user{queue}", subscription, None, {})
+    return bob, alice, f"/user/bob{queue}", sub_id
+
+
+def _pair(
+    two_nodes: Sequence[AsgiNode],
+    client: Callable[..., Any],
+    subscribe_to: str,
+    subscription: dict[str, Any],
+    sender: dict[str, Any] | None,
+    options: dict[str, Any],
+) -> tuple[Any, Any, str]:
+    node_a, node_b = two_nodes
+    receiver = client(node_b, user="bob", **options)
+    sub_id = receiver.subscribe(subscribe_to, receipt="r", **subscription)
+    return receiver, client(node_a, user="alice", **(sender or {})), sub_id
