@@ -5,18 +5,18 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
 from django.contrib.auth import get_user_model
 from django.test import override_settings
 
-from stomp_cluster import asend_to_session, asend_to_user, connection_token, signals
+from stomp_cluster import asend_to_session, asend_to_user, signals
 from stomp_cluster.consumer import StompConsumer
 from stomp_cluster.handlers import HandlerError, message_mapping
 from stomp_cluster.messages import Publish
 from stomp_cluster.protocol import Command
 from stomp_cluster.testing import StompCommunicator
 from testproject.asgi import application
+from tests.support.communicator import assert_error_and_close, login_headers, make_user
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(30)]
 
@@ -25,24 +25,6 @@ async def client(version: str = "1.2", headers=None, **kwargs) -> StompCommunica
     communicator = StompCommunicator(application, "/ws", version=version, **kwargs)
     await communicator.connect_stomp(headers)
     return communicator
-
-
-async def make_user(name: str):
-    model = get_user_model()
-    return await database_sync_to_async(model.objects.create_user)(name, password="pw")
-
-
-async def login_headers(name: str) -> dict[str, str]:
-    user = await make_user(name)
-    token = await sync_to_async(connection_token)(user)
-    return {"login": name, "passcode": token}
-
-
-async def assert_error_and_close(c: StompCommunicator, message_part: str) -> None:
-    frame = await c.receive_frame()
-    assert frame.command is Command.ERROR
-    assert message_part in (frame.get("message") or ""), frame
-    assert await c.receive_close() == 1000
 
 
 async def test_connected_frame_headers():

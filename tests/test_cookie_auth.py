@@ -24,6 +24,7 @@ from stomp_cluster.handlers import message_mapping
 from stomp_cluster.protocol import Command
 from stomp_cluster.testing import StompCommunicator
 from testproject.asgi import application
+from tests.support.communicator import assert_error_and_close
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(30)]
 
@@ -113,13 +114,6 @@ async def assert_anonymous_send_refused(c: StompCommunicator) -> None:
     assert await c.receive_close() == 1000
 
 
-async def assert_error_and_close(c: StompCommunicator, message_part: str) -> None:
-    frame = await c.receive_frame()
-    assert frame.command is Command.ERROR
-    assert message_part in (frame.get("message") or ""), frame
-    assert await c.receive_close() == 1000
-
-
 async def session_exists(key: str) -> bool:
     return await database_sync_to_async(Session.objects.filter(session_key=key).exists)()
 
@@ -143,7 +137,8 @@ async def test_session_cookie_makes_the_stomp_session_that_user(whoami):
 
     missed = await asend_to_user("bob", "/queue/x", "for bob")
     assert missed.sessions == 0
-    assert await alice.receive_nothing(0.2)
+    await asend_to_user("alice", "/queue/x", "marker")  # after bob's, on the same path
+    assert (await alice.receive_frame()).body == b"marker"
     await alice.disconnect()
 
 
@@ -245,7 +240,8 @@ async def test_token_passcode_wins_over_another_users_cookie(whoami):
     assert (await asend_to_user("bob", "/queue/x", "for bob")).sessions == 0
     assert (await asend_to_user("alice", "/queue/x", "for alice")).sessions == 1
     assert (await c.receive_frame()).body == b"for alice"
-    assert await c.receive_nothing(0.2)
+    await asend_to_user("alice", "/queue/x", "marker")
+    assert (await c.receive_frame()).body == b"marker"  # nothing for bob in between
     await c.disconnect()
 
 

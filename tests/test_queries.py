@@ -8,7 +8,7 @@ from django.contrib.auth import get_user_model
 import stomp_cluster
 from stomp_cluster.testing import StompCommunicator
 from testproject.asgi import application
-from tests.test_consumer import login_headers
+from tests.support.communicator import login_headers
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(30)]
 

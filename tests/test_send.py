@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import re
-import time
 
 import pytest
 from channels.layers import get_channel_layer
 from django.test import override_settings
 
 from stomp_cluster import asend_to_destination, asend_to_session, asend_to_user, send_to_user
-from stomp_cluster.backends import get_presence
 from stomp_cluster.exceptions import DeliveryFailed
-from stomp_cluster.presence.base import NodeRecord, SessionRecord, SubscriptionRecord
 from stomp_cluster.send import encode_body
+from tests.support.records import remote_node
 
 # These tests send from outside a node, with the in-memory registry (tests/test_backends.py
 # checks the warning that says so).
@@ -22,23 +20,6 @@ pytestmark = pytest.mark.filterwarnings("ignore:stomp_cluster sends with the in-
 SMALL_LAYER = {
     "default": {"BACKEND": "channels.layers.InMemoryChannelLayer", "CONFIG": {"capacity": 2}}
 }
-
-
-async def remote_node(
-    node_id: str, channel: str, *, user: str | None = None, destination: str = "/topic/x"
-):
-    """Register, in this process's registry, a session held by another (fake) node."""
-    presence = get_presence()
-    now = time.time()
-    await presence.register_node(NodeRecord(node_id, channel, now, now, 0, True), 30)
-    session = f"{node_id}-session"
-    await presence.add_session(
-        SessionRecord(
-            session, node_id, channel, user, user or "", "127.0.0.1", "test", "1.2", now, now
-        )
-    )
-    await presence.add_subscription(session, node_id, SubscriptionRecord("0", destination, "auto"))
-    return session
 
 
 async def test_destination_send_puts_one_message_on_each_holding_node():

@@ -7,7 +7,7 @@ import io
 import pytest
 from django.core.management import CommandError, call_command
 
-from tests.test_send import remote_node
+from tests.support.records import remote_node
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

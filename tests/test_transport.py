@@ -35,8 +35,9 @@ from stomp_cluster.node import get_node
 from stomp_cluster.presence.base import NodeRecord, SessionRecord, SubscriptionRecord
 from stomp_cluster.send import Delivery
 from stomp_cluster.transport import ChannelLayerTransport, RedisTransport
-from tests.presence.conftest import count_round_trips
+from tests.support.counting import count_round_trips
 from tests.support.procs import free_port
+from tests.support.waiting import await_until as eventually
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -75,14 +76,6 @@ def message(n: int = 0, **extra: Any) -> dict[str, Any]:
         "headers": (("n", str(n)),),
         **extra,
     }
-
-
-async def eventually(condition: Callable[[], Any], within: float = 10.0) -> None:
-    deadline = time.monotonic() + within  # generous: the machine may be busy
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.01)
 
 
 async def blocked_clients(transport: RedisTransport, count: int) -> None:

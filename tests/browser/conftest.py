@@ -1,8 +1,9 @@
 """Fixtures for browser tests: headless Chromium (Debian's) driven by Playwright.
 
-The cluster fixtures (``redis_server``, ``db_path``, ``cluster``) are the cluster tests'
-own, from ``tests/cluster/conftest.py``. Tests here are skipped only where
-``/usr/bin/chromium`` is absent; Playwright itself is a test requirement.
+The cluster fixtures (``redis_server``, ``db_path``, ``cluster``) are the suite's own,
+from ``tests/conftest.py``, which also attaches the nodes' log tails to a failing test's
+report. Tests here are skipped only where ``/usr/bin/chromium`` is absent; Playwright
+itself is a test requirement.
 
 Screenshots go to ``$STOMP_SCREENSHOTS`` when set (``STOMP_SCREENSHOTS=docs/_static``
 refreshes the ones the docs show), to the test's temporary directory otherwise.
@@ -12,18 +13,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.cluster.conftest import _live_nodes, cluster, db_path, redis_server
-
-__all__ = ["cluster", "db_path", "redis_server"]
-
 CHROMIUM = Path("/usr/bin/chromium")
-BROWSER_DIR = Path(__file__).parent
 
 # Debian's Chromium, without the network chatter and features a CI box has no use for.
 LAUNCH_ARGS = [
@@ -36,22 +32,6 @@ LAUNCH_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-
-
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(
-    item: pytest.Item, call: pytest.CallInfo[None]
-) -> Generator[None, pytest.TestReport, pytest.TestReport]:
-    report = yield
-    if report.failed and BROWSER_DIR in Path(str(item.fspath)).parents:
-        for node in list(_live_nodes):
-            report.sections.append(
-                (
-                    f"{node.node_id} (port {node.port}) log tail",
-                    f"{node.log_path}\n{node.log_tail(40)}",
-                )
-            )
-    return report
 
 
 @pytest.fixture(scope="module")

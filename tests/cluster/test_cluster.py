@@ -3,6 +3,9 @@
 A view on one node reaches users, sessions and destinations held by the others; the
 registry follows connects, crashes (SIGKILL), clean shutdowns (SIGTERM) and Redis
 restarts, and ``stomp_disconnected`` fires exactly once per session.
+
+Where a test must show that something did *not* arrive, it sends a marker after it on
+the same path and waits for the marker: whatever was going to arrive first has by then.
 """
 
 from __future__ import annotations
@@ -17,9 +20,11 @@ import pytest
 
 from tests.support.clients import StompPyClient, unique
 from tests.support.http import DjangoSession
-from tests.support.nodes import manage
+from tests.support.nodes import cli_json, manage
+from tests.support.waiting import wait_until
 
 NODE_TTL = 2.0
+HEARTBEAT_INTERVAL = NODE_TTL / 3  # the default: NODE_HEARTBEAT_INTERVAL is NODE_TTL / 3
 
 
 def read_signals(path: Path) -> list[dict]:
@@ -28,25 +33,36 @@ def read_signals(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def wait_until(check, timeout: float, what: str, interval: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
-
-
 def registry_sessions(db_path, redis_url, **filters) -> list[dict]:
     """Sessions as the CLI lists them from the registry (a separate process)."""
-    args = ["stomp_cluster", "sessions", "--json"]
-    for name, value in filters.items():
-        args += [f"--{name}", value]
-    out = manage(*args, db_path=db_path, env={"REDIS_URL": redis_url, "STOMP_NODE_ID": "cli"})
-    data = json.loads(out)
-    return data["sessions"] if isinstance(data, dict) else data
+    args = [arg for name, value in filters.items() for arg in (f"--{name}", value)]
+    return cli_json("sessions", *args, db_path=db_path, redis_url=redis_url)["sessions"]
+
+
+def last_heartbeats(db_path, redis_url) -> dict[str, float]:
+    """Each live registered node's last heartbeat (Unix time), from the CLI.
+
+    A node registers when its first session connects: an idle node is not listed.
+    """
+    nodes = cli_json("nodes", db_path=db_path, redis_url=redis_url)
+    return {n["node_id"]: n["last_heartbeat"] for n in nodes if n["alive"]}
+
+
+def wait_for_a_sweep_by_each_live_node(db_path, redis_url, after: float) -> None:
+    """Return once each live registered node has run a whole sweep that began after *after*.
+
+    A node heartbeats, then sweeps, then sleeps. So the sweep that follows a heartbeat
+    later than *after* began after it, and it is over once the node heartbeats again.
+    """
+    ids = list(last_heartbeats(db_path, redis_url))
+    assert ids, "no live node is registered"
+
+    def beaten_since(since: dict[str, float]) -> dict[str, float] | None:
+        beats = last_heartbeats(db_path, redis_url)
+        return beats if all(beats.get(i, 0) > since[i] for i in ids) else None
+
+    first = wait_until(lambda: beaten_since(dict.fromkeys(ids, after)), what="a heartbeat")
+    wait_until(lambda: beaten_since(first), what="another heartbeat of each live node")
 
 
 @pytest.fixture
@@ -71,18 +87,18 @@ def test_view_on_one_node_reaches_user_sessions_on_two_others(three_nodes, token
     alice_on_c = connected(c, "alice", tokens)
     for client in (on_b, on_c, alice_on_c):
         client.subscribe("/user/queue/notify")
-    result = (
-        DjangoSession(a.http_url)
-        .login("carol")
-        .post_json("/notify/", {"to": "bob", "text": "from a view on node-a"})
-    )
+    session = DjangoSession(a.http_url).login("carol")
+    result = session.post_json("/notify/", {"to": "bob", "text": "from a view on node-a"})
     assert result == {"sessions": 2, "nodes": 2}
     for client in (on_b, on_c):
         message = client.wait_for_message()
         assert json.loads(message.body)["text"] == "from a view on node-a"
         assert message.headers["destination"] == "/user/queue/notify"
-    time.sleep(0.3)
-    assert alice_on_c.listener.messages == []  # never another user's queue
+    # A marker to alice on the same path: bob's message, had it gone to her, is before it.
+    session.post_json("/notify/", {"to": "alice", "text": "marker"})
+    alice_on_c.wait_for_message()
+    bodies = [json.loads(m.body)["text"] for m in alice_on_c.listener.messages]
+    assert bodies == ["marker"]  # never another user's queue
 
 
 def test_topic_send_from_one_node_reaches_subscribers_on_the_others(three_nodes, tokens):
@@ -103,23 +119,28 @@ def test_send_to_session_from_another_node(three_nodes, tokens, db_path, redis_s
     other = connected(c, "alice", tokens)
     for client in (target, other):
         client.subscribe("/user/queue/direct")
-    out = manage(
-        "stomp_send",
-        "--session",
-        target.session,
-        "--to",
-        "/queue/direct",
-        "just you",
-        db_path=db_path,
-        env={"REDIS_URL": redis_server.url, "STOMP_NODE_ID": "sender"},
-    )
-    assert "reached 1 session(s) on 1 node(s)" in out
+
+    def send_to(session: str, body: str) -> str:
+        return manage(
+            "stomp_send",
+            "--session",
+            session,
+            "--to",
+            "/queue/direct",
+            body,
+            db_path=db_path,
+            env={"REDIS_URL": redis_server.url, "STOMP_NODE_ID": "sender"},
+        )
+
+    assert "reached 1 session(s) on 1 node(s)" in send_to(target.session, "just you")
     assert target.wait_for_message().body == "just you"
-    time.sleep(0.3)
-    assert other.listener.messages == []
+    # A marker to the other session on the same path: "just you" would have come first.
+    send_to(other.session, "marker")
+    other.wait_for_message()
+    assert other.bodies() == ["marker"]
 
 
-def test_sigkill_of_a_node_removes_its_sessions_within_two_ttls(
+def test_sigkill_of_a_node_removes_its_sessions_within_two_ttls_and_a_heartbeat(
     three_nodes, tokens, db_path, redis_server, signal_log
 ):
     a, b, c = three_nodes
@@ -128,26 +149,32 @@ def test_sigkill_of_a_node_removes_its_sessions_within_two_ttls(
     survivor = connected(a, "carol", tokens)
     sessions = {v.session for v in victims}
     assert sessions <= {s["session_id"] for s in registry_sessions(db_path, redis_server.url)}
+
+    def node_lost_events() -> list[dict]:
+        return [
+            e
+            for e in read_signals(signal_log)
+            if e["signal"] == "stomp_disconnected" and e["session"] in sessions
+        ]
+
     b.kill()
     killed_at = time.monotonic()
+    # The node's key expires at most NODE_TTL after its last heartbeat, and a live node's
+    # next sweep (one heartbeat interval later) reaps it: TTL + interval. We allow 2 TTLs
+    # plus an interval, for a loaded machine. The signal fires right after the reap, and
+    # reading its log is cheap, so the time measured is the reap's, not a CLI start-up.
     wait_until(
-        lambda: (
-            not sessions & {s["session_id"] for s in registry_sessions(db_path, redis_server.url)}
-        ),
-        2 * NODE_TTL + 6,  # the bound, plus one CLI process start and the sweep interval
-        "node-b's sessions to leave the registry",
-        interval=0.2,
+        lambda: {e["session"] for e in node_lost_events()} == sessions,
+        what="node_lost signals for node-b's sessions",
     )
-    assert time.monotonic() - killed_at <= 2 * NODE_TTL + 6
-    assert survivor.session in {
-        s["session_id"] for s in registry_sessions(db_path, redis_server.url)
-    }
-    time.sleep(1.0)  # let any duplicate firing show up
-    lost = [
-        e
-        for e in read_signals(signal_log)
-        if e["signal"] == "stomp_disconnected" and e["session"] in sessions
-    ]
+    reaped_in = time.monotonic() - killed_at
+    assert reaped_in <= 2 * NODE_TTL + HEARTBEAT_INTERVAL, f"reaped after {reaped_in:.1f}s"
+    listed = {s["session_id"] for s in registry_sessions(db_path, redis_server.url)}
+    assert not sessions & listed
+    assert survivor.session in listed
+    # A duplicate would come from a later sweep: wait until each live node has run one.
+    wait_for_a_sweep_by_each_live_node(db_path, redis_server.url, after=time.time())
+    lost = node_lost_events()
     assert Counter(e["session"] for e in lost) == dict.fromkeys(sessions, 1)
     assert {e["reason"] for e in lost} == {"node_lost"}
     # Routing forgot node-b too: a topic send from a live node still works.
@@ -247,14 +274,8 @@ def test_thousand_sessions_are_listed_and_counted_through_pagination(
         assert set(ids) == sessions
         per_node = Counter(s["node_id"] for s in listed)
         assert per_node == {nodes[0].node_id: 500, nodes[1].node_id: 500}
-        out = manage(
-            "stomp_cluster",
-            "nodes",
-            "--json",
-            db_path=db_path,
-            env={"REDIS_URL": redis_server.url, "STOMP_NODE_ID": "cli"},
-        )
-        counts = {n["node_id"]: n["session_count"] for n in json.loads(out)}
+        listed_nodes = cli_json("nodes", db_path=db_path, redis_url=redis_server.url)
+        counts = {n["node_id"]: n["session_count"] for n in listed_nodes}
         assert counts == {nodes[0].node_id: 500, nodes[1].node_id: 500}
         loop.run_until_complete(close(sockets))
     finally:

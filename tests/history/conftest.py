@@ -1,31 +1,23 @@
-"""Fixtures for the history backends: one redis-server of our own for the whole session.
+"""Fixtures for the history backends, on the session's redis-server.
 
-Tests may stop or restart it; the per-test fixtures start it again if needed and flush it,
-so every test begins with an empty, running Redis.
+Tests may stop or restart that server; ``clean_redis`` (in ``tests/conftest.py``) starts
+it again if needed and flushes it, so every test begins with an empty, running Redis.
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
-import redis.asyncio
 
 from stomp_cluster.history.base import HistoryBackend
 from stomp_cluster.history.memory import MemoryHistory
 from stomp_cluster.history.redis import RedisHistory
+from tests.support.backends import make_redis_history
 from tests.support.procs import RedisServer
 
-PREFIX = "test"
-
 MakeHistory = Callable[..., Awaitable[HistoryBackend]]
-
-
-def make_redis_history(server: RedisServer, **options: Any) -> RedisHistory:
-    options = {"prefix": PREFIX, "socket_timeout": 1.0, "max_connections": 20, **options}
-    return RedisHistory(hosts=[server.url], **options)
 
 
 @pytest.fixture(params=["memory", "redis"])
@@ -57,22 +49,7 @@ async def history(make_history: MakeHistory) -> HistoryBackend:
 
 @pytest.fixture
 async def redis_history(clean_redis: RedisServer) -> AsyncIterator[RedisHistory]:
+    """A Redis history backend on the empty test server."""
     backend = make_redis_history(clean_redis)
     yield backend
     await backend.close()
-
-
-@pytest.fixture
-async def raw_redis(clean_redis: RedisServer) -> AsyncIterator[redis.asyncio.Redis]:
-    """A plain client on the test server, to look at keys behind the backend's back."""
-    client = redis.asyncio.Redis.from_url(clean_redis.url, decode_responses=True)
-    yield client
-    await client.aclose()
-
-
-def digest(value: str) -> str:
-    return hashlib.sha1(value.encode()).hexdigest()[:20]
-
-
-def stream_key(user_key: str) -> str:
-    return f"{PREFIX}:h:{{{digest(user_key)}}}"

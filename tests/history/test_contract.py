@@ -24,7 +24,8 @@ from stomp_cluster.history.base import (
     previous_id,
 )
 from stomp_cluster.history.memory import MemoryHistory
-from tests.history.conftest import stream_key
+from tests.support.backends import stream_key
+from tests.support.waiting import await_until
 
 HOSTILE = ["}{", "*", "\n", "a}b{c", "é\r\nü", "", "{u}", "a" * 300]
 MALFORMED = ["", "5", "5-", "-5", "a-1", "1-a", "1-2-3", " 1-2", "1-2\n", "١-٢", "+1-2",
@@ -237,11 +238,14 @@ async def test_trimming_by_count_makes_older_resume_points_incomplete(make_histo
 
 
 async def test_trimming_by_age_makes_older_resume_points_incomplete(make_history):
-    history = await make_history(max_age=0.3)
+    # Sleeps only ever overshoot: "old" is surely older than max_age at the last append
+    # (2.2 s > 2 s), and the 0.9 s left on the other side is what a loaded machine may
+    # lose between two appends before "kept" would age out too.
+    history = await make_history(max_age=2.0)
     old = [await history.append("u", A, b"old", ()) for _ in range(2)]
-    await asyncio.sleep(0.2)
+    await asyncio.sleep(1.1)
     kept = [await history.append("u", A, b"kept", ())]  # keeps the history alive
-    await asyncio.sleep(0.2)
+    await asyncio.sleep(1.1)
     kept.append(await history.append("u", A, b"new", ()))  # trims both old ones
 
     assert await history.read("u", old[0]) == HistoryPage(
@@ -256,7 +260,11 @@ async def test_trimming_by_age_makes_older_resume_points_incomplete(make_history
 async def test_expired_history_is_dropped_and_its_ids_read_as_incomplete(make_history):
     history = await make_history(max_age=0.2)
     lost = await history.append("u", A, b"", (), pending=True)
-    await asyncio.sleep(0.3)
+
+    async def expired() -> bool:
+        return await history.last_id("u") is None
+
+    await await_until(expired, what="the history to expire")  # after 0.2 s, or a little more
 
     assert await history.last_id("u") is None
     assert await history.take_pending("u", A) is None

@@ -13,8 +13,8 @@ from redis.crc import key_slot
 from stomp_cluster.exceptions import HistoryUnavailable, PresenceUnavailable
 from stomp_cluster.history.base import BEGINNING, HistoryEntry, HistoryPage, previous_id
 from stomp_cluster.history.redis import RedisHistory
-from tests.history.conftest import PREFIX, digest, make_redis_history, stream_key
-from tests.presence.conftest import command_calls, count_round_trips, monitor_commands
+from tests.support.backends import PREFIX, digest, make_redis_history, stream_key
+from tests.support.counting import command_calls, count_round_trips, monitor_commands
 
 HOSTILE = ["}{", "*", "\n", "a}b{c", "{u}", "x:pending", "\r\n:*?[]", "a" * 300]
 A = "/user/queue/a"

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -22,15 +22,11 @@ from redis.exceptions import DataError, ResponseError
 from stomp_cluster.exceptions import PresenceUnavailable
 from stomp_cluster.presence.redis import RedisPresence
 from stomp_cluster.redis_connection import Batcher, Call
-from tests.presence.conftest import (
-    PREFIX,
-    count_round_trips,
-    make_redis_backend,
-    monitor_commands,
-    node,
-    session,
-)
+from tests.support.backends import PREFIX, make_redis_backend
+from tests.support.counting import count_round_trips, monitor_commands
 from tests.support.procs import free_port
+from tests.support.records import node, session
+from tests.support.waiting import await_until as wait_until
 
 NODES = ["node-a", "node-b", "node-c"]
 USERS = [f"u{i}" for i in range(10)]
@@ -58,13 +54,6 @@ async def populate(backend: RedisPresence) -> tuple[dict, dict]:
                 destinations[dest][node_id] = destinations[dest].get(node_id, 0) + 1
     await backend.count_sessions()  # learn the node list: later queries take one trip
     return users, destinations
-
-
-async def wait_until(predicate: Callable[[], bool]) -> None:
-    deadline = time.monotonic() + 10  # generous: the machine may be busy
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached"
-        await asyncio.sleep(0.001)
 
 
 def hold_pipelines(backend: RedisPresence, monkeypatch: pytest.MonkeyPatch):

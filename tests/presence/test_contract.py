@@ -10,7 +10,8 @@ from django.core.exceptions import ImproperlyConfigured
 
 from stomp_cluster.presence.base import SessionPage, encode_cursor
 from stomp_cluster.presence.memory import MemoryPresence
-from tests.presence.conftest import node, session, sub
+from tests.support.records import node, session, sub
+from tests.support.waiting import await_until
 
 HOSTILE = ["a}b{c", "*", "\n", "", "x:sessions", "{node-a}", "é\r\nü", "a" * 300]
 
@@ -120,7 +121,7 @@ async def test_lost_node_is_listed_then_reaped_exactly_once(backend, peer):
     await backend.add_session(session("a1", "node-a", user="u", subs=(("1", "/t"),)))
     await backend.add_session(session("a2", "node-a"))
     await backend.add_session(session("b1", "node-b", user="u"))
-    await asyncio.sleep(1.1)
+    await await_until(backend.lost_nodes, what="node-a to be lost")  # after 1 s
 
     assert {n.node_id: n.alive for n in await backend.nodes()} == {
         "node-a": False,
@@ -141,7 +142,7 @@ async def test_lost_node_is_listed_then_reaped_exactly_once(backend, peer):
 async def test_lost_node_that_heartbeats_before_reaping_keeps_its_sessions(backend):
     await backend.register_node(node("node-a"), 1)
     await backend.add_session(session("a1", "node-a"))
-    await asyncio.sleep(1.1)
+    await await_until(backend.lost_nodes, what="node-a to be lost")  # after 1 s
     assert await backend.lost_nodes() == ["node-a"]
 
     assert await backend.heartbeat_node("node-a", 30, session_ids=["a1"]) is True
@@ -173,8 +174,8 @@ async def test_sweep_lock_has_one_owner_until_released(backend, peer):
 
 async def test_sweep_lock_expires(backend):
     assert await backend.acquire_sweep_lock("node-a", 0.2) is True
-    await asyncio.sleep(0.3)
-    assert await backend.acquire_sweep_lock("node-b", 30) is True
+    # Expired after 0.2 s, or a little more on a loaded machine.
+    await await_until(lambda: backend.acquire_sweep_lock("node-b", 30), what="the lock")
 
 
 @pytest.mark.parametrize("ttl", [0, -1.0])

@@ -18,17 +18,10 @@ from redis.crc import key_slot
 
 from stomp_cluster.exceptions import PresenceUnavailable
 from stomp_cluster.presence.redis import RedisPresence
-from tests.presence.conftest import (
-    PREFIX,
-    command_calls,
-    count_round_trips,
-    make_redis_backend,
-    monitor_commands,
-    node,
-    session,
-    sub,
-)
+from tests.support.backends import PREFIX, make_redis_backend
+from tests.support.counting import command_calls, count_round_trips, monitor_commands
 from tests.support.procs import free_port, wait_for_port
+from tests.support.records import node, session, sub
 
 HOSTILE = ["a}b{c", "*", "\n", "}{", "x:sessions", "{node-a}", "\r\n:*?[]", "a" * 300]
 

@@ -28,7 +28,7 @@ from stomp_cluster.protocol import (
     UnsupportedVersion,
     Version,
 )
-from tests.protocol.helpers import (
+from tests.support.protocol import (
     CONNECT,
     assert_error_and_close,
     assert_frames_sent,

@@ -18,7 +18,7 @@ from stomp_cluster.protocol import (
     Version,
     encode_frame,
 )
-from tests.protocol.helpers import connected
+from tests.support.protocol import connected
 
 text = st.text(min_size=1, max_size=12)
 headers = st.lists(st.tuples(text, st.text(max_size=12)), max_size=6)

@@ -23,7 +23,7 @@ from stomp_cluster.protocol import (
     Version,
     encode_frame,
 )
-from tests.protocol.helpers import connected
+from tests.support.protocol import connected
 
 PROPERTY = settings(max_examples=200, deadline=None)
 VERSIONS = [None, Version.V1_0, Version.V1_1, Version.V1_2]

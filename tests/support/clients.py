@@ -42,9 +42,9 @@ __all__ = [
     "encode_frame",
     "escape_header",
     "parse_frames",
+    "received_before_marker",
     "unescape_header",
     "unique",
-    "wait_until",
 ]
 
 VERSIONS = ("1.0", "1.1", "1.2")
@@ -489,8 +489,26 @@ class RecordingListener(stomp.ConnectionListener):
         return result
 
 
-class WSStompConnection10(BaseConnection, Protocol10):
+class _WSConnection(BaseConnection):
+    """What the 1.0 and 1.1 connections add to stomp.py's protocol classes: start the
+    WebSocket transport on CONNECT, and stop it after a DISCONNECT that asked a receipt."""
+
+    _protocol: Any  # Protocol10 or Protocol11: the class whose frames we send
+
+    def connect(self, *args: Any, **kwargs: Any) -> None:
+        self.transport.start()
+        self._protocol.connect(self, *args, **kwargs)
+
+    def disconnect(self, receipt: str | None = None, headers: Any = None, **kw: Any) -> None:
+        self._protocol.disconnect(self, receipt, headers, **kw)
+        if receipt is not None:
+            self.transport.stop()
+
+
+class WSStompConnection10(_WSConnection, Protocol10):
     """stomp.py's 1.0 protocol over its WebSocket transport (stomp.py ships 1.2 only)."""
+
+    _protocol = Protocol10
 
     def __init__(self, host_and_ports: list[tuple[str, int]], **transport_kwargs: Any) -> None:
         auto_content_length = transport_kwargs.pop("auto_content_length", True)
@@ -500,18 +518,11 @@ class WSStompConnection10(BaseConnection, Protocol10):
         BaseConnection.__init__(self, transport)
         Protocol10.__init__(self, transport, auto_content_length)
 
-    def connect(self, *args: Any, **kwargs: Any) -> None:
-        self.transport.start()
-        Protocol10.connect(self, *args, **kwargs)
 
-    def disconnect(self, receipt: str | None = None, headers: Any = None, **kw: Any) -> None:
-        Protocol10.disconnect(self, receipt, headers, **kw)
-        if receipt is not None:
-            self.transport.stop()
-
-
-class WSStompConnection11(BaseConnection, Protocol11):
+class WSStompConnection11(_WSConnection, Protocol11):
     """stomp.py's 1.1 protocol over its WebSocket transport."""
+
+    _protocol = Protocol11
 
     def __init__(self, host_and_ports: list[tuple[str, int]], **transport_kwargs: Any) -> None:
         auto_content_length = transport_kwargs.pop("auto_content_length", True)
@@ -522,15 +533,6 @@ class WSStompConnection11(BaseConnection, Protocol11):
         Protocol11.__init__(
             self, transport, heartbeats, auto_content_length, heart_beat_receive_scale=scale
         )
-
-    def connect(self, *args: Any, **kwargs: Any) -> None:
-        self.transport.start()
-        Protocol11.connect(self, *args, **kwargs)
-
-    def disconnect(self, receipt: str | None = None, headers: Any = None, **kw: Any) -> None:
-        Protocol11.disconnect(self, receipt, headers, **kw)
-        if receipt is not None:
-            self.transport.stop()
 
 
 def connect_stomppy(
@@ -839,13 +841,16 @@ class StompPyClient:
         self.close()
 
 
-def wait_until(check: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> Any:
-    """Poll *check* until it returns something truthy (for state with no event to await)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
+def received_before_marker(
+    sender: StompPyClient, destination: str, receiver: StompPyClient
+) -> list[str | bytes]:
+    """Every body *receiver* got before a marker that *sender* sends to *destination* now.
+
+    How a test shows that something did *not* arrive, without sleeping: whatever was going
+    to arrive on this path has arrived once the marker, sent after it, has.
+    """
+    marker = unique("marker")
+    sender.send(destination, marker)
+    receiver.wait_for_message(lambda m: m.body == marker)
+    bodies = receiver.bodies()
+    return bodies[: bodies.index(marker)]

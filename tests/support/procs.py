@@ -17,7 +17,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["RedisServer", "free_port", "wait_for_port"]
+__all__ = ["RedisServer", "free_port", "running_redis", "wait_for_port"]
 
 
 def free_port() -> int:
@@ -83,6 +83,11 @@ class RedisServer:
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for_port(self.port, proc=self.proc)
 
+    def ensure_running(self) -> None:
+        """Start the server again if a test stopped or killed it."""
+        if self.proc is None or self.proc.poll() is not None:
+            self.start()
+
     def stop(self, sig: int = signal.SIGTERM) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(sig)
@@ -116,6 +121,7 @@ class RedisServer:
 
 @contextlib.contextmanager
 def running_redis(**kwargs: bool) -> Iterator[RedisServer]:
+    """A redis-server of its own for one test (``with running_redis() as server:``)."""
     server = RedisServer(**kwargs)
     server.start()
     try:

@@ -24,7 +24,14 @@ from typing import Any
 
 import pytest
 
-__all__ = ["DRIVER", "JS_DIR", "StompJsClient", "body_bytes"]
+__all__ = [
+    "DRIVER",
+    "JS_DIR",
+    "StompJsClient",
+    "body_bytes",
+    "messages_of",
+    "received_before_marker",
+]
 
 JS_DIR = Path(__file__).resolve().parents[1] / "js"
 DRIVER = JS_DIR / "driver.mjs"
@@ -330,12 +337,7 @@ class StompJsClient:
         headers: Mapping[str, str] | None = None,
     ) -> None:
         """ACK a received ``message`` event (stompjs picks the header), or explicit ids."""
-        if message is not None:
-            self.command("ack", ref=message["ref"], headers=dict(headers or {}))
-        else:
-            self.command(
-                "ack", messageId=message_id, subscription=subscription, headers=dict(headers or {})
-            )
+        self._settle("ack", message, message_id, subscription, headers)
 
     def nack(
         self,
@@ -345,11 +347,22 @@ class StompJsClient:
         subscription: str | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> None:
+        """NACK a received ``message`` event, or explicit ids (as :meth:`ack`)."""
+        self._settle("nack", message, message_id, subscription, headers)
+
+    def _settle(
+        self,
+        cmd: str,
+        message: Event | None,
+        message_id: str | None,
+        subscription: str | None,
+        headers: Mapping[str, str] | None,
+    ) -> None:
         if message is not None:
-            self.command("nack", ref=message["ref"], headers=dict(headers or {}))
+            self.command(cmd, ref=message["ref"], headers=dict(headers or {}))
         else:
             self.command(
-                "nack", messageId=message_id, subscription=subscription, headers=dict(headers or {})
+                cmd, messageId=message_id, subscription=subscription, headers=dict(headers or {})
             )
 
     def begin(self, transaction: str | None = None) -> str:
@@ -422,3 +435,25 @@ class StompJsClient:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def messages_of(c: StompJsClient, sub_id: str) -> list[str]:
+    """The bodies *c* received on subscription *sub_id* so far, in order."""
+    return [
+        e["body"] for e in c.find("message", lambda e: e["headers"].get("subscription") == sub_id)
+    ]
+
+
+def received_before_marker(
+    sender: StompJsClient, destination: str, receiver: StompJsClient, sub_id: str
+) -> list[str]:
+    """Every body *receiver* got on *sub_id* before a marker *sender* sends now.
+
+    How a test shows that something did *not* arrive, without sleeping: whatever was going
+    to arrive on this path has arrived once the marker, sent after it, has.
+    """
+    marker = f"marker-{receiver.mark()}-{id(sender):x}"
+    sender.send(destination, marker)
+    receiver.wait_for_message(lambda e: e["body"] == marker)
+    bodies = messages_of(receiver, sub_id)
+    return bodies[: bodies.index(marker)]
