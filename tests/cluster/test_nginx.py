@@ -15,7 +15,10 @@ numbered messages to the user; the node that holds the client's socket is SIGTER
 the middle of the stream; the client sees its connection close, connects again through
 nginx (which can only pick the surviving node), subscribes with ``x-resume-from`` set to
 the last ``message-id`` it saw, and after one more message sent once it is back, it has
-every message exactly once and in order.
+every message exactly once and in order. On the way, nginx tries the stopped node once,
+is refused, and passes the connection to the other node without the client noticing
+(the passive check of ``max_fails``); plain HTTP goes through, and ``/stomp/`` (metrics
+and health) is refused.
 
 The test is skipped when nginx is not installed, except under CI (``CI`` set), where
 ``.ci/run`` and ``make deps`` install it and a missing nginx is a failure.
@@ -312,6 +315,13 @@ def through_nginx(
             "the node did not run its lifespan shutdown"
         )
         assert session_nodes(db_path, redis_url).get(again.session) == survivor.node_id
+        # The stopped node still has the fewest connections (none), so least_conn offers
+        # it the next client unless nginx already left it out: either way one attempt was
+        # refused, and no client saw it.
+        other = stack.enter_context(StompPyClient(proxy.ws_url))
+        other.connect("bob", tokens("bob"))
+        refused = proxy.error_log.read_text().count("Connection refused) while connecting")
+        assert refused == 1, proxy.log_tail()
 
         _, err = sender.communicate(timeout=120)
         assert sender.returncode == 0, err[-2000:]
