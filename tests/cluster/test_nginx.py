@@ -13,10 +13,10 @@ The scenario is the guide's promise about a node that stops: a stomp.py client c
 through nginx subscribes to a user destination while a separate sender process streams
 numbered messages to the user; the node that holds the client's socket is SIGTERMed in
 the middle of the stream; the client sees its connection close, connects again through
-nginx (which can only pick the surviving node), subscribes with ``x-resume-from`` set to
+nginx (which can only reach the surviving node), subscribes with ``x-resume-from`` set to
 the last ``message-id`` it saw, and after one more message sent once it is back, it has
-every message exactly once and in order. On the way, nginx tries the stopped node once,
-is refused, and passes the connection to the other node without the client noticing
+every message exactly once and in order. On the way, nginx tries the stopped node at
+least once, is refused, and passes the connection to the other node without the client noticing
 (the passive check of ``max_fails``); plain HTTP goes through, and ``/stomp/`` (metrics
 and health) is refused.
 
@@ -284,13 +284,14 @@ def through_nginx(
     assert status_of(proxy.http_url + "stomp/health/") == 403
     assert status_of(nodes[0].http_url + "stomp/health/") == 200
 
+    bob_token = tokens("bob")  # minted now: it takes a process start
     with contextlib.ExitStack() as stack:
         first = stack.enter_context(StompPyClient(proxy.ws_url))
         first.connect(USER, tokens(USER))
         first.subscribe(SUBSCRIPTION)
         holder_id = wait_until(
             lambda: session_nodes(db_path, redis_url).get(first.session),
-            10,
+            30,
             "the client's session in the registry",
         )
         [holder] = [n for n in nodes if n.node_id == holder_id]
@@ -316,12 +317,12 @@ def through_nginx(
         )
         assert session_nodes(db_path, redis_url).get(again.session) == survivor.node_id
         # The stopped node still has the fewest connections (none), so least_conn offers
-        # it the next client unless nginx already left it out: either way one attempt was
-        # refused, and no client saw it.
+        # it the next client unless nginx already left it out: either way nginx was
+        # refused at least once (again after fail_timeout), and no client saw it.
         other = stack.enter_context(StompPyClient(proxy.ws_url))
-        other.connect("bob", tokens("bob"))
+        other.connect("bob", bob_token)
         refused = proxy.error_log.read_text().count("Connection refused) while connecting")
-        assert refused == 1, proxy.log_tail()
+        assert refused >= 1, proxy.log_tail()
 
         _, err = sender.communicate(timeout=120)
         assert sender.returncode == 0, err[-2000:]
