@@ -2,7 +2,7 @@
 #
 #   make venv             .venv with the package (editable) and the locked test/docs/demo tools
 #   make lock             regenerate requirements/dev.txt (the lock) with the newest allowed versions
-#   make deps             redis-server, Node packages of tests/js, Chromium (apt/npm, when missing)
+#   make deps             redis-server, nginx, Node packages of tests/js, Chromium (apt/npm, when missing)
 #   make lint             ruff check + ruff format --check
 #   make style            ruff format + ruff check --fix (rewrites files)
 #   make types            mypy (strict on stomp_cluster/, see setup.cfg)
@@ -75,10 +75,15 @@ lock: venv
 		--custom-compile-command "make lock" \
 		setup.cfg requirements/tools.in -o $(LOCK)
 
-# apt-get update runs only when a package is missing, and then once.
+# apt-get update runs only when a package is missing, and then once. nginx is for
+# tests/cluster/test_nginx.py, which runs an instance of its own on a free loopback port and
+# never uses the system's service. (Debian's package starts that service on port 80 where
+# no /usr/sbin/policy-rc.d forbids it, as containers' do; `systemctl disable --now nginx`
+# stops it if you do not want it.) nginx lives in /usr/sbin, outside a user's PATH.
 deps: $(JS_STAMP)
 	@missing=""; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	command -v nginx >/dev/null || test -x /usr/sbin/nginx || missing="$$missing nginx"; \
 	command -v node >/dev/null || missing="$$missing nodejs npm"; \
 	test -x $(CHROMIUM) || missing="$$missing chromium"; \
 	if [ -n "$$missing" ]; then \
