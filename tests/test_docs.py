@@ -58,7 +58,7 @@ from stomp_cluster import connection_token
 from stomp_cluster.protocol import Command
 from stomp_cluster.testing import StompCommunicator
 from tests.support.clients import RawStompClient, unique
-from tests.support.procs import RedisServer, free_port, wait_for_port
+from tests.support.procs import RedisServer, free_port, run_command, wait_for_port
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DOCS = REPO_ROOT / "docs"
@@ -86,21 +86,7 @@ def subprocess_env(**extra: str) -> dict[str, str]:
 
 
 def run(args: list[str], cwd: Path, env: dict[str, str], timeout: float = 120) -> str:
-    proc = subprocess.run(
-        args,
-        cwd=cwd,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-    assert proc.returncode == 0, (
-        f"{' '.join(args)} exited with {proc.returncode}\n"
-        f"--- stdout ---\n{proc.stdout[-3000:]}\n--- stderr ---\n{proc.stderr[-3000:]}"
-    )
-    return proc.stdout
+    return run_command(args, cwd=cwd, env=env, timeout=timeout)
 
 
 # -- the API reference ---------------------------------------------------------------

@@ -51,7 +51,7 @@ import signal
 import subprocess
 import sys
 import zipfile
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -62,6 +62,7 @@ from packaging.utils import canonicalize_name
 
 from tests.support.clients import StompPyClient, unique
 from tests.support.procs import RedisServer, free_port, wait_for_port
+from tests.support.procs import run_command as run
 
 
 def heavy(test: Callable[..., None]) -> Callable[..., None]:
@@ -100,32 +101,6 @@ REQUIRED_DATA = (
 
 
 # -- helpers -----------------------------------------------------------------------------------
-
-
-def run(
-    args: Sequence[str | os.PathLike[str]],
-    *,
-    cwd: Path | None = None,
-    env: Mapping[str, str] | None = None,
-    timeout: float = 300,
-) -> str:
-    """Run a command and return its stdout; fail the test with its output if it fails."""
-    proc = subprocess.run(
-        [str(arg) for arg in args],
-        cwd=cwd,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-    if proc.returncode != 0:
-        pytest.fail(
-            f"{' '.join(map(str, args))} exited with {proc.returncode}\n"
-            f"--- stdout ---\n{proc.stdout[-4000:]}\n--- stderr ---\n{proc.stderr[-4000:]}"
-        )
-    return proc.stdout
 
 
 @dataclass(frozen=True)
@@ -345,16 +320,6 @@ def venv(dist: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Pat
     return bin_dir
 
 
-@pytest.fixture(scope="module")
-def redis_server() -> Iterator[RedisServer]:
-    server = RedisServer()
-    server.start()
-    try:
-        yield server
-    finally:
-        server.close()
-
-
 # Run by the clean venv in the generated project: import every module of the installed
 # package and report what it could not import, and why.
 IMPORT_EVERY_MODULE = """
@@ -440,6 +405,7 @@ def project(
 
     Migrated, and passing ``manage.py check`` without a warning.
     """
+    redis_server.ensure_running()  # the suite's server: an earlier test may have stopped it
     root = tmp_path_factory.mktemp("project")
     run([venv / "django-admin", "startproject", "smoke", root], cwd=root, env=clean_env())
     settings = root / "smoke" / "settings.py"

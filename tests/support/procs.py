@@ -14,8 +14,10 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
+
+import pytest
 
 __all__ = ["RedisServer", "free_port", "running_redis", "wait_for_port"]
 
@@ -132,3 +134,29 @@ def running_redis(**kwargs: bool) -> Iterator[RedisServer]:
 
 # Keep environment leaks visible: tests must not fall back to the machine's Redis.
 os.environ.pop("REDIS_URL", None)
+
+
+def run_command(
+    args: Sequence[str | os.PathLike[str]],
+    *,
+    cwd: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    timeout: float = 300,
+) -> str:
+    """Run a command and return its stdout; fail the test with its output if it fails."""
+    proc = subprocess.run(
+        [str(arg) for arg in args],
+        cwd=cwd,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    if proc.returncode != 0:
+        pytest.fail(
+            f"{' '.join(map(str, args))} exited with {proc.returncode}\n"
+            f"--- stdout ---\n{proc.stdout[-4000:]}\n--- stderr ---\n{proc.stderr[-4000:]}"
+        )
+    return proc.stdout
