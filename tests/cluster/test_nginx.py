@@ -41,7 +41,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.clients import StompPyClient, wait_until
+from tests.support.clients import StompPyClient
+from tests.support.waiting import wait_until
 from tests.support.nodes import REPO_ROOT, AsgiNode, manage, server_env
 from tests.support.procs import free_port, wait_for_port
 
