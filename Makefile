@@ -172,3 +172,4 @@ bench: venv
 clean:
 	rm -f $(VENV_STAMP) $(JS_STAMP) .venv-latest/.stamp-installed
 	rm -rf docs/_build .coverage .coverage.* htmlcov .mypy_cache .ruff_cache .pytest_cache
+	rm -rf dist build *.egg-info
