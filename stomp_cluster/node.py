@@ -236,7 +236,7 @@ class Node:
         # "before shutdown" trigger runs while the sockets are still open: our sessions
         # get their ERROR frame, and the node leaves the registry. Daphne has no ASGI
         # lifespan; uvicorn and gunicorn's uvicorn workers stop the node through
-        # stomp_cluster.lifespan instead, after closing each WebSocket with code 1012.
+        # stomp_cluster.lifespan instead, which says goodbye in their SIGTERM handler.
         if "twisted.internet.reactor" not in sys.modules:
             return
         # Imported here: only under daphne, where the reactor is already running.
@@ -252,9 +252,18 @@ class Node:
         """Close every local session (reason ``"shutdown"``) and leave the cluster.
 
         Each session still open gets an ERROR frame saying ``server shutting down``
-        before its socket closes; then :meth:`stop`. Called when the server stops: by a
-        Twisted shutdown trigger under daphne, by
+        before its socket closes (:meth:`close_sessions`); then :meth:`stop`. Called
+        when the server stops: by a Twisted shutdown trigger under daphne, by
         :class:`~stomp_cluster.lifespan.LifespanApp` under uvicorn.
+        """
+        await self.close_sessions()
+        await self.stop()
+
+    async def close_sessions(self) -> None:
+        """Close every local session with an ERROR frame saying ``server shutting down``.
+
+        The node goes on (:meth:`stop` leaves the cluster). Each session's ERROR is
+        written before its socket is closed, unless the client does not read.
         """
         logger.info("node %s shutting down with %d sessions", self.node_id, len(self.sessions))
         for consumer in list(self.sessions.values()):
@@ -264,7 +273,6 @@ class Node:
                 logger.exception(
                     "node %s: closing session %s failed", self.node_id, consumer.session_id
                 )
-        await self.stop()
 
     async def stop(self) -> None:
         """Stop background tasks and leave the cluster (clean shutdown).
