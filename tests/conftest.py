@@ -8,15 +8,19 @@ import pytest
 from channels.layers import channel_layers
 
 from stomp_cluster import backends
+from stomp_cluster.caches import clear_caches
 from stomp_cluster.handlers import registry
+from stomp_cluster.throttle import login_throttle
 from tests.support.procs import RedisServer
 
 
 @pytest.fixture(autouse=True)
 def _fresh_cluster_state():
-    """Each test gets a fresh channel layer, presence backend and node."""
+    """Each test gets a fresh channel layer, presence backend and node, and no login state."""
     channel_layers.backends.clear()
     backends.reset()
+    clear_caches()
+    login_throttle.reset()
     yield
     channel_layers.backends.clear()
     backends.reset()
