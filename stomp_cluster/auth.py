@@ -228,18 +228,31 @@ async def authenticate_connect(
     return user, None
 
 
+def _history_by_wildcard(destination: str) -> bool:
+    """Whether *destination* gets a history only through a pattern of ``HISTORY_TOPICS``."""
+    return (
+        destinations.topic_history_key(destination) is not None
+        and destination not in get_settings().HISTORY_TOPICS
+    )
+
+
 async def check_permission(user: Any, action: str, destination: str) -> bool:
     """Ask the ``PERMISSION_HOOK`` whether *user* may *action* (send/subscribe) *destination*.
 
     Without a hook everything is allowed, except that anonymous sessions may not SEND to
-    ``/user/<name>/...`` destinations of users. A sync hook runs on the ``handlers`` pool
+    ``/user/<name>/...`` destinations of users, nor to a broker destination whose history
+    a wildcard of ``HISTORY_TOPICS`` would create (``/topic/room.*`` lets anyone who may
+    send create one history per made-up name; a destination listed exactly is allowed).
+    A hook, when set, decides all of it itself. A sync hook runs on the ``handlers`` pool
     (:mod:`stomp_cluster.workers`), so it may query the database, and a slow one delays
     only the session that asked; an async hook is awaited.
     """
     settings = get_settings()
     if settings.PERMISSION_HOOK is None:
-        if action == "send" and destinations.is_user(destination):
-            return bool(getattr(user, "is_authenticated", False))
+        if action == "send" and not getattr(user, "is_authenticated", False):
+            if destinations.is_user(destination):
+                return False
+            return not _history_by_wildcard(destination)
         return True
     hook = import_string(settings.PERMISSION_HOOK)
     if user is None:
