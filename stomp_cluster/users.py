@@ -66,6 +66,6 @@ async def auser_exists(username: str) -> bool:
     """Whether a user named *username* exists; the answer is cached briefly (see above)."""
     found = _known.get(username)
     if found is None:
-        found = await run_in_pool("logins", _exists, username)
+        found = await run_in_pool("handlers", _exists, username)
         _known.set(username, found, get_settings().USER_CACHE_TTL)
     return found

@@ -13,8 +13,9 @@ every login of the node. Here each kind of work has a pool of its own, sized by 
     the quick database reads of a CONNECT: a token's user, a session cookie's user, the
     re-read behind a cached password.
 ``handlers`` (``HANDLER_WORKERS``, 8)
-    sync ``PERMISSION_HOOK`` calls and sync ``/app/`` handlers, so that one slow hook or
-    handler delays at most its own session, not the other users'.
+    sync ``PERMISSION_HOOK`` calls, sync ``/app/`` handlers and the "does this user
+    exist" lookup of a SEND to ``/user/<name>/``, so that one slow hook or handler delays
+    at most its own session, not the other users', and never a login.
 
 Each call is a unit of its own, as Channels' ``database_sync_to_async`` makes it: stale
 database connections are closed before and after, and the call may not rely on running on
