@@ -36,9 +36,13 @@ async def make_user(name: str, password: str = "pw") -> object:
     )
 
 
-async def try_connect(headers: dict[str, str], wait: float = 10) -> tuple[bool, str]:
+async def try_connect(
+    headers: dict[str, str], wait: float = 10, address: str | None = None
+) -> tuple[bool, str]:
     """CONNECT once; (True, "") on CONNECTED, (False, message) on ERROR."""
     c = StompCommunicator(application, "/ws")
+    if address is not None:
+        c.scope["client"] = [address, 50000]
     connected, _ = await c.connect(wait)
     assert connected
     await c.send_frame("CONNECT", {"accept-version": "1.2", "host": "localhost", **headers})
@@ -124,6 +128,17 @@ async def test_failed_connects_are_throttled_per_login():
     assert message.startswith("too many failed logins: retry in ") and message.endswith(" s")
     # A token is cheap to check: it is never throttled.
     assert (await try_connect({"login": "carol", "passcode": token}))[0]
+
+
+@override_settings(STOMP_CLUSTER={**settings.STOMP_CLUSTER, "LOGIN_FAILURES_PER_ADDRESS": 3})
+async def test_failed_connects_are_throttled_per_client_address():
+    await make_user("dave", "right")
+    for name in ("x", "y", "z"):
+        ok, _ = await try_connect({"login": name, "passcode": "wrong"}, address="10.0.0.9")
+        assert not ok
+    ok, message = await try_connect({"login": "dave", "passcode": "right"}, address="10.0.0.9")
+    assert message.startswith("too many failed logins: retry in ")
+    assert (await try_connect({"login": "dave", "passcode": "right"}, address="10.0.0.8"))[0]
 
 
 def test_throttle_counts_logins_and_addresses_in_a_window():
