@@ -44,6 +44,7 @@ wrong. A ``login`` without a ``passcode`` is ignored (some clients always send o
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import hmac
 import inspect
@@ -157,7 +158,8 @@ async def _token_login(login: str | None, passcode: str) -> Any:
     pk = str(claims["u"])
     user = _token_users.get(pk)
     if user is not None and token_user_matches(user, claims):
-        return user
+        # A copy: each session (and its handlers) may change its user without the others.
+        return copy.copy(user)
     user = await run_in_pool("logins", token_user, claims)
     if user is None:
         return None
