@@ -416,12 +416,23 @@ async def w3(stack: Stack, ctx: Context, nodes: list[AsgiNode]) -> dict[str, flo
         await close_all(clients)
 
 
-async def w4(stack: Stack, ctx: Context, nodes: list[AsgiNode]) -> dict[str, float]:
+async def w4(
+    stack: Stack, ctx: Context, nodes: list[AsgiNode], *, tokens: bool = False
+) -> dict[str, float]:
+    """W4, anonymous; with *tokens* (W4T) each CONNECT logs in with a connection token,
+    round-robin over the bench users, as an authenticated client fleet reconnects."""
     a = ctx.args
     node = nodes[0]
     recorder = Recorder()
     rss0 = rss_kib(node.pid)
-    specs = [(stack.url(node, f"idle{i}"), None, None) for i in range(a.w4_connections)]
+    users = sorted(ctx.tokens)
+    specs: list[tuple[str, str | None, str | None]] = []
+    for i in range(a.w4_connections):
+        if tokens:
+            user = users[i % len(users)]
+            specs.append((stack.url(node, user), user, ctx.tokens[user]))
+        else:
+            specs.append((stack.url(node, f"idle{i}"), None, None))
     dest = "/topic/idle" if stack.ours else ""
     clients, failed, elapsed = await connect_all(
         specs,
@@ -465,6 +476,8 @@ async def measure_stack(
             out["W3"] = await w3(stack, ctx, nodes)
         if "W4" in workloads:
             out["W4"] = await w4(stack, ctx, nodes)
+        if "W4T" in workloads and stack.ours:
+            out["W4T"] = await w4(stack, ctx, nodes, tokens=True)
     finally:
         for node in nodes:
             node.terminate(timeout=10)
@@ -491,6 +504,8 @@ def table(results: dict[str, list[dict[str, dict[str, float]]]], workloads: set[
         cols += ["W3 deliveries/s", "W3 last client p50/max ms", "W3 deliv %", "W3 CPU s"]
     if "W4" in workloads:
         cols += ["W4 conn/s", "W4 KiB/conn"]
+    if "W4T" in workloads:
+        cols += ["W4T (tokens) conn/s"]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for name, runs in results.items():
 
@@ -527,6 +542,8 @@ def table(results: dict[str, list[dict[str, dict[str, float]]]], workloads: set[
             ]
         if "W4" in workloads:
             row += [summarise(get("W4", "conn_s")), summarise(get("W4", "kib_conn"), "{:.1f}")]
+        if "W4T" in workloads:
+            row += [summarise(get("W4T", "conn_s"))]
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
 
@@ -539,7 +556,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--stacks", default=",".join(STACKS), help=f"comma-separated, of: {', '.join(STACKS)}"
     )
     p.add_argument(
-        "--workloads", default=None, help="comma-separated, default W1,W2,W3,W4 (W1 with --quick)"
+        "--workloads",
+        default=None,
+        help="comma-separated of W1,W2,W3,W4,W4T; default all of them (W1 with --quick)",
     )
     p.add_argument(
         "--runs", type=int, default=3, help="interleaved runs per stack (median, min–max)"
@@ -567,7 +586,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             20,
             500,
         )
-    args.workloads = args.workloads or "W1,W2,W3,W4"
+    args.workloads = args.workloads or "W1,W2,W3,W4,W4T"
     return args
 
 

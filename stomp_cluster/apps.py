@@ -1,4 +1,4 @@
-"""App config: registers system checks, presence receivers and /app handlers.
+"""App config: registers system checks, presence and account receivers and /app handlers.
 
 It is also where the layers are wired together at startup: the signals' sender is the
 consumer class, which the lower layers cannot import.
@@ -26,6 +26,7 @@ class StompClusterConfig(AppConfig):
         from django.utils.module_loading import autodiscover_modules
 
         from stomp_cluster import signals
+        from stomp_cluster.accounts import connect_receivers as connect_account_receivers
         from stomp_cluster.checks import check_channel_layer, check_settings
         from stomp_cluster.conf import DEFAULTS, user_settings
         from stomp_cluster.consumer import StompConsumer
@@ -37,6 +38,8 @@ class StompClusterConfig(AppConfig):
         # consumer, which is the sender of every signal.
         signals.sender = StompConsumer
         connect_receivers()
+        # Sessions end when their user logs out, is deactivated or changes password.
+        connect_account_receivers()
         # Read raw, not through get_settings(): a bad STOMP_CLUSTER must reach the
         # system checks, which report it, instead of raising here.
         module = user_settings().get("HANDLER_MODULE", DEFAULTS["HANDLER_MODULE"])

@@ -189,6 +189,12 @@ def _positive_number(v: Any) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool) and v > 0
 
 
+def _seconds_or_zero(v: Any) -> bool:
+    return _positive_number(v) or (
+        isinstance(v, int | float) and not isinstance(v, bool) and v == 0
+    )
+
+
 def _bool(v: Any) -> bool:
     return isinstance(v, bool)
 
@@ -435,6 +441,57 @@ class StompSettings:
         accepts="a whole number of seconds",
         valid=_int(1),
         doc="The default lifetime of connection_token().",
+    )
+    PASSWORD_WORKERS: int = _setting(
+        2,
+        accepts=_POSITIVE,
+        valid=_int(1),
+        doc="Threads of this node that check passwords; more checks wait their turn.",
+    )
+    LOGIN_WORKERS: int = _setting(
+        4,
+        accepts=_POSITIVE,
+        valid=_int(1),
+        doc="Threads of this node for token users and session cookies at CONNECT.",
+    )
+    HANDLER_WORKERS: int = _setting(
+        8,
+        accepts=_POSITIVE,
+        valid=_int(1),
+        doc="Threads of this node for sync permission hooks and sync /app/ handlers.",
+    )
+    AUTH_CACHE_TTL: float = _setting(
+        60.0,
+        accepts="a number of seconds, 0 turns the cache off",
+        valid=_seconds_or_zero,
+        coerce=float,
+        doc="How long a verified login and password are remembered by this node.",
+    )
+    USER_CACHE_TTL: float = _setting(
+        5.0,
+        accepts="a number of seconds, 0 turns the cache off",
+        valid=_seconds_or_zero,
+        coerce=float,
+        doc="How long this node remembers a token's user and which usernames exist.",
+    )
+    LOGIN_FAILURES_PER_LOGIN: int = _setting(
+        10,
+        accepts="a whole number, 0 turns this throttle off",
+        valid=_int(0),
+        doc="Failed CONNECTs one login may make in LOGIN_FAILURE_WINDOW on one node.",
+    )
+    LOGIN_FAILURES_PER_ADDRESS: int = _setting(
+        30,
+        accepts="a whole number, 0 turns this throttle off",
+        valid=_int(0),
+        doc="Failed CONNECTs one client address may make in LOGIN_FAILURE_WINDOW on one node.",
+    )
+    LOGIN_FAILURE_WINDOW: float = _setting(
+        60.0,
+        accepts=_SECONDS,
+        valid=_positive_number,
+        coerce=float,
+        doc="The window failed CONNECTs are counted in, and the longest a client is told to wait.",
     )
     PERMISSION_HOOK: str | None = _setting(
         None,

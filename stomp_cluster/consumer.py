@@ -62,6 +62,7 @@ from stomp_cluster.recovery import RESUME_HEADER, SessionRecovery
 from stomp_cluster.send import asend_to_destination, asend_to_user
 from stomp_cluster.signals import DisconnectReason
 from stomp_cluster.typing import Headers
+from stomp_cluster.users import auser_exists
 
 __all__ = ["StompConsumer"]
 
@@ -355,6 +356,10 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
                 self._refuse(f"unknown destination {destination}", frame)
                 return
             username, tail = recipient
+            if not await auser_exists(username):
+                # No history key for a made-up name: the client learns nothing was sent.
+                self._refuse(f"unknown user {username}: message not delivered", frame)
+                return
             await asend_to_user(username, tail, frame.body, headers)
             return
         if not destinations.is_broker(destination):

@@ -12,7 +12,11 @@ startup, like ``admin.py``) and may be sync or async::
     async def chat(request, room):
         await request.apublish(f"/topic/chat.{room}", request.body)
 
-Sync handlers run in a worker thread (``sync_to_async``), so they may use the ORM.
+Sync handlers run on the ``handlers`` thread pool (``HANDLER_WORKERS`` threads, see
+:mod:`stomp_cluster.workers`), so they may use the ORM, and one slow handler delays only
+its own session. Each call is a unit of its own: sync handlers no longer share one
+thread, so a handler may not keep thread-local state between calls (database
+connections are cleaned up around each call, as ``database_sync_to_async`` does).
 
 The ``PERMISSION_HOOK``, when set, is asked about every SEND before anything else, those
 to ``/app/`` destinations included: a handler runs only for a SEND the hook allowed, so a
@@ -35,17 +39,18 @@ from __future__ import annotations
 import inspect
 import json
 import re
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from asgiref.sync import async_to_sync, sync_to_async
+from asgiref.sync import async_to_sync
 
 from stomp_cluster import destinations
 from stomp_cluster.exceptions import StompClusterError
 from stomp_cluster.protocol import Frame
 from stomp_cluster.send import Delivery, asend_to_destination, encode_body
 from stomp_cluster.typing import Headers
+from stomp_cluster.workers import run_in_pool
 
 if TYPE_CHECKING:
     from django.contrib.auth.base_user import AbstractBaseUser
@@ -209,9 +214,8 @@ def message_mapping(pattern: str) -> Callable[[Handler], Handler]:
 
 
 async def call_handler(handler: Handler, request: StompRequest, kwargs: dict[str, str]) -> None:
-    """Run *handler*, in a worker thread when it is a sync function."""
+    """Run *handler*, on the ``handlers`` thread pool when it is a sync function."""
     if inspect.iscoroutinefunction(handler):
         await handler(request, **kwargs)
     else:
-        runner: Callable[..., Awaitable[Any]] = sync_to_async(handler)
-        await runner(request, **kwargs)
+        await run_in_pool("handlers", handler, request, **kwargs)

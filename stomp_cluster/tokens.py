@@ -22,7 +22,13 @@ from django.utils.crypto import constant_time_compare
 
 from stomp_cluster.conf import get_settings
 
-__all__ = ["connection_token", "verify_connection_token"]
+__all__ = [
+    "connection_token",
+    "token_claims",
+    "token_user",
+    "token_user_matches",
+    "verify_connection_token",
+]
 
 _SALT = "stomp_cluster.connection-token"
 
@@ -49,32 +55,56 @@ def connection_token(user: AbstractBaseUser, max_age: int | None = None) -> str:
     return signing.dumps(payload, salt=_SALT, compress=True)
 
 
-def verify_connection_token(login: str | None, token: str) -> AbstractBaseUser | None:
-    """Return the active user whose valid token this is, or None.
+def token_claims(login: str | None, token: str) -> dict[str, Any] | None:
+    """The claims of a well-signed, unexpired *token* for *login*, or None.
 
-    Must run where database access is allowed (wrap in ``database_sync_to_async`` from
-    async code). Never raises for a bad token: forged, expired, for another login, or
-    for a user who changed password or was deactivated all give None.
+    Checks the signature and the expiry only, with no database query: microseconds, so it
+    may run on the event loop. Whether the user still exists, is active and has the same
+    password is :func:`token_user_matches`'s question.
     """
     try:
-        payload: dict[str, Any] = signing.loads(token, salt=_SALT)
+        payload: Any = signing.loads(token, salt=_SALT)
     except signing.BadSignature:
         return None
     if not isinstance(payload, dict) or int(payload.get("e", 0)) < time.time():
         return None
     if login is not None and login != payload.get("n"):
         return None
-    model = get_user_model()
-    pk = payload.get("u")
-    if not isinstance(pk, str):
+    if not isinstance(payload.get("u"), str) or not isinstance(payload.get("p"), str):
         return None
+    return payload
+
+
+def token_user_matches(user: AbstractBaseUser, claims: dict[str, Any]) -> bool:
+    """Whether *user* is the active user *claims* name, with the password it was minted for."""
+    if not getattr(user, "is_active", True) or user.get_username() != claims.get("n"):
+        return False
+    expected = signing.get_cookie_signer(salt=_SALT).signature(user.password or "")[:12]
+    return constant_time_compare(claims["p"], expected)
+
+
+def token_user(claims: dict[str, Any]) -> AbstractBaseUser | None:
+    """The user *claims* name, read from the database, or None. Runs where the ORM may."""
+    model = get_user_model()
     try:
-        user = model._default_manager.get(pk=pk)
+        user: AbstractBaseUser = model._default_manager.get(pk=claims["u"])
     except (model.DoesNotExist, ValueError, TypeError):
         return None
-    if not getattr(user, "is_active", True) or user.get_username() != payload.get("n"):
+    return user
+
+
+def verify_connection_token(login: str | None, token: str) -> AbstractBaseUser | None:
+    """Return the active user whose valid token this is, or None.
+
+    Must run where database access is allowed (wrap in ``database_sync_to_async`` from
+    async code). Never raises for a bad token: forged, expired, for another login, or
+    for a user who changed password or was deactivated all give None. The consumer uses
+    the parts, :func:`token_claims` on the loop and the user from a short cache.
+    """
+    claims = token_claims(login, token)
+    if claims is None:
         return None
-    expected = signing.get_cookie_signer(salt=_SALT).signature(user.password or "")[:12]
-    if not isinstance(payload.get("p"), str) or not constant_time_compare(payload["p"], expected):
+    user = token_user(claims)
+    if user is None or not token_user_matches(user, claims):
         return None
     return user

@@ -39,7 +39,9 @@ import redis.asyncio
 from channels.layers import channel_layers
 
 from stomp_cluster import backends
+from stomp_cluster.caches import clear_caches
 from stomp_cluster.handlers import registry
+from stomp_cluster.throttle import login_throttle
 from tests.support.cluster import ClusterFactory, live_nodes, node_log_sections
 from tests.support.nodes import AsgiNode, prepare_database, token_for
 from tests.support.procs import RedisServer
@@ -47,9 +49,11 @@ from tests.support.procs import RedisServer
 
 @pytest.fixture(autouse=True)
 def _fresh_cluster_state():
-    """Each test gets a fresh channel layer, presence backend and node."""
+    """Each test gets a fresh channel layer, presence backend and node, and no login state."""
     channel_layers.backends.clear()
     backends.reset()
+    clear_caches()
+    login_throttle.reset()
     yield
     channel_layers.backends.clear()
     backends.reset()

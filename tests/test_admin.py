@@ -8,6 +8,8 @@ holding 10,000 sessions, to count what a page view costs.
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import re
 import time
 
@@ -223,6 +225,19 @@ def test_a_bad_cursor_shows_the_first_page(viewer, registry):
         BOB,
         GUEST,
     ]
+
+
+@pytest.mark.parametrize(
+    "score",
+    ["nan", "NaN", "inf", "-inf", "1e999", "x"],
+)
+def test_a_crafted_cursor_shows_the_first_page_never_an_error(viewer, registry, score):
+    cursor = base64.urlsafe_b64encode(json.dumps([score, "s"]).encode()).decode()
+    for path in (CONNECTIONS, CONNECTIONS_LIVE):
+        assert viewer.get(path, {"cursor": cursor, "page": "2"}).status_code == 200
+    assert rows(viewer.get(CONNECTIONS, {"cursor": cursor})) == [ALICE, BOB, GUEST]
+    nested = base64.urlsafe_b64encode(b"[" * 100_000).decode()
+    assert viewer.get(CONNECTIONS, {"cursor": nested}).status_code == 200
 
 
 def test_live_endpoint_answers_the_same_query_as_json(viewer, registry):

@@ -29,6 +29,9 @@ LAYERS: list[tuple[str, ...]] = [
         "stomp_cluster.messages",
         "stomp_cluster.users",
         "stomp_cluster.tokens",
+        "stomp_cluster.caches",
+        "stomp_cluster.throttle",
+        "stomp_cluster.workers",
         "stomp_cluster.models",
         "stomp_cluster.migrations",
     ),
@@ -54,6 +57,7 @@ LAYERS: list[tuple[str, ...]] = [
         "stomp_cluster.recovery",
         "stomp_cluster.auth",
         "stomp_cluster.handlers",
+        "stomp_cluster.accounts",
     ),
     # The consumer: the only WebSocket I/O; and the ASGI lifespan app beside it.
     (

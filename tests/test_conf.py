@@ -245,7 +245,7 @@ def test_accepted_options_of_the_shipped_backends():
     from stomp_cluster.transport import ChannelLayerTransport
 
     assert conf._accepted_options(MemoryPresence) == frozenset()
-    assert conf._accepted_options(MemoryHistory) == {"max_length", "max_age"}
+    assert conf._accepted_options(MemoryHistory) == {"max_length", "max_age", "max_keys"}
     assert conf._accepted_options(ChannelLayerTransport) == {"alias"}
     assert conf._accepted_options(RedisPresence) == {
         "hosts",

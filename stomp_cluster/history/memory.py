@@ -8,10 +8,20 @@ measured on ids, as Redis's ``MINID`` does, and a history expires ``max_age`` af
 append, like a Redis key with a TTL. Every method runs without awaiting, so each one is
 atomic on the event loop, as a Lua script is atomic on Redis.
 
-State lives in the instance: build one per process and share it. Memory is bounded by
-``max_length`` entries per user, and histories that expired are dropped by later appends
-(oldest first, cheaply: the histories are kept in the order of their last append). It never
-raises :class:`~stomp_cluster.exceptions.HistoryUnavailable`.
+State lives in the instance: build one per process and share it. Memory is bounded in
+three ways, so that clients cannot grow it without end:
+
+* ``max_length`` entries per history, as in Redis;
+* ``max_keys`` histories (option, 10,000 by default): an append that would start one more
+  drops the history whose last append is the oldest, as Redis under ``maxmemory`` with an
+  LRU policy would drop keys. Histories that expired are dropped by later appends
+  (oldest first, cheaply: the histories are kept in the order of their last append);
+* ``max_length`` pending and acknowledged cursors per history, one per destination: past
+  that, the oldest destination's cursor is forgotten (its messages are then redelivered
+  from the history's start, or not at all once they left it). A history never holds more
+  than ``max_length`` destinations' messages anyway.
+
+It never raises :class:`~stomp_cluster.exceptions.HistoryUnavailable`.
 """
 
 from __future__ import annotations
@@ -21,6 +31,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+from django.core.exceptions import ImproperlyConfigured
 
 from stomp_cluster.history.base import (
     HistoryBackend,
@@ -58,14 +70,33 @@ class _History:
             del self.entries[:count]
 
 
+def _bound(cursors: dict[str, str], most: int) -> None:
+    """Forget the oldest cursors of *cursors* past *most*."""
+    while len(cursors) > most:
+        del cursors[next(iter(cursors))]
+
+
 class MemoryHistory(HistoryBackend):
     """Histories in a dictionary of per-user lists.
 
-    Takes the options of :class:`~stomp_cluster.history.base.HistoryBackend` only.
+    Takes the options of :class:`~stomp_cluster.history.base.HistoryBackend`, and
+    ``max_keys``: the most histories kept at once (10,000 by default).
     """
 
-    def __init__(self, *, max_length: int = 1000, max_age: float = 86400.0, **options: Any) -> None:
+    def __init__(
+        self,
+        *,
+        max_length: int = 1000,
+        max_age: float = 86400.0,
+        max_keys: int = 10_000,
+        **options: Any,
+    ) -> None:
         super().__init__(max_length=max_length, max_age=max_age, **options)
+        if isinstance(max_keys, bool) or not isinstance(max_keys, int) or max_keys < 1:
+            raise ImproperlyConfigured(
+                f"History 'max_keys' must be a positive integer, got {max_keys!r}."
+            )
+        self.max_keys = max_keys
         # Ordered by last append, so that expired histories are found at the front.
         self._histories: dict[str, _History] = {}
         #: Wall-clock seconds; tests replace it to move the clock back.
@@ -114,6 +145,8 @@ class MemoryHistory(HistoryBackend):
             # client got from a previous history (expired, or lost) reads as incomplete.
             history = _History(expires_ms=0, max_deleted=parse_id(previous_id(entry_id)))
         self._histories[user_key] = history
+        while len(self._histories) > self.max_keys:
+            del self._histories[next(iter(self._histories))]  # the least recently appended
         history.expires_ms = now + self.max_age_ms
         history.last = new
         history.added += 1
@@ -131,6 +164,7 @@ class MemoryHistory(HistoryBackend):
         history.drop_head(len(history.ids) - self.max_length)
         if pending:
             history.pending.setdefault(destination, entry_id)
+            _bound(history.pending, self.max_length)
         return entry_id
 
     async def read(
@@ -177,6 +211,7 @@ class MemoryHistory(HistoryBackend):
         current = history.acked.get(destination)
         if current is None or compare_ids(message_id, current) > 0:
             history.acked[destination] = message_id
+            _bound(history.acked, self.max_length)
 
     async def acked(self, user_key: str, destination: str) -> str | None:
         history = self._get(user_key, self._now_ms())

@@ -62,6 +62,7 @@ import abc
 import base64
 import binascii
 import json
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -208,6 +209,10 @@ def encode_cursor(position: tuple[float, str]) -> str:
 def decode_cursor(cursor: str) -> tuple[float, str]:
     """Return the position an :func:`encode_cursor` cursor stands for.
 
+    A cursor comes back from a client (the admin's query string), so anything else is
+    refused here, before a backend sees it: a score that is not a finite number (``nan``
+    and ``inf`` would reach Redis as a range it rejects), deep nesting, any other shape.
+
     Raises:
         ValueError: If the cursor was not made by :func:`encode_cursor`.
     """
@@ -216,9 +221,12 @@ def decode_cursor(cursor: str) -> tuple[float, str]:
         score, session_id = json.loads(raw)
         if not isinstance(score, str) or not isinstance(session_id, str):
             raise TypeError(cursor)
-        return (float(score), session_id)
-    except (binascii.Error, TypeError, ValueError, UnicodeDecodeError) as exc:
-        raise ValueError(f"invalid presence cursor: {cursor!r}") from exc
+        position = float(score)
+        if not math.isfinite(position):
+            raise ValueError(cursor)
+        return (position, session_id)
+    except (binascii.Error, TypeError, ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise ValueError(f"invalid presence cursor: {cursor[:100]!r}") from exc
 
 
 class PresenceBackend(abc.ABC):

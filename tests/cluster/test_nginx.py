@@ -42,9 +42,9 @@ from pathlib import Path
 import pytest
 
 from tests.support.clients import StompPyClient
-from tests.support.waiting import wait_until
 from tests.support.nodes import REPO_ROOT, AsgiNode, manage, server_env
 from tests.support.procs import free_port, wait_for_port
+from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 

@@ -5,6 +5,7 @@
     manage.py stomp_cluster nodes                      nodes, status, sessions, totals
     manage.py stomp_cluster sessions [--node N] [--user U] [--destination D] [--limit 100]
     manage.py stomp_cluster disconnect SESSION [SESSION ...] [--reason TEXT]
+    manage.py stomp_cluster disconnect --user USERNAME [--reason TEXT]
     manage.py stomp_cluster sweep                      reap the sessions of lost nodes now
 
 Each prints an aligned table, or JSON with ``--json``. Run it with the cluster's settings:
@@ -48,6 +49,7 @@ from stomp_cluster.operators import (
     utc,
 )
 from stomp_cluster.presence.base import NodeRecord, SessionRecord
+from stomp_cluster.queries import asessions_of
 
 __all__ = ["Command", "format_table"]
 
@@ -145,7 +147,8 @@ class Command(BaseCommand):
         disconnect = add(
             "disconnect", "Close sessions on whichever node holds them, with an ERROR frame."
         )
-        disconnect.add_argument("session_ids", nargs="+", metavar="SESSION", help="session id")
+        disconnect.add_argument("session_ids", nargs="*", metavar="SESSION", help="session id")
+        disconnect.add_argument("--user", help="every session of this username")
         disconnect.add_argument(
             "--reason",
             default=DEFAULT_REASON,
@@ -160,6 +163,8 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         action = options["action"]
         as_json = bool(options.get("json"))
+        if action == "disconnect" and not options["session_ids"] and not options["user"]:
+            raise CommandError(gettext("Give session ids, or --user USERNAME"))
         if action == "sessions" and options["limit"] < 1:
             raise CommandError(gettext("--limit must be at least 1"))
         try:
@@ -188,7 +193,10 @@ class Command(BaseCommand):
             if action == "sessions":
                 return await self._sessions(options)
             if action == "disconnect":
-                return await self._disconnect(options["session_ids"], options["reason"])
+                ids = list(options["session_ids"])
+                if options["user"]:
+                    ids += [r.session_id for r in await asessions_of(options["user"])]
+                return await self._disconnect(ids, options["reason"])
             return await self._sweep()
         finally:
             await presence.close()
