@@ -29,6 +29,16 @@ Acknowledged messages below the cursor never come again; one acknowledged out of
 (client-individual) above an older unacknowledged one may, since the cursor marks the
 oldest gap.
 
+Replay is bounded. The history is read :data:`RECOVERY_PAGE` entries at a time, and
+before each further page the consumer hands what is queued to the socket (*drain*),
+which under uvicorn waits while the client does not read; the consumer's byte budget
+(``MAX_OUTBOX_BYTES``) ends a session that still falls behind, and the replay stops
+there. The client reconnects and resumes from the last id it received: nothing is lost.
+
+The headers recovery sets (``x-recovered``, ``redelivered``) come first among a
+MESSAGE's extra headers, and a copy of them among the stored ones is dropped: under
+STOMP 1.2 the first of a repeated header wins, and a recipient trusts them.
+
 When the history no longer reaches back to the client's id (trimmed by
 ``HISTORY_MAX_LENGTH`` or ``HISTORY_MAX_AGE``), the SUBSCRIBE's RECEIPT and the first
 recovered MESSAGE carry ``x-recovered: false``: the client should reload its state.
@@ -38,7 +48,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from stomp_cluster.backends import get_history
@@ -65,8 +75,19 @@ RECOVERED_HEADER = "x-recovered"
 #: MESSAGE header on a message that may have been delivered before (JMS, RabbitMQ use it).
 REDELIVERED_HEADER = "redelivered"
 
-#: History entries read per round trip while recovering a subscription.
-RECOVERY_PAGE = 1000
+#: History entries read per round trip while recovering a subscription; between pages
+#: the session's queue is drained.
+RECOVERY_PAGE = 100
+
+#: Headers only recovery sets on a MESSAGE; a stored message's copies are dropped.
+_OWN_HEADERS = frozenset({RECOVERED_HEADER, REDELIVERED_HEADER})
+
+
+def _with(own: Headers, headers: Headers) -> Headers:
+    """*own* (the server's headers) first, then *headers* without any copy of ours."""
+    if not own:
+        return headers
+    return (*own, *(h for h in headers if h[0] not in _OWN_HEADERS))
 
 
 @dataclass
@@ -174,6 +195,9 @@ class RecoveryState:
 #: returns whether it was queued.
 SendMessage = Callable[[str, bytes, Headers, "str | None"], bool]
 
+#: Hands the session's queue to the socket; returns whether the session may take more.
+Drain = Callable[[], Awaitable[bool]]
+
 
 class SessionRecovery:
     """The recovery and acknowledgement flows of one session, over its history.
@@ -183,9 +207,17 @@ class SessionRecovery:
     :attr:`state` is the bookkeeping the consumer also consults for each live message.
     """
 
-    def __init__(self, send: SendMessage, stats: Counter[str], session_id: str = "") -> None:
+    def __init__(
+        self,
+        send: SendMessage,
+        stats: Counter[str],
+        session_id: str = "",
+        *,
+        drain: Drain | None = None,
+    ) -> None:
         self.state = RecoveryState()
         self._send = send
+        self._drain = drain
         self._stats = stats
         self.session_id = session_id
 
@@ -235,16 +267,22 @@ class SessionRecovery:
             first = True
             while after is not None:
                 # Page through: a short read would leave a gap before the held messages.
+                if not first and self._drain is not None and not await self._drain():
+                    break  # over budget or gone: the client resumes from what it got
                 page = await history.read(key, after, destination=destination, limit=RECOVERY_PAGE)
                 if first:
                     complete, first = page.complete, False
                     extra: Headers = () if complete else ((RECOVERED_HEADER, "false"),)
                 self._stats["redelivered" if again else "recovered"] += len(page.entries)
+                full = len(page.entries) == RECOVERY_PAGE
                 for entry in page.entries:
-                    self._send(sub_id, entry.body, entry.headers + extra + again, entry.id)
+                    headers = _with(extra + again, entry.headers)
+                    if not self._send(sub_id, entry.body, headers, entry.id):
+                        full = False  # the session is ending: read no more
+                        break
                     state.delivered(sub_id, entry.id)
                     extra = ()
-                after = page.entries[-1].id if len(page.entries) == RECOVERY_PAGE else None
+                after = page.entries[-1].id if full else None
             if resume is not None:
                 receipt = ((RECOVERED_HEADER, "true" if complete else "false"),)
         except BackendUnavailable:
@@ -283,4 +321,6 @@ class SessionRecovery:
         """
         for message_id, body, headers in self.state.redeliveries(sub_id, message_ids):
             self._stats["redelivered"] += 1
-            self._send(sub_id, body, (*headers, (REDELIVERED_HEADER, "true")), message_id)
+            again = ((REDELIVERED_HEADER, "true"),)
+            if not self._send(sub_id, body, _with(again, headers), message_id):
+                return  # the session is ending
