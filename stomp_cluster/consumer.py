@@ -750,7 +750,9 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
 
     async def _close(self) -> None:
         await self._cleanup()
-        await self.send({"type": "websocket.close", "code": 1000})
+        # 1008 "policy violation" for a slow consumer, as when it is closed unflushed.
+        slow = self._ending is DisconnectReason.SLOW_CONSUMER
+        await self.send({"type": "websocket.close", "code": 1008 if slow else 1000})
 
     def _call_later(
         self, name: str, delay: float, callback: Callable[..., None], *args: Any
