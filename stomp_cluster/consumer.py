@@ -620,6 +620,9 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
         count = 0
         for sub_id in tuple(ids):
             if not self._recovery.state.admit(sub_id, message_id, body, headers):
+                if self._recovery.state.held_bytes > self.settings.MAX_OUTBOX_BYTES:
+                    self._slow_consumer()  # held back by a recovery that does not end
+                    break
                 continue
             if self._send(sub_id, body, headers, message_id, prepared):
                 count += 1
@@ -666,7 +669,7 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
         s = self.settings
         if self._backlog >= s.MAX_OUTBOX:
             why = f"more than {s.MAX_OUTBOX} messages waiting"
-        elif queued > s.MAX_OUTBOX_BYTES:
+        elif queued > s.MAX_OUTBOX_BYTES or self._recovery.state.held_bytes > s.MAX_OUTBOX_BYTES:
             why = f"more than {s.MAX_OUTBOX_BYTES} bytes waiting"
         else:
             why = f"more than {s.MAX_OUTBOX_BYTES} bytes replayed without a frame from the client"

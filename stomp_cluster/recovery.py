@@ -103,6 +103,9 @@ class RecoveryState:
     acking: dict[str, tuple[str, str]] = field(default_factory=dict)
     #: Subscription id -> delivered, not yet acknowledged messages, oldest first.
     unacked: dict[str, dict[str, tuple[bytes, Headers]]] = field(default_factory=dict)
+    #: Bytes of the bodies held back, all subscriptions together: the consumer ends a
+    #: session whose recovery holds more than its byte budget.
+    held_bytes: int = 0
 
     def begin(self, sub_id: str) -> None:
         """Start holding back live messages for *sub_id* (step 1)."""
@@ -121,6 +124,7 @@ class RecoveryState:
         held = self.held.get(sub_id)
         if held is not None:
             held.append((message_id, body, headers))
+            self.held_bytes += len(body)
             return False
         last = self.last_ids.get(sub_id)
         return last is None or parse_id(message_id) > parse_id(last)
@@ -136,6 +140,7 @@ class RecoveryState:
     def finish(self, sub_id: str) -> list[tuple[str, bytes, Headers]]:
         """Stop holding back; return the held messages newer than the last delivered."""
         held = self.held.pop(sub_id, [])
+        self.held_bytes -= sum(len(m[1]) for m in held)
         last = parse_id(self.last_ids.get(sub_id, "0-0"))
         fresh = sorted((m for m in held if parse_id(m[0]) > last), key=lambda m: parse_id(m[0]))
         unique: list[tuple[str, bytes, Headers]] = []
@@ -186,7 +191,7 @@ class RecoveryState:
     def forget(self, sub_id: str) -> None:
         """The subscription is gone."""
         self.last_ids.pop(sub_id, None)
-        self.held.pop(sub_id, None)
+        self.held_bytes -= sum(len(m[1]) for m in self.held.pop(sub_id, ()))
         self.acking.pop(sub_id, None)
         self.unacked.pop(sub_id, None)
 

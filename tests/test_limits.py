@@ -115,6 +115,22 @@ async def test_many_subscriptions_to_one_topic_cannot_multiply_memory():
     await bob.disconnect()
 
 
+@override_settings(STOMP_CLUSTER={"MAX_OUTBOX_BYTES": 256 * KIB, "NODE_ID": "test-node"})
+async def test_live_messages_held_back_by_a_recovery_count_against_the_budget():
+    from stomp_cluster.node import get_node
+
+    c = StompCommunicator(application, "/ws")
+    await c.connect_stomp(await login_headers("holder"))
+    await subscribed(c, "/user/queue/inbox")
+    consumer = next(s for s in get_node().sessions.values() if s.username == "holder")
+    consumer._recovery.state.begin("s")  # as while a long history is read
+    for n in range(1, 4):
+        consumer.deliver("/user/queue/inbox", b"x" * 100 * KIB, (), message_id=f"{n}-0")
+    frame = await c.receive_frame()
+    assert frame.get("message") == "slow consumer: more than 262144 bytes waiting"
+    assert await c.receive_close() == 1008
+
+
 # Item 2: input limits in bytes.
 
 
