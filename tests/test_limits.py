@@ -171,6 +171,29 @@ async def test_server_owned_headers_cannot_be_forged_and_the_sender_is_stamped()
     await bob.disconnect()
 
 
+async def test_a_redelivery_carries_only_the_servers_redelivered_header_first():
+    sender = StompCommunicator(application, "/ws")
+    await sender.connect_stomp(await login_headers("forger"))
+    rita = StompCommunicator(application, "/ws")
+    await rita.connect_stomp(await login_headers("rita"))
+    await rita.send_frame(
+        "SUBSCRIBE",
+        {"id": "s", "destination": "/user/queue/in", "ack": "client-individual", "receipt": "r"},
+    )
+    assert (await rita.receive_frame()).command is Command.RECEIPT
+    forged = {"destination": "/user/rita/queue/in", "redelivered": "false", "x-recovered": "true"}
+    await sender.send_frame("SEND", forged, "hello")
+    first = await rita.receive_frame()
+    assert first.get("redelivered") is None and first.get("x-recovered") is None
+    await rita.send_frame("NACK", {"id": first.get("ack") or ""})
+    again = await rita.receive_frame()
+    names = [name for name, _ in again.headers]
+    assert names.count("redelivered") == 1 and again.get("redelivered") == "true"
+    # After destination, message-id, subscription and ack: the server's, then the sender's.
+    assert names.index("redelivered") == 4
+    assert names.index("x-sender") == 5 and again.get("x-sender") == "forger"
+
+
 async def test_a_send_with_someone_elses_user_id_is_refused():
     sender = StompCommunicator(application, "/ws")
     await sender.connect_stomp(await login_headers("eve"))
