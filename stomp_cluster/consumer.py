@@ -302,7 +302,7 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
                 pass  # the client closes the socket next: reason "client"
             case ProtocolFailed():
                 logger.info(
-                    "x protocol error on session %s: %s",
+                    "x protocol error on session %s: %r",
                     self.session_id or "-",
                     event.error.message,
                 )
@@ -827,4 +827,4 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
         try:
             await self._on_unsubscribe(sub, closing=True)
         except Exception:
-            logger.exception("cleanup of subscription %s failed", sub.id)
+            logger.exception("cleanup of subscription %r failed", sub.id)

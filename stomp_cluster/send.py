@@ -215,7 +215,7 @@ def _outcome(
         "its channel is full" if isinstance(exc, ChannelFull) else f"the transport failed: {exc!r}"
     )
     logger.warning(
-        "message to %s not delivered to %d node(s): %s", destination, len(failures), reason
+        "message to %r not delivered to %d node(s): %s", destination, len(failures), reason
     )
     raise DeliveryFailed(
         f"not delivered to node {node_id}: {reason}", reached=sum(reached.values())
