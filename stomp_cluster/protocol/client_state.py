@@ -275,20 +275,30 @@ class ClientState:
         buffered = self._transaction(transaction)
         # "any messages sent or acknowledged during a transaction will be processed
         # atomically" (1.2, BEGIN): check every ACK before settling any.
+        # Settled so far: ack values (client-individual), and for each cumulative
+        # subscription the position of its newest ACK among its pending messages, which
+        # are numbered once per COMMIT, not once per ACK.
         settled: set[str] = set()
+        reach: dict[SubscriptionId, int] = {}
+        positions: dict[SubscriptionId, dict[str, int]] = {}
         for item in buffered:
             if isinstance(item, PendingAck):
-                value = item.ack_value
-                if value in settled or self._owners.get(value) != item.subscription_id:
+                value, subscription_id = item.ack_value, item.subscription_id
+                stale = value in settled or self._owners.get(value) != subscription_id
+                if not stale and self.subscriptions[subscription_id].ack is AckMode.CLIENT:
+                    where = positions.get(subscription_id)
+                    if where is None:
+                        pending = self._pending[subscription_id]
+                        where = positions[subscription_id] = {k: i for i, k in enumerate(pending)}
+                    stale = where[value] <= reach.get(subscription_id, -1)
+                    reach[subscription_id] = where[value]
+                else:
+                    settled.add(value)
+                if stale:
                     raise ProtocolError(
                         f"{item.frame.command.value} for unknown message id {_shorten(value)!r}",
                         "The message was acknowledged, or unsubscribed from, before COMMIT.",
                     )
-                if self.subscriptions[item.subscription_id].ack is AckMode.CLIENT:
-                    keys = list(self._pending[item.subscription_id])
-                    settled.update(keys[: keys.index(value) + 1])
-                else:
-                    settled.add(value)
         self._close(transaction)
         return [
             self.acknowledge(item, transaction) if isinstance(item, PendingAck) else item

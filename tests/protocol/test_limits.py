@@ -107,3 +107,29 @@ def test_outgoing_bytes_counts_what_data_to_send_holds():
     queued = conn.outgoing_bytes
     assert queued == sum(map(len, conn.data_to_send()))
     assert conn.outgoing_bytes == 0
+
+
+def test_a_transaction_of_cumulative_acks_is_checked_without_a_scan_per_ack():
+    conn = connected(V12, limits=Limits(max_pending_acks=20_000))
+    subscribe(conn, "0", "client")
+    for _ in range(10_000):
+        conn.send_message("0", b"x")
+    acks = "".join(f"ACK\nid:{n}\ntransaction:t\n\n\x00" for n in range(9001, 10_001))
+    started = time.perf_counter()
+    conn.receive_data(f"BEGIN\ntransaction:t\n\n\x00{acks}COMMIT\ntransaction:t\n\n\x00")
+    events = conn.events_received()
+    assert len(events) == 1000 and events[0].message_ids[-1] == "9001"
+    assert time.perf_counter() - started < 2.0  # generous: a scan per ACK took far longer
+
+
+def test_a_cumulative_ack_behind_an_earlier_one_in_the_same_transaction_is_refused():
+    conn = connected(V12)
+    subscribe(conn, "0", "client")
+    for _ in range(3):
+        conn.send_message("0", b"x")
+    conn.receive_data(
+        b"BEGIN\ntransaction:t\n\n\x00ACK\nid:3\ntransaction:t\n\n\x00"
+        b"ACK\nid:2\ntransaction:t\n\n\x00COMMIT\ntransaction:t\n\n\x00"
+    )
+    [failed] = conn.events_received()
+    assert failed.error.message == "ACK for unknown message id '2'"
