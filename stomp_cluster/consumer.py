@@ -294,7 +294,7 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
             case AckRequested():
                 await self._recovery.ack(str(event.subscription.id), event.message_ids)
             case NackRequested():
-                self._recovery.nack(str(event.subscription.id), event.message_ids)
+                await self._recovery.nack(str(event.subscription.id), event.message_ids)
             case ReceiptRequested():
                 self.connection.send_receipt(event.receipt_id, headers=self._receipt_headers)
                 self._receipt_headers = ()
@@ -504,7 +504,7 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
             return False
         self.node.stats["delivered"] += 1
         if message_id is not None:
-            self._recovery.state.record(sub_id, message_id, body, headers)
+            self._recovery.state.record(sub_id, message_id)
         if self.connection.outgoing_bytes + self._unsent > self.settings.MAX_OUTBOX_BYTES:
             self._slow_consumer()
         return True

@@ -22,8 +22,11 @@ A subscription to a user destination without ``x-resume-from`` still gets the me
 sent while the user had no live session at all (``send_to_user`` marks them pending).
 
 With ``ack:client`` or ``ack:client-individual``, the user's acknowledgements move a
-cursor kept with the history. A NACK sends the message again at once, and a later
-subscription in one of those modes starts after the cursor, so whatever was delivered but
+cursor kept with the history. A NACK sends the message again at once, read back from the
+history (a session keeps the ids of what awaits an acknowledgement, never the bodies:
+10,000 unacknowledged messages of 1 MiB would otherwise be 10 GiB held for one client;
+one trimmed from the history meanwhile is not sent again), and a later subscription in
+one of those modes starts after the cursor, so whatever was delivered but
 not acknowledged (say, the node crashed first) comes again, with ``redelivered: true``.
 Acknowledged messages below the cursor never come again; one acknowledged out of order
 (client-individual) above an older unacknowledged one may, since the cursor marks the
@@ -101,8 +104,8 @@ class RecoveryState:
     held: dict[str, list[tuple[str, bytes, Headers]]] = field(default_factory=dict)
     #: Subscription id -> (history key, destination) of client-acknowledged ones.
     acking: dict[str, tuple[str, str]] = field(default_factory=dict)
-    #: Subscription id -> delivered, not yet acknowledged messages, oldest first.
-    unacked: dict[str, dict[str, tuple[bytes, Headers]]] = field(default_factory=dict)
+    #: Subscription id -> ids of delivered, not yet acknowledged messages, oldest first.
+    unacked: dict[str, dict[str, None]] = field(default_factory=dict)
     #: Bytes of the bodies held back, all subscriptions together: the consumer ends a
     #: session whose recovery holds more than its byte budget.
     held_bytes: int = 0
@@ -154,12 +157,12 @@ class RecoveryState:
         self.acking[sub_id] = (key, destination)
         self.unacked[sub_id] = {}
 
-    def record(self, sub_id: str, message_id: str, body: bytes, headers: Headers) -> None:
-        """A history message went out on *sub_id*; keep it if it awaits an ACK."""
+    def record(self, sub_id: str, message_id: str) -> None:
+        """A history message went out on *sub_id*; keep its id if it awaits an ACK."""
         unacked = self.unacked.get(sub_id)
         if unacked is not None:
             unacked.pop(message_id, None)
-            unacked[message_id] = (body, headers)
+            unacked[message_id] = None
 
     def settle(self, sub_id: str, message_ids: tuple[str, ...]) -> str | None:
         """Forget acknowledged messages; return the new acknowledgement cursor.
@@ -170,7 +173,9 @@ class RecoveryState:
         unacked = self.unacked.get(sub_id)
         if unacked is None:
             return None
-        settled = [m for m in message_ids if unacked.pop(m, None) is not None]
+        settled = [m for m in message_ids if m in unacked]
+        for m in settled:
+            del unacked[m]
         if not settled:
             return None
         newest = max(settled, key=parse_id)
@@ -180,13 +185,10 @@ class RecoveryState:
                 return previous_id(oldest_open)
         return newest
 
-    def redeliveries(
-        self, sub_id: str, message_ids: tuple[str, ...]
-    ) -> list[tuple[str, bytes, Headers]]:
-        """The NACKed messages to send again, oldest first."""
+    def redeliveries(self, sub_id: str, message_ids: tuple[str, ...]) -> list[str]:
+        """The ids of the NACKed messages to send again, oldest first."""
         unacked = self.unacked.get(sub_id, {})
-        found = [(m, *unacked[m]) for m in message_ids if m in unacked]
-        return sorted(found, key=lambda m: parse_id(m[0]))
+        return sorted((m for m in message_ids if m in unacked), key=parse_id)
 
     def forget(self, sub_id: str) -> None:
         """The subscription is gone."""
@@ -319,13 +321,36 @@ class SessionRecovery:
                 "history unavailable: session %s could not record its ACK", self.session_id
             )
 
-    def nack(self, sub_id: str, message_ids: tuple[str, ...]) -> None:
+    async def nack(self, sub_id: str, message_ids: tuple[str, ...]) -> None:
         """Send NACKed history messages again at once, marked ``redelivered``.
 
-        Others are dropped, as STOMP leaves NACK's effect to the server.
+        They are read back from the history, page by page as for a recovery. Others
+        (and any trimmed from the history meanwhile) are dropped, as STOMP leaves
+        NACK's effect to the server.
         """
-        for message_id, body, headers in self.state.redeliveries(sub_id, message_ids):
-            self._stats["redelivered"] += 1
-            again = ((REDELIVERED_HEADER, "true"),)
-            if not self._send(sub_id, body, _with(again, headers), message_id):
-                return  # the session is ending
+        wanted = self.state.redeliveries(sub_id, message_ids)
+        history = get_history()
+        if not wanted or history is None:
+            return
+        key, destination = self.state.acking[sub_id]
+        remaining = set(wanted)
+        newest = parse_id(wanted[-1])
+        after = previous_id(wanted[0])
+        again = ((REDELIVERED_HEADER, "true"),)
+        try:
+            while remaining:
+                page = await history.read(key, after, destination=destination, limit=RECOVERY_PAGE)
+                for entry in page.entries:
+                    if entry.id not in remaining:
+                        continue
+                    remaining.discard(entry.id)
+                    self._stats["redelivered"] += 1
+                    if not self._send(sub_id, entry.body, _with(again, entry.headers), entry.id):
+                        return  # the session is ending
+                if len(page.entries) < RECOVERY_PAGE or parse_id(page.entries[-1].id) >= newest:
+                    return
+                after = page.entries[-1].id
+                if self._drain is not None and not await self._drain():
+                    return
+        except BackendUnavailable:
+            logger.warning("history unavailable: session %s redelivers nothing", self.session_id)
