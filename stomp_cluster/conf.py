@@ -310,6 +310,11 @@ def _third_of_node_ttl(merged: Mapping[str, Any]) -> float:
     return float(merged["NODE_TTL"]) / 3
 
 
+def _frame_size_and_slack(merged: Mapping[str, Any]) -> int:
+    # One whole frame, plus room for a few small ones beside it (64 KiB).
+    return int(merged["MAX_FRAME_SIZE"]) + 65_536
+
+
 _MS = "a whole number of milliseconds, 0 or more"
 _POSITIVE = "a positive whole number"
 _BOOL = "True or False"
@@ -416,11 +421,42 @@ class StompSettings:
         valid=_int(1),
         doc="Messages sent in client or client-individual mode and not yet acknowledged.",
     )
+    MAX_TRANSACTION_BYTES: int = _limit(
+        "max_transaction_bytes",
+        accepts="a whole number of bytes, at least 1024",
+        valid=_int(1024),
+        doc="Bytes of SEND frames held in one transaction until its COMMIT.",
+    )
+    MAX_BUFFERED_BYTES: int = _limit(
+        "max_buffered_bytes",
+        accepts="a whole number of bytes, at least 1024",
+        valid=_int(1024),
+        doc="Bytes held in all the open transactions of one connection together.",
+    )
     MAX_OUTBOX: int = _setting(
         10_000,
         accepts="a positive whole number of frames",
         valid=_int(1),
         doc="Frames waiting to be written to one socket.",
+    )
+    MAX_OUTBOX_BYTES: int = _setting(
+        8_388_608,
+        accepts="a whole number of bytes, at least 65536",
+        valid=_int(65_536),
+        doc="Bytes queued to one session and not yet taken by the ASGI server.",
+    )
+    MAX_WEBSOCKET_MESSAGE_SIZE: int = _setting(
+        None,
+        accepts="a whole number of bytes, at least 1024, or None for MAX_FRAME_SIZE + 64 KiB",
+        valid=_or_none(_int(1024)),
+        derive=_frame_size_and_slack,
+        doc="The largest WebSocket message a client may send.",
+    )
+    STAMP_SENDER: bool = _setting(
+        True,
+        accepts=_BOOL,
+        valid=_bool,
+        doc="Set x-sender to the sender's login on messages from client SENDs.",
     )
 
     # Authentication and permissions.

@@ -10,6 +10,28 @@ Outgoing frames are written by a single flusher so that frames queued from sever
 places (the node's fan-out, receipts, heart-beats) reach the socket in the order they
 were queued, and so that the node never waits on a slow socket.
 
+One client cannot hurt the others:
+
+* Input is bounded before it is parsed: a WebSocket message over
+  ``MAX_WEBSOCKET_MESSAGE_SIZE`` gets an ERROR. The frames of one message are parsed and
+  handled :data:`EVENTS_PER_BATCH` at a time; between batches the consumer writes what
+  it queued and yields to the loop, so a message of a hundred thousand small SENDs
+  delays other sessions by one batch at a time, not by the whole message.
+* Output is bounded in bytes: everything queued to the session and not yet taken by the
+  ASGI server (MESSAGEs, each copy counted, receipts, errors) is held under
+  ``MAX_OUTBOX_BYTES``, and a session over it is closed as a slow consumer with an
+  ERROR saying so; what it missed stays in the history. Under uvicorn a socket that
+  does not drain makes the flusher wait, so the queue grows here and the limit bites.
+  Under daphne the server takes every frame at once and buffers it itself, unseen, so
+  replay and redelivery (which a client can ask for in bulk) are also bounded by what
+  was handed over since the client last sent anything: more than ``MAX_OUTBOX_BYTES``
+  of them in one go ends the session the same way.
+* A client SEND carries the sender's login in ``x-sender`` (``STAMP_SENDER``), set by
+  the server first and a sender's own copy dropped; a ``user-id`` header other than
+  the login is refused, as RabbitMQ does.
+* Client strings (destinations, ids) are logged with ``%r``, never raw, so a line
+  feed in a destination cannot forge a log line.
+
 It counts what it sees into the node's counters (``Node.stats``: connections, frames and
 bytes each way, failed SENDs): plain int increments, once per received message and once
 per batch of frames written, which the ``metrics/`` endpoint reads at scrape time.
@@ -18,6 +40,7 @@ per batch of frames written, which the ``metrics/`` endpoint reads at scrape tim
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
@@ -59,7 +82,7 @@ from stomp_cluster.protocol import (
     Version,
 )
 from stomp_cluster.recovery import RESUME_HEADER, SessionRecovery
-from stomp_cluster.send import asend_to_destination, asend_to_user
+from stomp_cluster.send import SENDER_HEADER, asend_to_destination, asend_to_user
 from stomp_cluster.signals import DisconnectReason
 from stomp_cluster.typing import Headers
 from stomp_cluster.users import auser_exists
@@ -71,12 +94,11 @@ logger = logging.getLogger(__name__)
 #: Seconds a client may take between opening the WebSocket and sending CONNECT.
 CONNECT_TIMEOUT = 30.0
 
+#: Events handled between two turns of the event loop. A hundred small SENDs take a few
+#: milliseconds; one WebSocket message may hold a hundred thousand.
+EVENTS_PER_BATCH = 100
+
 _SUBPROTOCOLS = {v.subprotocol: v for v in Version}
-
-
-def sub_header(sub: Subscription, name: str) -> str | None:
-    """The first value of header *name* on the SUBSCRIBE frame of *sub*."""
-    return next((value for key, value in sub.headers if key == name), None)
 
 
 def _header(scope: dict[str, Any], name: bytes) -> str:
@@ -128,6 +150,12 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
         # Frames handed to the protocol or taken from it but not yet written to the
         # socket: the outbound queue that MAX_OUTBOX bounds.
         self._backlog = 0
+        # Bytes taken from the protocol and not yet handed to the server; with the
+        # protocol's outgoing_bytes, what MAX_OUTBOX_BYTES bounds.
+        self._unsent = 0
+        # Bytes of replay and redelivery handed over since the client last sent a
+        # WebSocket message: the bound that holds under daphne too.
+        self._replayed = 0
         self._last_sent = self._last_received = time.monotonic()
         # At most one pending timer per purpose ("connect", "send", "check"): a
         # heart-beat timer re-arms itself, and a list would grow with every beat.
@@ -136,7 +164,7 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
         # Only subscriptions that passed our checks are here, unlike the protocol's.
         self._subs_by_destination: dict[str, list[str]] = {}
         self._routed: dict[str, Subscription] = {}
-        self._recovery = SessionRecovery(self._send, self.node.stats)
+        self._recovery = SessionRecovery(self._send_again, self.node.stats, drain=self._drain)
         self._resume_from: str | None = None
         self._receipt_headers: Headers = ()
 
@@ -198,14 +226,22 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
         if self._closed:
             return
         self._last_received = time.monotonic()
+        self._replayed = 0  # the client spoke: it is alive and reading, we hope
         data = message.get("bytes")
         if data is None:
-            data = message.get("text") or ""
-            # Bytes on the wire: a text message is UTF-8. Encoding only non-ASCII text.
-            size = len(data) if data.isascii() else len(data.encode(errors="surrogatepass"))
-        else:
-            size = len(data)
-        self.node.stats["bytes_in"] += size
+            data = (message.get("text") or "").encode(errors="surrogatepass")
+        self.node.stats["bytes_in"] += len(data)
+        limit = self.settings.MAX_WEBSOCKET_MESSAGE_SIZE
+        if len(data) > limit:
+            logger.info(
+                "x session %s: WebSocket message of %d bytes refused",
+                self.session_id or "-",
+                len(data),
+            )
+            if self.connection.state is not State.CLOSING:
+                self._refuse(f"WebSocket message too large: {len(data)} bytes, limit is {limit}")
+            await self._flush()
+            return
         # Frames are logged at DEBUG by the protocol, with credentials hidden; raw bytes
         # are not logged here, since a CONNECT carries its passcode in clear.
         self.connection.receive_data(data)
@@ -226,7 +262,7 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
     async def _process(self) -> None:
         try:
             while not self._closed:
-                events = self.connection.events_received()
+                events = self.connection.events_received(EVENTS_PER_BATCH)
                 if not events:
                     break
                 # One event per frame, and one more, right after it, for a frame's
@@ -237,6 +273,14 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
                 self.node.stats["frames_in"] += frames
                 for event in events:
                     await self._handle(event)
+                if self._over_budget():
+                    self._slow_consumer()
+                if len(events) >= EVENTS_PER_BATCH:
+                    # More may be buffered: write what this batch queued (under uvicorn
+                    # a reader that does not read holds us here, not in memory), and
+                    # let every other session on the node have its turn.
+                    await self._flush()
+                    await asyncio.sleep(0)
         except Exception:
             logger.exception("internal error on session %s", self.session_id or "-")
             if self.connection.state is not State.CLOSING:
@@ -259,13 +303,13 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
             case SendRequested():
                 await self._on_send(event)
             case SubscribeRequested():
-                await self._on_subscribe(event.subscription)
+                await self._on_subscribe(event.subscription, event.frame)
             case UnsubscribeRequested():
                 await self._on_unsubscribe(event.subscription)
             case AckRequested():
                 await self._recovery.ack(str(event.subscription.id), event.message_ids)
             case NackRequested():
-                self._recovery.nack(str(event.subscription.id), event.message_ids)
+                await self._recovery.nack(str(event.subscription.id), event.message_ids)
             case ReceiptRequested():
                 self.connection.send_receipt(event.receipt_id, headers=self._receipt_headers)
                 self._receipt_headers = ()
@@ -273,18 +317,15 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
                 pass  # the client closes the socket next: reason "client"
             case ProtocolFailed():
                 logger.info(
-                    "x protocol error on session %s: %s",
+                    "x protocol error on session %s: %r",
                     self.session_id or "-",
                     event.error.message,
                 )
                 self._ending = DisconnectReason.ERROR
 
-    def _refuse(self, message: str, frame: Frame | Subscription | None = None) -> None:
+    def _refuse(self, message: str, frame: Frame | None = None) -> None:
         # The ERROR answers the refused frame's receipt, if it asked for one.
-        if isinstance(frame, Subscription):
-            receipt = sub_header(frame, "receipt")
-        else:
-            receipt = frame.get("receipt") if frame is not None else None
+        receipt = frame.get("receipt") if frame is not None else None
         self.connection.send_error(message, receipt_id=receipt)
         self._ending = DisconnectReason.ERROR
 
@@ -327,6 +368,11 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
     async def _on_send(self, event: SendRequested) -> None:
         destination = str(event.destination)
         frame = event.frame
+        user_id = frame.get("user-id")
+        if user_id is not None and user_id != self.username:
+            # RabbitMQ's rule: a user-id header must name the sender's own login.
+            self._refuse(f"user-id header {user_id!r} is not the login of this session", frame)
+            return
         if not await check_permission(self.user, "send", destination):
             self._refuse(f"permission denied: cannot send to {destination}", frame)
             return
@@ -341,14 +387,19 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
             # through (it may retry), rather than pretend it did.
             self.node.stats["send_failed"] += 1
             logger.warning(
-                "SEND to %s from session %s failed: %s", destination, self.session_id, exc
+                "SEND to %r from session %s failed: %s", destination, self.session_id, exc
             )
             self._refuse(f"message not delivered: {exc}", frame)
 
     async def _route_send(self, destination: str, frame: Frame) -> None:
         # The SEND's headers travel on; the first of a repeated one wins (STOMP 1.2), and
-        # encode_body drops those a MESSAGE reserves (destination, message-id, ...).
+        # encode_body drops those a MESSAGE reserves (destination, message-id, ...) and
+        # those recovery sets. The sender's identity comes first, set by us; a sender's
+        # own x-sender never travels.
         headers = frame.header_map()
+        headers.pop(SENDER_HEADER, None)
+        if self.settings.STAMP_SENDER and self.username:
+            headers = {SENDER_HEADER: self.username, **headers}
         if destinations.is_user(destination):
             # /user/<username>/queue/x: to another user's (or our own) user destination.
             recipient = destinations.recipient(destination)
@@ -386,7 +437,7 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
             self._refuse(exc.message, frame)
         except Exception:
             logger.exception(
-                "handler %r failed for %s", getattr(handler, "__qualname__", handler), destination
+                "handler %r failed for %r", getattr(handler, "__qualname__", handler), destination
             )
             self._refuse("internal error", frame)
 
@@ -400,7 +451,7 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
             return self.user_key
         return None
 
-    async def _on_subscribe(self, sub: Subscription) -> None:
+    async def _on_subscribe(self, sub: Subscription, frame: Frame) -> None:
         destination = str(sub.destination)
         match destinations.kind(destination):
             case destinations.Kind.USER | destinations.Kind.BROKER:
@@ -409,18 +460,18 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
                 # Only /user/queue/x style: a session subscribes to its own user's queue
                 # and cannot name another user (Spring resolves it the same way).
                 prefix = self.settings.USER_PREFIX
-                self._refuse(f"cannot subscribe to {destination}: use {prefix}queue/<name>", sub)
+                self._refuse(f"cannot subscribe to {destination}: use {prefix}queue/<name>", frame)
                 return
             case _:
-                self._refuse(f"unknown destination {destination}", sub)
+                self._refuse(f"unknown destination {destination}", frame)
                 return
         if not await check_permission(self.user, "subscribe", destination):
-            self._refuse(f"permission denied: cannot subscribe to {destination}", sub)
+            self._refuse(f"permission denied: cannot subscribe to {destination}", frame)
             return
         history_key = self._history_key(destination)
-        resume = sub_header(sub, RESUME_HEADER) or self._resume_from
+        resume = frame.get(RESUME_HEADER) or self._resume_from
         if history_key is not None and resume is not None and not is_valid_id(resume):
-            self._refuse(f"{RESUME_HEADER} must be a message-id such as 1700000000000-0", sub)
+            self._refuse(f"{RESUME_HEADER} must be a message-id such as 1700000000000-0", frame)
             return
         if history_key is not None:
             self._recovery.state.begin(str(sub.id))  # hold live messages back until recovered
@@ -473,8 +524,35 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
             return False
         self.node.stats["delivered"] += 1
         if message_id is not None:
-            self._recovery.state.record(sub_id, message_id, body, headers)
+            self._recovery.state.record(sub_id, message_id)
+        if self.connection.outgoing_bytes + self._unsent > self.settings.MAX_OUTBOX_BYTES:
+            self._slow_consumer()
         return True
+
+    def _send_again(
+        self, sub_id: str, body: bytes, headers: Headers, message_id: str | None
+    ) -> bool:
+        """Queue a replayed, redelivered or held-back MESSAGE, counted as replay."""
+        before = self.connection.outgoing_bytes
+        if not self._send(sub_id, body, headers, message_id):
+            return False
+        self._replayed += self.connection.outgoing_bytes - before
+        if self._replayed > self.settings.MAX_OUTBOX_BYTES:
+            self._slow_consumer()
+        return True
+
+    async def _drain(self) -> bool:
+        """Hand what is queued to the server; whether the session may take more.
+
+        Recovery calls it between pages of the history: under uvicorn it waits while
+        the socket does not drain.
+        """
+        await self._flush()
+        return not self._closed and self._ending is None
+
+    def _over_budget(self) -> bool:
+        queued = self.connection.outgoing_bytes + self._unsent
+        return queued > self.settings.MAX_OUTBOX_BYTES or self._backlog >= self.settings.MAX_OUTBOX
 
     async def _on_unsubscribe(self, sub: Subscription, *, closing: bool = False) -> None:
         if self._routed.pop(str(sub.id), None) is None:
@@ -554,7 +632,7 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
         """
         if self._closed or not self._connected:
             return 0
-        if self._backlog >= self.settings.MAX_OUTBOX:
+        if self._over_budget():
             self._slow_consumer()
             self.node.stats["dropped_slow_consumer"] += 1
             return 0
@@ -562,6 +640,9 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
         count = 0
         for sub_id in tuple(ids):
             if not self._recovery.state.admit(sub_id, message_id, body, headers):
+                if self._recovery.state.held_bytes > self.settings.MAX_OUTBOX_BYTES:
+                    self._slow_consumer()  # held back by a recovery that does not end
+                    break
                 continue
             if self._send(sub_id, body, headers, message_id, prepared):
                 count += 1
@@ -595,18 +676,36 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
         """
         if self._closed or self._ending is DisconnectReason.SLOW_CONSUMER:
             return
+        queued = self.connection.outgoing_bytes + self._unsent
         logger.warning(
-            "x session %s: %d frames waiting, closing as a slow consumer",
+            "x session %s: %d frames, %d bytes waiting, %d replayed; closing as a slow consumer",
             self.session_id,
             self._backlog,
+            queued,
+            self._replayed,
         )
         self._ending = DisconnectReason.SLOW_CONSUMER
         self.node.stats["slow_consumer"] += 1
+        s = self.settings
+        if self._backlog >= s.MAX_OUTBOX:
+            why = f"more than {s.MAX_OUTBOX} messages waiting"
+        elif queued > s.MAX_OUTBOX_BYTES or self._recovery.state.held_bytes > s.MAX_OUTBOX_BYTES:
+            why = f"more than {s.MAX_OUTBOX_BYTES} bytes waiting"
+        else:
+            why = f"more than {s.MAX_OUTBOX_BYTES} bytes replayed without a frame from the client"
         self.connection.send_error(
-            f"slow consumer: more than {self.settings.MAX_OUTBOX} messages waiting"
+            f"slow consumer: {why}",
+            detail="Reconnect and resume from the last message-id received "
+            "(x-resume-from): what was not delivered is still in the history.",
         )
 
         async def close() -> None:
+            if not self._flushing:
+                # A socket that still drains (daphne's always does) takes the ERROR too.
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(self._flush(), 5)
+                if self._closed:
+                    return
             await self._cleanup()
             try:
                 await asyncio.wait_for(self.send({"type": "websocket.close", "code": 1008}), 5)
@@ -653,11 +752,13 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
                 stats["frames_out"] += len(chunks) - chunks.count(b"\n")  # not heart-beats
                 stats["bytes_out"] += sum(map(len, chunks))
                 self._backlog = len(chunks)
+                self._unsent = sum(map(len, chunks))
                 for chunk in chunks:
                     if self.is_closed():
                         break  # closed meanwhile (slow consumer): the socket is not ours
                     await self.send(self._ws_message(chunk))
                     self._backlog -= 1
+                    self._unsent -= len(chunk)
                 self._last_sent = time.monotonic()
             if self.connection.state is State.CLOSING and not self._closed:
                 await self._close()
@@ -675,7 +776,9 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
 
     async def _close(self) -> None:
         await self._cleanup()
-        await self.send({"type": "websocket.close", "code": 1000})
+        # 1008 "policy violation" for a slow consumer, as when it is closed unflushed.
+        slow = self._ending is DisconnectReason.SLOW_CONSUMER
+        await self.send({"type": "websocket.close", "code": 1008 if slow else 1000})
 
     def _call_later(
         self, name: str, delay: float, callback: Callable[..., None], *args: Any
@@ -749,4 +852,4 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
         try:
             await self._on_unsubscribe(sub, closing=True)
         except Exception:
-            logger.exception("cleanup of subscription %s failed", sub.id)
+            logger.exception("cleanup of subscription %r failed", sub.id)

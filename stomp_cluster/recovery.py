@@ -22,12 +22,25 @@ A subscription to a user destination without ``x-resume-from`` still gets the me
 sent while the user had no live session at all (``send_to_user`` marks them pending).
 
 With ``ack:client`` or ``ack:client-individual``, the user's acknowledgements move a
-cursor kept with the history. A NACK sends the message again at once, and a later
-subscription in one of those modes starts after the cursor, so whatever was delivered but
+cursor kept with the history. A NACK sends the message again at once, read back from the
+history (a session keeps the ids of what awaits an acknowledgement, never the bodies:
+10,000 unacknowledged messages of 1 MiB would otherwise be 10 GiB held for one client;
+one trimmed from the history meanwhile is not sent again), and a later subscription in
+one of those modes starts after the cursor, so whatever was delivered but
 not acknowledged (say, the node crashed first) comes again, with ``redelivered: true``.
 Acknowledged messages below the cursor never come again; one acknowledged out of order
 (client-individual) above an older unacknowledged one may, since the cursor marks the
 oldest gap.
+
+Replay is bounded. The history is read :data:`RECOVERY_PAGE` entries at a time, and
+before each further page the consumer hands what is queued to the socket (*drain*),
+which under uvicorn waits while the client does not read; the consumer's byte budget
+(``MAX_OUTBOX_BYTES``) ends a session that still falls behind, and the replay stops
+there. The client reconnects and resumes from the last id it received: nothing is lost.
+
+The headers recovery sets (``x-recovered``, ``redelivered``) come first among a
+MESSAGE's extra headers, and a copy of them among the stored ones is dropped: under
+STOMP 1.2 the first of a repeated header wins, and a recipient trusts them.
 
 When the history no longer reaches back to the client's id (trimmed by
 ``HISTORY_MAX_LENGTH`` or ``HISTORY_MAX_AGE``), the SUBSCRIBE's RECEIPT and the first
@@ -38,7 +51,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from stomp_cluster.backends import get_history
@@ -65,8 +78,19 @@ RECOVERED_HEADER = "x-recovered"
 #: MESSAGE header on a message that may have been delivered before (JMS, RabbitMQ use it).
 REDELIVERED_HEADER = "redelivered"
 
-#: History entries read per round trip while recovering a subscription.
-RECOVERY_PAGE = 1000
+#: History entries read per round trip while recovering a subscription; between pages
+#: the session's queue is drained.
+RECOVERY_PAGE = 100
+
+#: Headers only recovery sets on a MESSAGE; a stored message's copies are dropped.
+_OWN_HEADERS = frozenset({RECOVERED_HEADER, REDELIVERED_HEADER})
+
+
+def _with(own: Headers, headers: Headers) -> Headers:
+    """*own* (the server's headers) first, then *headers* without any copy of ours."""
+    if not own:
+        return headers
+    return (*own, *(h for h in headers if h[0] not in _OWN_HEADERS))
 
 
 @dataclass
@@ -80,8 +104,11 @@ class RecoveryState:
     held: dict[str, list[tuple[str, bytes, Headers]]] = field(default_factory=dict)
     #: Subscription id -> (history key, destination) of client-acknowledged ones.
     acking: dict[str, tuple[str, str]] = field(default_factory=dict)
-    #: Subscription id -> delivered, not yet acknowledged messages, oldest first.
-    unacked: dict[str, dict[str, tuple[bytes, Headers]]] = field(default_factory=dict)
+    #: Subscription id -> ids of delivered, not yet acknowledged messages, oldest first.
+    unacked: dict[str, dict[str, None]] = field(default_factory=dict)
+    #: Bytes of the bodies held back, all subscriptions together: the consumer ends a
+    #: session whose recovery holds more than its byte budget.
+    held_bytes: int = 0
 
     def begin(self, sub_id: str) -> None:
         """Start holding back live messages for *sub_id* (step 1)."""
@@ -100,6 +127,7 @@ class RecoveryState:
         held = self.held.get(sub_id)
         if held is not None:
             held.append((message_id, body, headers))
+            self.held_bytes += len(body)
             return False
         last = self.last_ids.get(sub_id)
         return last is None or parse_id(message_id) > parse_id(last)
@@ -115,6 +143,7 @@ class RecoveryState:
     def finish(self, sub_id: str) -> list[tuple[str, bytes, Headers]]:
         """Stop holding back; return the held messages newer than the last delivered."""
         held = self.held.pop(sub_id, [])
+        self.held_bytes -= sum(len(m[1]) for m in held)
         last = parse_id(self.last_ids.get(sub_id, "0-0"))
         fresh = sorted((m for m in held if parse_id(m[0]) > last), key=lambda m: parse_id(m[0]))
         unique: list[tuple[str, bytes, Headers]] = []
@@ -128,12 +157,12 @@ class RecoveryState:
         self.acking[sub_id] = (key, destination)
         self.unacked[sub_id] = {}
 
-    def record(self, sub_id: str, message_id: str, body: bytes, headers: Headers) -> None:
-        """A history message went out on *sub_id*; keep it if it awaits an ACK."""
+    def record(self, sub_id: str, message_id: str) -> None:
+        """A history message went out on *sub_id*; keep its id if it awaits an ACK."""
         unacked = self.unacked.get(sub_id)
         if unacked is not None:
             unacked.pop(message_id, None)
-            unacked[message_id] = (body, headers)
+            unacked[message_id] = None
 
     def settle(self, sub_id: str, message_ids: tuple[str, ...]) -> str | None:
         """Forget acknowledged messages; return the new acknowledgement cursor.
@@ -144,7 +173,9 @@ class RecoveryState:
         unacked = self.unacked.get(sub_id)
         if unacked is None:
             return None
-        settled = [m for m in message_ids if unacked.pop(m, None) is not None]
+        settled = [m for m in message_ids if m in unacked]
+        for m in settled:
+            del unacked[m]
         if not settled:
             return None
         newest = max(settled, key=parse_id)
@@ -154,18 +185,15 @@ class RecoveryState:
                 return previous_id(oldest_open)
         return newest
 
-    def redeliveries(
-        self, sub_id: str, message_ids: tuple[str, ...]
-    ) -> list[tuple[str, bytes, Headers]]:
-        """The NACKed messages to send again, oldest first."""
+    def redeliveries(self, sub_id: str, message_ids: tuple[str, ...]) -> list[str]:
+        """The ids of the NACKed messages to send again, oldest first."""
         unacked = self.unacked.get(sub_id, {})
-        found = [(m, *unacked[m]) for m in message_ids if m in unacked]
-        return sorted(found, key=lambda m: parse_id(m[0]))
+        return sorted((m for m in message_ids if m in unacked), key=parse_id)
 
     def forget(self, sub_id: str) -> None:
         """The subscription is gone."""
         self.last_ids.pop(sub_id, None)
-        self.held.pop(sub_id, None)
+        self.held_bytes -= sum(len(m[1]) for m in self.held.pop(sub_id, ()))
         self.acking.pop(sub_id, None)
         self.unacked.pop(sub_id, None)
 
@@ -173,6 +201,9 @@ class RecoveryState:
 #: Queues one MESSAGE on a subscription: ``(subscription id, body, headers, message id)``;
 #: returns whether it was queued.
 SendMessage = Callable[[str, bytes, Headers, "str | None"], bool]
+
+#: Hands the session's queue to the socket; returns whether the session may take more.
+Drain = Callable[[], Awaitable[bool]]
 
 
 class SessionRecovery:
@@ -183,9 +214,17 @@ class SessionRecovery:
     :attr:`state` is the bookkeeping the consumer also consults for each live message.
     """
 
-    def __init__(self, send: SendMessage, stats: Counter[str], session_id: str = "") -> None:
+    def __init__(
+        self,
+        send: SendMessage,
+        stats: Counter[str],
+        session_id: str = "",
+        *,
+        drain: Drain | None = None,
+    ) -> None:
         self.state = RecoveryState()
         self._send = send
+        self._drain = drain
         self._stats = stats
         self.session_id = session_id
 
@@ -235,16 +274,22 @@ class SessionRecovery:
             first = True
             while after is not None:
                 # Page through: a short read would leave a gap before the held messages.
+                if not first and self._drain is not None and not await self._drain():
+                    break  # over budget or gone: the client resumes from what it got
                 page = await history.read(key, after, destination=destination, limit=RECOVERY_PAGE)
                 if first:
                     complete, first = page.complete, False
                     extra: Headers = () if complete else ((RECOVERED_HEADER, "false"),)
                 self._stats["redelivered" if again else "recovered"] += len(page.entries)
+                full = len(page.entries) == RECOVERY_PAGE
                 for entry in page.entries:
-                    self._send(sub_id, entry.body, entry.headers + extra + again, entry.id)
+                    headers = _with(extra + again, entry.headers)
+                    if not self._send(sub_id, entry.body, headers, entry.id):
+                        full = False  # the session is ending: read no more
+                        break
                     state.delivered(sub_id, entry.id)
                     extra = ()
-                after = page.entries[-1].id if len(page.entries) == RECOVERY_PAGE else None
+                after = page.entries[-1].id if full else None
             if resume is not None:
                 receipt = ((RECOVERED_HEADER, "true" if complete else "false"),)
         except BackendUnavailable:
@@ -276,11 +321,36 @@ class SessionRecovery:
                 "history unavailable: session %s could not record its ACK", self.session_id
             )
 
-    def nack(self, sub_id: str, message_ids: tuple[str, ...]) -> None:
+    async def nack(self, sub_id: str, message_ids: tuple[str, ...]) -> None:
         """Send NACKed history messages again at once, marked ``redelivered``.
 
-        Others are dropped, as STOMP leaves NACK's effect to the server.
+        They are read back from the history, page by page as for a recovery. Others
+        (and any trimmed from the history meanwhile) are dropped, as STOMP leaves
+        NACK's effect to the server.
         """
-        for message_id, body, headers in self.state.redeliveries(sub_id, message_ids):
-            self._stats["redelivered"] += 1
-            self._send(sub_id, body, (*headers, (REDELIVERED_HEADER, "true")), message_id)
+        wanted = self.state.redeliveries(sub_id, message_ids)
+        history = get_history()
+        if not wanted or history is None:
+            return
+        key, destination = self.state.acking[sub_id]
+        remaining = set(wanted)
+        newest = parse_id(wanted[-1])
+        after = previous_id(wanted[0])
+        again = ((REDELIVERED_HEADER, "true"),)
+        try:
+            while remaining:
+                page = await history.read(key, after, destination=destination, limit=RECOVERY_PAGE)
+                for entry in page.entries:
+                    if entry.id not in remaining:
+                        continue
+                    remaining.discard(entry.id)
+                    self._stats["redelivered"] += 1
+                    if not self._send(sub_id, entry.body, _with(again, entry.headers), entry.id):
+                        return  # the session is ending
+                if len(page.entries) < RECOVERY_PAGE or parse_id(page.entries[-1].id) >= newest:
+                    return
+                after = page.entries[-1].id
+                if self._drain is not None and not await self._drain():
+                    return
+        except BackendUnavailable:
+            logger.warning("history unavailable: session %s redelivers nothing", self.session_id)

@@ -64,6 +64,8 @@ from stomp_cluster.typing import Headers
 from stomp_cluster.users import UserRef, auser_key
 
 __all__ = [
+    "SENDER_HEADER",
+    "SERVER_HEADERS",
     "Delivery",
     "adisconnect_session",
     "asend_to_destination",
@@ -78,9 +80,17 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+#: MESSAGE header naming the user who sent a message from a STOMP client: the consumer
+#: sets it from the login (absent for an anonymous sender) and drops a client's own.
+SENDER_HEADER = "x-sender"
+
+#: Headers the recovery path sets on a MESSAGE (``x-recovered`` and ``redelivered``, see
+#: :mod:`stomp_cluster.recovery`): a recipient trusts them, so a sender's never travel.
+SERVER_HEADERS = frozenset({"x-recovered", "redelivered"})
+
 #: Headers of a sender's that never travel on: those a MESSAGE reserves for the server,
 #: and the SEND frame's own ``receipt`` and ``transaction``.
-_NOT_FORWARDED = RESERVED_MESSAGE_HEADERS | {"receipt", "transaction"}
+_NOT_FORWARDED = RESERVED_MESSAGE_HEADERS | SERVER_HEADERS | {"receipt", "transaction"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,8 +115,8 @@ def encode_body(
 ) -> tuple[bytes, Headers]:
     """Turn a body and headers into wire bytes and a header tuple.
 
-    Headers the server owns on a MESSAGE (``destination``, ``message-id``, ...) are
-    dropped, as are ``receipt`` and ``transaction``.
+    Headers the server owns on a MESSAGE (``destination``, ``message-id``, ...,
+    :data:`SERVER_HEADERS`) are dropped, as are ``receipt`` and ``transaction``.
 
     Raises:
         TypeError: *body* is not str, bytes or JSON-serialisable.
@@ -205,7 +215,7 @@ def _outcome(
         "its channel is full" if isinstance(exc, ChannelFull) else f"the transport failed: {exc!r}"
     )
     logger.warning(
-        "message to %s not delivered to %d node(s): %s", destination, len(failures), reason
+        "message to %r not delivered to %d node(s): %s", destination, len(failures), reason
     )
     raise DeliveryFailed(
         f"not delivered to node {node_id}: {reason}", reached=sum(reached.values())

@@ -182,6 +182,22 @@ async def test_nack_on_a_user_destination_redelivers_at_once():
     await client.disconnect()
 
 
+async def test_a_cumulative_nack_redelivers_from_the_history_across_pages():
+    headers = await login_headers("nadia")
+    for n in range(150):  # more than one page (RECOVERY_PAGE)
+        await asend_to_user("nadia", "/queue/jobs", f"job{n}")
+    await asend_to_user("nadia", "/queue/other", "not this one")
+    client = await connect(headers)
+    _, messages = await subscribe(client, "/user/queue/jobs", ack="client")
+    assert len(messages) == 150
+    await client.send_frame("NACK", {"id": messages[-1].get("ack")})
+    again = [await client.receive_frame() for _ in range(150)]
+    assert [m.body for m in again] == [m.body for m in messages]
+    assert {m.get("redelivered") for m in again} == {"true"}
+    assert await client.receive_nothing()
+    await client.disconnect()
+
+
 async def test_unacknowledged_messages_come_again_after_reconnect_acknowledged_never():
     headers = await login_headers("abel")
     client = await connect(headers)

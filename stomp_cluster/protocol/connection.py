@@ -169,10 +169,19 @@ class StompConnection:
         self._messages: MessageEncoder | None = None  # from accept_connect(), in the version
         self._events: list[Event] = []
         self._outgoing: list[bytes] = []
+        self._outgoing_bytes = 0  # the size of _outgoing, for the consumer's byte budget
         self._error_frame: bytes | None = None
         self._sealed = False  # the ERROR frame went out; nothing follows it
         # Checked once per connection, as formatting every frame would be costly.
         self._debug = logger.isEnabledFor(logging.DEBUG)
+
+    @property
+    def outgoing_bytes(self) -> int:
+        """Bytes queued for :meth:`data_to_send` and not yet taken: what this connection
+        holds for its peer, which a server bounds per session."""
+        if self._error_frame is None:
+            return self._outgoing_bytes
+        return self._outgoing_bytes + len(self._error_frame)
 
     @property
     def subscriptions(self) -> Mapping[SubscriptionId, Subscription]:
@@ -195,16 +204,27 @@ class StompConnection:
             data = data.encode(errors="surrogatepass")
         self._reader.feed(data)
 
-    def events_received(self) -> list[Event]:
+    def events_received(self, limit: int | None = None) -> list[Event]:
         """Parse the buffered bytes and return the events they produce, in order.
 
         Handle each event in turn, then write :meth:`data_to_send`. Parsing stops at a
         CONNECT (until :meth:`accept_connect`), a DISCONNECT or an error.
 
+        Args:
+            limit: parse no more frames once this many events are ready, and leave the
+                rest of the buffer for the next call. One WebSocket message may hold
+                a hundred thousand small frames; a caller that handles events in
+                batches of *limit* and lets other work run between batches cannot be
+                held by one peer for longer than a batch takes. A frame may produce
+                more than one event (a COMMIT gives its whole transaction), so a
+                batch can exceed *limit* by one frame's events. ``None``: parse all.
+
         Returns:
             The new events; empty if no complete frame has arrived.
         """
         while self.state is State.CONNECTED or self.state is State.AWAITING_CONNECT:
+            if limit is not None and len(self._events) >= limit:
+                break
             try:
                 frame = self._reader.next_frame()
                 if frame is None:
@@ -318,9 +338,10 @@ class StompConnection:
                 f"invalid ack mode {_shorten(mode)!r}",
                 "The valid values for the ack header are auto, client, or client-individual.",
             ) from None
-        subscription = Subscription(
-            SubscriptionId(subscription_id), destination, ack, frame.headers
-        )
+        # The frame's other headers stay on the event: a subscription lives as long as
+        # the connection, and keeping a hundred 8 KiB headers each would let 1,000
+        # subscriptions hold 800 MiB.
+        subscription = Subscription(SubscriptionId(subscription_id), destination, ack)
         self._client_state.subscribe(subscription)
         self._events.append(SubscribeRequested(subscription, frame))
 
@@ -391,6 +412,7 @@ class StompConnection:
             Whole frames and heart-beat EOLs; an ERROR frame is always the last item.
         """
         data, self._outgoing = self._outgoing, []
+        self._outgoing_bytes = 0
         if self._error_frame is not None:
             data.append(self._error_frame)
             self._error_frame = None
@@ -492,9 +514,9 @@ class StompConnection:
         if self._debug:
             head = _message_head(destination, subscription.id, message_id, ack)
             logger.debug("> %s", prepared.frame(head))
-        self._outgoing.append(
-            messages.encode(prepared, destination, subscription.id, message_id, ack)
-        )
+        frame = messages.encode(prepared, destination, subscription.id, message_id, ack)
+        self._outgoing.append(frame)
+        self._outgoing_bytes += len(frame)
         return message_id
 
     def send_receipt(self, receipt_id: str, *, headers: Headers = ()) -> None:
@@ -552,6 +574,7 @@ class StompConnection:
             # "if the sender has no real STOMP frame to send, it MUST send an
             # end-of-line (EOL)" (1.2, Heart-beating)
             self._outgoing.append(b"\n")
+            self._outgoing_bytes += 1
 
     # Internals.
 
@@ -569,7 +592,9 @@ class StompConnection:
             return
         if self._debug:
             logger.debug("> %s", frame)
-        self._outgoing.append(encode_frame(frame, self.version if self._accepted else None))
+        data = encode_frame(frame, self.version if self._accepted else None)
+        self._outgoing.append(data)
+        self._outgoing_bytes += len(data)
 
     def _fail(self, error: ProtocolError, headers: Headers = (), *, emit: bool = True) -> None:
         """Queue the one ERROR frame and start closing."""

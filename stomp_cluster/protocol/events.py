@@ -54,8 +54,10 @@ class Subscription:
         id: the SUBSCRIBE ``id`` header (in 1.0, the destination when absent).
         destination: where the client subscribed.
         ack: the acknowledgment mode.
-        headers: every header of the SUBSCRIBE frame, for server-specific ones such
-            as ``selector``.
+        headers: headers kept for the subscription's lifetime; none from the
+            protocol, which keeps the id, destination and mode only. Read the others
+            (``receipt``, ``selector``, ``x-resume-from``) from the
+            :class:`SubscribeRequested` event's frame while handling it.
     """
 
     id: SubscriptionId
@@ -80,6 +82,8 @@ class Limits:
     max_subscriptions: int = 1000  # open at once
     max_transactions: int = 16  # open at once
     max_transaction_frames: int = 1000  # SEND/ACK/NACK buffered in one transaction
+    max_transaction_bytes: int = 4_194_304  # bytes of the frames buffered in one
+    max_buffered_bytes: int = 8_388_608  # bytes buffered in all open transactions
     max_pending_acks: int = 10_000  # MESSAGEs sent and not yet ACKed or NACKed
 
 

@@ -255,6 +255,11 @@ class FrameReader:
         # "header = header-name ":" header-value" (1.2, Augmented BNF). We split at the
         # first colon and accept further raw colons in the value, as most brokers do,
         # because 1.0 peers cannot escape them.
+        if b"\0" in line:
+            # A NUL ends a frame; inside a header it can only be an attempt to cut a
+            # frame short in some peer's parser downstream. "header-value = *<any OCTET
+            # except CR or LF or ":">" (1.2, Augmented BNF) allows it; no broker should.
+            raise MalformedFrame("NUL byte in header", f"got {_shorten(repr(line))}")
         colon = line.find(b":")
         if colon < 0:
             raise MalformedFrame("header line without colon", f"got {_shorten(repr(line))}")

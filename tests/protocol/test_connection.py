@@ -360,7 +360,7 @@ def test_subscribe(version):
     conn.receive_data(b"SUBSCRIBE\nid:0\ndestination:/queue/foo\nack:client\n\n\x00")
     [event] = conn.events_received()
     headers = (("id", "0"), ("destination", "/queue/foo"), ("ack", "client"))
-    subscription = Subscription("0", "/queue/foo", AckMode.CLIENT, headers)
+    subscription = Subscription("0", "/queue/foo", AckMode.CLIENT)
     assert event == SubscribeRequested(subscription, Frame(Command.SUBSCRIBE, headers))
     assert conn.subscriptions == {"0": subscription}
 

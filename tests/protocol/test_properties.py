@@ -60,10 +60,11 @@ def _headers(name_forbidden: str, value_forbidden: str) -> st.SearchStrategy:
 
 # Header strategies by what the encoding can carry: 1.2 escapes everything, 1.1 cannot
 # escape a carriage return (the encoder replaces it), and unescaped frames cannot carry
-# line delimiters at all, nor a colon in a name.
-HEADERS_1_2 = _headers("", "")
-HEADERS_1_1 = _headers("\r", "\r")
-HEADERS_RAW = _headers("\r\n:", "\r\n")
+# line delimiters at all, nor a colon in a name. No version carries a NUL in a header:
+# the reader refuses it.
+HEADERS_1_2 = _headers("\0", "\0")
+HEADERS_1_1 = _headers("\r\0", "\r\0")
+HEADERS_RAW = _headers("\r\n:\0", "\r\n\0")
 COMMANDS = st.sampled_from(sorted(ALL_COMMANDS, key=lambda command: command.value))
 BODIES = st.binary(max_size=64)
 
