@@ -16,15 +16,17 @@ from stomp_cluster.messages import Publish
 from stomp_cluster.protocol import Command
 from stomp_cluster.testing import StompCommunicator
 from testproject.asgi import application
-from tests.support.communicator import assert_error_and_close, login_headers, make_user
+from tests.support.communicator import (
+    assert_error_and_close,
+    connected_client,
+    login_headers,
+    make_user,
+)
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(30)]
 
 
-async def client(version: str = "1.2", headers=None, **kwargs) -> StompCommunicator:
-    communicator = StompCommunicator(application, "/ws", version=version, **kwargs)
-    await communicator.connect_stomp(headers)
-    return communicator
+client = connected_client
 
 
 async def test_connected_frame_headers():

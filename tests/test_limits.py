@@ -16,7 +16,8 @@ from stomp_cluster import asend_to_user
 from stomp_cluster.protocol import Command
 from stomp_cluster.testing import StompCommunicator
 from testproject.asgi import application
-from tests.test_consumer import assert_error_and_close, client, login_headers
+from tests.support.communicator import assert_error_and_close, login_headers
+from tests.support.communicator import connected_client as client
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from stomp_cluster.protocol import Limits, SendRequested, Version
-from tests.protocol.helpers import connected
+from tests.support.protocol import connected
 
 V10, V11, V12 = Version.V1_0, Version.V1_1, Version.V1_2
 

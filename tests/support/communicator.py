@@ -15,6 +15,7 @@ from django.contrib.auth import get_user_model
 from stomp_cluster import connection_token
 from stomp_cluster.protocol import Command
 from stomp_cluster.testing import StompCommunicator
+from testproject.asgi import application
 
 __all__ = ["assert_error_and_close", "login_headers", "make_user"]
 
@@ -42,3 +43,12 @@ async def assert_error_and_close(c: StompCommunicator, message_part: str) -> Non
     assert frame.command is Command.ERROR
     assert message_part in (frame.get("message") or ""), frame
     assert await c.receive_close() == 1000
+
+
+async def connected_client(
+    version: str = "1.2", headers: dict[str, str] | None = None, **kwargs: Any
+) -> StompCommunicator:
+    """A StompCommunicator on the test project's application, CONNECTED."""
+    communicator = StompCommunicator(application, "/ws", version=version, **kwargs)
+    await communicator.connect_stomp(headers)
+    return communicator
