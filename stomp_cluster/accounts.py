@@ -32,7 +32,7 @@ sessions. A save that is rolled back closes nothing. Changes made behind the ORM
 back (``QuerySet.update()``, raw SQL) are not seen: call :func:`disconnect_user` after
 them. Sessions are closed in the saving thread, which waits for the registry (bounded by
 its timeouts); a failure is logged and never fails the save or the logout. Each change
-also empties this node's login caches (:mod:`stomp_cluster.caches`).
+also empties this node's login caches (``stomp_cluster.caches``).
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ consumer runs, even when the client then logs in with a token or has no cookie a
 
 Logins cannot starve the node:
 
-* every check runs on a bounded pool of its own (:mod:`stomp_cluster.workers`), never on
+* every check runs on a bounded pool of its own (``stomp_cluster.workers``), never on
   asgiref's one thread-sensitive worker: password checks on ``passwords``, token users and
   cookie sessions on ``logins``, sync permission hooks on ``handlers``. A token CONNECT
   does not wait behind password checks, and a slow hook delays only its own session;
@@ -32,7 +32,7 @@ Logins cannot starve the node:
   deactivation takes effect at once, on every node. Thirty CONNECTs of one user cost one
   hash instead of thirty;
 * failed CONNECTs are throttled per login and per client address
-  (:mod:`stomp_cluster.throttle`), with the ERROR ``too many failed logins: retry in N s``.
+  (``stomp_cluster.throttle``), with the ERROR ``too many failed logins: retry in N s``.
   The throttle is asked only before a password check: a valid token, and a password this
   node verified a moment ago, still get in, so that whoever fails on purpose cannot lock a
   user with a token or a live session out.
@@ -259,7 +259,7 @@ async def check_permission(user: Any, action: str, destination: str) -> bool:
     a wildcard of ``HISTORY_TOPICS`` would create (``/topic/room.*`` lets anyone who may
     send create one history per made-up name; a destination listed exactly is allowed).
     A hook, when set, decides all of it itself. A sync hook runs on the ``handlers`` pool
-    (:mod:`stomp_cluster.workers`), so it may query the database, and a slow one delays
+    (``stomp_cluster.workers``), so it may query the database, and a slow one delays
     only the session that asked; an async hook is awaited.
     """
     settings = get_settings()

@@ -13,7 +13,7 @@ startup, like ``admin.py``) and may be sync or async::
         await request.apublish(f"/topic/chat.{room}", request.body)
 
 Sync handlers run on the ``handlers`` thread pool (``HANDLER_WORKERS`` threads, see
-:mod:`stomp_cluster.workers`), so they may use the ORM, and one slow handler delays only
+``stomp_cluster.workers``), so they may use the ORM, and one slow handler delays only
 its own session. Each call is a unit of its own: sync handlers no longer share one
 thread, so a handler may not keep thread-local state between calls (database
 connections are cleaned up around each call, as ``database_sync_to_async`` does).
