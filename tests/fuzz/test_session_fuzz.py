@@ -73,8 +73,6 @@ from tests.support.budgets import assert_within_budgets
 
 __all__ = ["LIMITS", "SessionMachine"]
 
-pytestmark = [pytest.mark.timeout(600)]
-
 # -- budgets ---------------------------------------------------------------------------
 
 settings.register_profile(
@@ -96,6 +94,9 @@ settings.register_profile(
 )
 #: ``FUZZ_PROFILE=long`` (what ``make fuzz`` sets) picks the long budget.
 PROFILE = "stomp-fuzz-long" if os.environ.get("FUZZ_PROFILE") == "long" else "stomp-fuzz-short"
+
+# The long budget runs for as long as it takes (0: no timeout).
+pytestmark = [pytest.mark.fuzz, pytest.mark.timeout(0 if PROFILE == "stomp-fuzz-long" else 300)]
 
 #: Low limits, so that a few steps reach every one of them.
 LIMITS: dict[str, int] = {
