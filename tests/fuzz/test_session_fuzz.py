@@ -350,10 +350,10 @@ class SessionMachine(RuleBasedStateMachine):
         connected, code = await self.client.connect(ANSWER_TIMEOUT)
         assert connected, f"WebSocket refused with code {code}"
 
-    async def _connect(self) -> None:
+    async def _connect(self, command: str = "CONNECT") -> None:
         heart = [("heart-beat", "0,0")] if self.version is not Version.V1_0 else []
         headers = [("accept-version", self.version.value), ("host", "localhost"), *heart]
-        await self._transmit([encode("CONNECT", headers, b"", self.version)])
+        await self._transmit([encode(command, headers, b"", self.version)])
         frames = await self._answer(lambda got: any(f.command is Command.CONNECTED for f in got))
         connected = frames[-1]
         assert connected.command is Command.CONNECTED, frames
@@ -511,17 +511,42 @@ class SessionMachine(RuleBasedStateMachine):
         self._run(self._connect())
 
     @precondition(lambda self: not self.live)
-    @rule(version=st.sampled_from(VERSIONS), early=st.sampled_from([False, False, True]))
-    def reopen(self, version: str, early: bool) -> None:
-        """A new session; *early*: it sends a frame before CONNECT, and is refused."""
+    @rule(
+        version=st.sampled_from(VERSIONS),
+        start=st.sampled_from(["CONNECT", "CONNECT", "STOMP", "frame first", "damaged CONNECT"]),
+        data=st.data(),
+    )
+    def reopen(self, version: str, start: str, data: st.DataObject) -> None:
+        """A new session, opened with CONNECT or STOMP, or refused, or damaged.
+
+        "frame first": a SEND before CONNECT, refused with one ERROR. "damaged CONNECT":
+        a mutated CONNECT, which may be accepted, refused, or wait for more bytes; the
+        session is not used further.
+        """
         self._run(self._finish())
         self._run(self._open(version))
-        if early:
-            data = encode("SEND", [("destination", TOPICS[0])], b"x", self.version)
-            self._run(self._transmit([data]))
-            self._run(self._expect_error())
-        else:
-            self._run(self._connect())
+        match start:
+            case "CONNECT":
+                self._run(self._connect())
+            case "STOMP":
+                self._run(self._connect("STOMP" if self.version is not Version.V1_0 else "CONNECT"))
+            case "frame first":
+                frame = encode("SEND", [("destination", TOPICS[0])], b"x", self.version)
+                self._run(self._transmit([frame]))
+                self._run(self._expect_error())
+            case "damaged CONNECT":
+                headers = [("accept-version", self.version.value), ("host", "localhost")]
+                damaged = mutate(
+                    encode("CONNECT", headers, b"", self.version),
+                    data.draw(st.sampled_from(MUTATIONS), label="mutation"),
+                    data.draw(st.integers(0, 80), label="position"),
+                    data.draw(st.binary(min_size=1, max_size=4), label="noise"),
+                )
+                self._run(self._transmit(cut(damaged, data.draw(splits, label="pieces"))))
+                self._run(self._quiet())
+                assert self.errors <= 1
+                if self.errors:
+                    self._run(self._expect_closed())
 
     @precondition(lambda self: self.live)
     @rule(
@@ -792,11 +817,15 @@ class SessionMachine(RuleBasedStateMachine):
 
     @invariant()
     def within_budgets(self) -> None:
-        if not self.live or self.client is None:
+        if self.client is None or self.closed:
             return
         consumer = self._run(self._consumer())
-        assert consumer is not None, "the session is not on the node"
+        if consumer is None:  # not CONNECTED (yet), or gone
+            assert not self.live, "the session is not on the node"
+            return
         used = assert_within_budgets(consumer, get_settings())
+        if not self.live:
+            return  # after a damaged frame the model no longer knows what the session holds
         assert used.subscriptions == len(self.subs), (used, self.subs)
         assert used.transactions == len(self.txs), (used, self.txs)
         assert used.pending_acks == sum(len(p) for p in self.pending.values()), used
