@@ -19,6 +19,8 @@ unacknowledged messages) says what the server must answer, and after every step:
 * a mutated frame (flipped, inserted or dropped bytes, a truncated frame, a missing
   NUL) may be anything, so only the rules that always hold are checked: at most one
   ERROR, nothing after it but the close, nothing after the close;
+* no frame the server sends holds a NUL in a header (one bug tolerated, see below), and
+  each one parses;
 * the memory the session holds stays within the configured budgets
   (:func:`tests.support.budgets.assert_within_budgets`).
 
@@ -31,7 +33,12 @@ profiles have names of their own so that they change no other Hypothesis test.
 
 A sequence that finds a bug in ``stomp_cluster`` is not fixed by loosening this test:
 it is written down as a test of its own, marked ``xfail(strict=True)`` with the minimal
-frame sequence, so that the suite stays green and the bug stays visible.
+frame sequence, so that the suite stays green and the bug stays visible. Known today:
+
+* a NUL byte inside a header of a SEND is forwarded in the MESSAGE, where it ends the
+  frame for the recipient's parser
+  (:func:`test_nul_in_a_sent_header_is_not_forwarded`). The machine tolerates a NUL in
+  the headers of a MESSAGE, and only there, until it is fixed.
 """
 
 from __future__ import annotations
@@ -408,6 +415,12 @@ class SessionMachine(RuleBasedStateMachine):
             if frame.command is Command.ERROR:
                 self.errors += 1
                 self.live = False
+            if any("\0" in name or "\0" in value for name, value in frame.headers):
+                # A NUL inside a header ends the frame early for the client's parser. The
+                # server forwards one from a SEND today: a known bug, kept visible by
+                # test_nul_in_a_sent_header_is_not_forwarded (xfail); tolerated here only
+                # for MESSAGE frames, so that the fuzz can look for everything else.
+                assert frame.command is Command.MESSAGE, f"NUL in a header: {frame}"
             frames.append(frame)
             self._record_message(frame)
         return frames
@@ -892,3 +905,32 @@ def test_session_survives_random_and_malformed_frames(fuzz_loop: _Loop) -> None:
     SessionMachine.env = fuzz_loop
     with override_settings(STOMP_CLUSTER=FUZZ_SETTINGS):
         run_state_machine_as_test(SessionMachine, settings=settings.get_profile(PROFILE))
+
+
+@pytest.mark.django_db
+@pytest.mark.xfail(
+    strict=True,
+    reason="known bug: a NUL inside a SEND header is accepted and forwarded in the MESSAGE, "
+    "where it ends the frame for the recipient's parser (a header value may not hold one "
+    "in a frame a client can parse). Once fixed, remove this mark and the tolerance in "
+    "SessionMachine._absorb.",
+)
+async def test_nul_in_a_sent_header_is_not_forwarded() -> None:
+    """SUBSCRIBE to a topic, SEND to it with ``x:a<NUL>b``: refused, or delivered without it.
+
+    The minimal sequence, under STOMP 1.2 (every version does the same)::
+
+        CONNECT accept-version:1.2
+        SUBSCRIBE id:0 destination:/topic/t receipt:r
+        SEND destination:/topic/t x:a\\0b   body "hi"
+    """
+    client = StompCommunicator(application, "/ws")
+    await client.connect_stomp()
+    await client.send_frame("SUBSCRIBE", {"id": "0", "destination": "/topic/t", "receipt": "r"})
+    assert (await client.receive_frame()).command is Command.RECEIPT
+    await client.send_to(text_data="SEND\ndestination:/topic/t\nx:a\0b\n\nhi\0")
+    output = await client.receive_output(ANSWER_TIMEOUT)
+    await client.disconnect()
+    data = output.get("text", "")
+    head = data.split("\n\n", 1)[0]
+    assert data.startswith("ERROR") or "\0" not in head, repr(data)
