@@ -9,6 +9,7 @@
 #   make checkmigrations  fail if a model change has no migration
 #   make test             all of the above and the docs, then pytest with coverage and its report
 #   make test-fast        pytest without cluster, browser and slow tests
+#   make fuzz             a long fuzzing run of one STOMP session (FUZZ_EXAMPLES=2000)
 #   make test-latest      make test in .venv-latest, with the newest versions setup.cfg allows
 #   make demo             migrate, demo users, then the demo cluster
 #   make docs             Sphinx HTML, warnings are errors
@@ -136,6 +137,16 @@ test-latest:
 
 test-fast: venv
 	$(PY) -m pytest -m "not cluster and not browser and not slow" $(PYTEST_ARGS)
+
+# The fuzz test of tests/fuzz with its long budget: FUZZ_EXAMPLES random frame sequences
+# (about 0.5 s each) rather than the few dozen derandomized ones `make test` runs. A
+# failure prints the shortest sequence Hypothesis found, and its database (.hypothesis/)
+# replays it first on the next run.
+FUZZ_EXAMPLES ?= 2000
+
+.PHONY: fuzz
+fuzz: venv
+	FUZZ_PROFILE=long FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest -m fuzz $(PYTEST_ARGS)
 
 # -- demo and docs ---------------------------------------------------------------------------
 

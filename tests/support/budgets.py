@@ -1,0 +1,90 @@
+"""What one STOMP session holds in memory, and the budgets it must stay within.
+
+The fuzz test (``tests/fuzz``) calls :func:`assert_within_budgets` after every step it
+takes against a real :class:`~stomp_cluster.consumer.StompConsumer`. It is the one place
+that says what "the session's memory stays within the configured limits" means, so a
+new budget is one new line here: today the protocol's
+:class:`~stomp_cluster.protocol.Limits` (subscriptions, unacknowledged messages, open
+transactions and the frames each buffers, bytes of a frame not yet complete) and the
+consumer's ``MAX_OUTBOX`` (frames queued for the socket). Byte budgets, when the
+settings grow them (bytes queued to the socket, bytes buffered by transactions and
+subscriptions), belong in :func:`assert_within_budgets` beside these.
+
+The footprint is read from the session's internals on purpose: a client cannot see how
+much the server holds for it, and a test that only looked from outside would not notice
+a limit that is counted but never enforced.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from stomp_cluster.conf import StompSettings
+from stomp_cluster.protocol import State
+
+__all__ = ["Footprint", "assert_within_budgets", "footprint"]
+
+
+@dataclass(frozen=True)
+class Footprint:
+    """What one session holds, counted the way its limits count it.
+
+    Attributes:
+        subscriptions: open subscriptions the protocol keeps.
+        routed: subscriptions the consumer routes messages to.
+        pending_acks: messages sent in client modes and not yet ACKed or NACKed.
+        transactions: open transactions.
+        transaction_frames: the frames the fullest open transaction buffers.
+        unparsed: received bytes of a frame not yet complete.
+        queued: frames queued by the protocol and not yet taken by the consumer.
+        backlog: frames the consumer took and has not written to the socket yet.
+    """
+
+    subscriptions: int
+    routed: int
+    pending_acks: int
+    transactions: int
+    transaction_frames: int
+    unparsed: int
+    queued: int
+    backlog: int
+
+
+def footprint(consumer: Any) -> Footprint:
+    """Count what *consumer* (a ``StompConsumer``) holds now."""
+    connection = consumer.connection
+    client_state = connection._client_state
+    transactions = client_state._transactions
+    return Footprint(
+        subscriptions=len(client_state.subscriptions),
+        routed=len(consumer._routed),
+        pending_acks=len(client_state._owners),
+        transactions=len(transactions),
+        transaction_frames=max((len(t) for t in transactions.values()), default=0),
+        unparsed=connection._reader.buffered,
+        queued=len(connection._outgoing),
+        backlog=consumer._backlog,
+    )
+
+
+def assert_within_budgets(consumer: Any, settings: StompSettings) -> Footprint:
+    """Fail unless *consumer* holds no more than *settings* allow; return its footprint.
+
+    Checked between steps, once the consumer has handled what it received: within one
+    step a frame may be buffered whole before it is refused.
+    """
+    used = footprint(consumer)
+    limits = settings.limits()
+    assert used.subscriptions <= limits.max_subscriptions, used
+    assert used.routed <= used.subscriptions, used
+    assert used.pending_acks <= limits.max_pending_acks, used
+    assert used.transactions <= limits.max_transactions, used
+    assert used.transaction_frames <= limits.max_transaction_frames, used
+    assert used.queued + used.backlog <= settings.MAX_OUTBOX, used
+    if consumer.connection.state is not State.CLOSING:
+        # Input is ignored once closing; until then a partial frame is one frame at most.
+        assert used.unparsed <= limits.max_frame_size, used
+    # The byte budgets of the session (MAX_OUTBOX_BYTES, the bytes transactions and
+    # subscriptions keep, the WebSocket message size) are asserted here once they exist.
+    return used
