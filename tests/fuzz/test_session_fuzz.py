@@ -19,7 +19,7 @@ unacknowledged messages) says what the server must answer, and after every step:
 * a mutated frame (flipped, inserted or dropped bytes, a truncated frame, a missing
   NUL) may be anything, so only the rules that always hold are checked: at most one
   ERROR, nothing after it but the close, nothing after the close;
-* no frame the server sends holds a NUL in a header (one bug tolerated, see below), and
+* no frame the server sends holds a NUL in a header, and
   each one parses;
 * the memory the session holds stays within the configured budgets
   (:func:`tests.support.budgets.assert_within_budgets`).
@@ -33,13 +33,10 @@ Budgets: ``make test`` runs the ``stomp-fuzz-short`` Hypothesis profile, derando
 their own so that they change no other Hypothesis test.
 
 A sequence that finds a bug in ``stomp_cluster`` is not fixed by loosening this test:
-it is written down as a test of its own, marked ``xfail(strict=True)`` with the minimal
-frame sequence, so that the suite stays green and the bug stays visible. Known today:
-
-* a NUL byte inside a header of a SEND is forwarded in the MESSAGE, where it ends the
-  frame for the recipient's parser
-  (:func:`test_nul_in_a_sent_header_is_not_forwarded`). The machine tolerates a NUL in
-  the headers of a MESSAGE, and only there, until it is fixed.
+it is written down as a test of its own with the minimal frame sequence, marked
+``xfail(strict=True)`` until the bug is fixed. The first one it found, a NUL byte inside
+a SEND header forwarded in the MESSAGE (where it ends the frame for the recipient's
+parser), is fixed: :func:`test_nul_in_a_sent_header_is_not_forwarded` now guards it.
 """
 
 from __future__ import annotations
@@ -416,12 +413,10 @@ class SessionMachine(RuleBasedStateMachine):
             if frame.command is Command.ERROR:
                 self.errors += 1
                 self.live = False
-            if any("\0" in name or "\0" in value for name, value in frame.headers):
-                # A NUL inside a header ends the frame early for the client's parser. The
-                # server forwards one from a SEND today: a known bug, kept visible by
-                # test_nul_in_a_sent_header_is_not_forwarded (xfail); tolerated here only
-                # for MESSAGE frames, so that the fuzz can look for everything else.
-                assert frame.command is Command.MESSAGE, f"NUL in a header: {frame}"
+            # A NUL inside a header ends the frame early for the client's parser: the
+            # server refuses one from a client (test_nul_in_a_sent_header_is_not_forwarded)
+            # and never sends one.
+            assert not any("\0" in n or "\0" in v for n, v in frame.headers), frame
             frames.append(frame)
             self._record_message(frame)
         return frames
@@ -918,13 +913,6 @@ def test_session_survives_random_and_malformed_frames(fuzz_loop: _Loop) -> None:
         run_state_machine_as_test(SessionMachine, settings=settings.get_profile(PROFILE))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known bug: a NUL inside a SEND header is accepted and forwarded in the MESSAGE, "
-    "where it ends the frame for the recipient's parser (a header value may not hold one "
-    "in a frame a client can parse). Once fixed, remove this mark and the tolerance in "
-    "SessionMachine._absorb.",
-)
 async def test_nul_in_a_sent_header_is_not_forwarded() -> None:
     """SUBSCRIBE to a topic, SEND to it with ``x:a<NUL>b``: refused, or delivered without it.
 

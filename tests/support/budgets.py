@@ -6,9 +6,9 @@ that says what "the session's memory stays within the configured limits" means, 
 new budget is one new line here: today the protocol's
 :class:`~stomp_cluster.protocol.Limits` (subscriptions, unacknowledged messages, open
 transactions and the frames each buffers, bytes of a frame not yet complete) and the
-consumer's ``MAX_OUTBOX`` (frames queued for the socket). Byte budgets, when the
-settings grow them (bytes queued to the socket, bytes buffered by transactions and
-subscriptions), belong in :func:`assert_within_budgets` beside these.
+consumer's ``MAX_OUTBOX`` (frames queued for the socket), and the byte budgets: bytes
+queued for the socket (``MAX_OUTBOX_BYTES``), bytes one transaction buffers
+(``MAX_TRANSACTION_BYTES``) and all of them together (``MAX_BUFFERED_BYTES``).
 
 The footprint is read from the session's internals on purpose: a client cannot see how
 much the server holds for it, and a test that only looked from outside would not notice
@@ -39,6 +39,9 @@ class Footprint:
         unparsed: received bytes of a frame not yet complete.
         queued: frames queued by the protocol and not yet taken by the consumer.
         backlog: frames the consumer took and has not written to the socket yet.
+        outbox_bytes: bytes of those frames, queued or taken and not yet written.
+        transaction_bytes: the bytes the fullest open transaction buffers.
+        buffered_bytes: the bytes all open transactions buffer.
     """
 
     subscriptions: int
@@ -49,6 +52,9 @@ class Footprint:
     unparsed: int
     queued: int
     backlog: int
+    outbox_bytes: int
+    transaction_bytes: int
+    buffered_bytes: int
 
 
 def footprint(consumer: Any) -> Footprint:
@@ -65,6 +71,9 @@ def footprint(consumer: Any) -> Footprint:
         unparsed=connection._reader.buffered,
         queued=len(connection._outgoing),
         backlog=consumer._backlog,
+        outbox_bytes=connection.outgoing_bytes + consumer._unsent,
+        transaction_bytes=max(client_state._transaction_bytes.values(), default=0),
+        buffered_bytes=client_state._buffered_bytes,
     )
 
 
@@ -85,6 +94,9 @@ def assert_within_budgets(consumer: Any, settings: StompSettings) -> Footprint:
     if consumer.connection.state is not State.CLOSING:
         # Input is ignored once closing; until then a partial frame is one frame at most.
         assert used.unparsed <= limits.max_frame_size, used
-    # The byte budgets of the session (MAX_OUTBOX_BYTES, the bytes transactions and
-    # subscriptions keep, the WebSocket message size) are asserted here once they exist.
+    assert used.transaction_bytes <= limits.max_transaction_bytes, used
+    assert used.buffered_bytes <= limits.max_buffered_bytes, used
+    # The outbox is checked before a frame is queued, so it may pass its budget by the
+    # one frame that was let in; past that, the session is being closed.
+    assert used.outbox_bytes <= settings.MAX_OUTBOX_BYTES + limits.max_frame_size, used
     return used
