@@ -1,6 +1,6 @@
 """Hostile clients against real nodes: what the node's memory and other clients see.
 
-Two attacks from the review of issue "Hostile and heavy clients cannot hurt a node",
+Attacks from the review of issue "Hostile and heavy clients cannot hurt a node",
 each measured as a user would, with generous bounds (the machine is shared):
 
 * replay amplification against daphne, which buffers whatever it is handed: twenty
@@ -8,6 +8,9 @@ each measured as a user would, with generous bounds (the machine is shared):
   50 KiB, while the client reads nothing. Before the byte budget the node grew by about
   590 MiB; now it hands over at most ``MAX_OUTBOX_BYTES`` and ends the session with an
   ERROR that says so;
+* forged server headers, a forged ``user-id``, a made-up recipient and a transaction
+  over its byte budget, against daphne and uvicorn: what the recipient and the sender
+  see;
 * a flood of small SENDs against uvicorn, about 8 MiB in WebSocket messages as large as
   the node takes (``MAX_WEBSOCKET_MESSAGE_SIZE``): one 8 MiB message stalled another
   client's round trips for 4-7 s before the limit and the batches; now they stay well
@@ -18,12 +21,13 @@ each measured as a user would, with generous bounds (the machine is shared):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.support.clients import unique
+from tests.support.clients import RawStompClient, unique
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -145,3 +149,79 @@ def test_replay_and_floods_cannot_hurt_a_node(cluster, tokens):
         loop.run_until_complete(flood_attack())
     finally:
         loop.close()
+
+
+@pytest.mark.parametrize("server", ["daphne", "uvicorn"])
+def test_forged_headers_made_up_users_and_fat_transactions_against_a_node(server, cluster, tokens):
+    """What a recipient sees of a forging sender, and what a sender is told, over a real node.
+
+    bob forges ``x-recovered``, ``redelivered``, ``x-sender`` and ``message-id`` on a SEND to
+    alice: alice's MESSAGE starts with the server's headers, has no recovery header, and
+    names bob as its sender. A ``user-id`` that is not bob's login, a made-up recipient and
+    a transaction over ``MAX_TRANSACTION_BYTES`` each end bob's session with an ERROR
+    saying so, and store nothing.
+    """
+    (node,) = cluster(1, server=server)
+    queue = f"/queue/{unique('forged')}"
+    with RawStompClient(node.ws_url) as alice, contextlib.ExitStack() as stack:
+        alice.connect(login="alice", passcode=tokens("alice"), accept_version="1.2")
+        alice.send_frame("SUBSCRIBE", {"id": "s", "destination": f"/user{queue}", "receipt": "r"})
+        assert alice.recv_frame().command == "RECEIPT"
+
+        def bob() -> RawStompClient:
+            client = stack.enter_context(RawStompClient(node.ws_url))
+            client.connect(login="bob", passcode=tokens("bob"), accept_version="1.2")
+            return client
+
+        forger = bob()
+        forger.send_frame(
+            "SEND",
+            {
+                "destination": f"/user/alice{queue}",
+                "x-recovered": "true",
+                "redelivered": "true",
+                "x-sender": "admin",
+                "message-id": "1-0",
+                "receipt": "sent",
+            },
+            "hello",
+        )
+        assert forger.recv_frame().command == "RECEIPT"
+        message = alice.recv_frame()
+        assert message.command == "MESSAGE" and message.body == b"hello"
+        names = [name for name, _ in message.header_list]
+        assert names[:4] == ["destination", "message-id", "subscription", "x-sender"], names
+        assert message.headers["x-sender"] == "bob"
+        assert "x-recovered" not in names and "redelivered" not in names
+        assert message.headers["message-id"] != "1-0"
+        assert names.count("x-sender") == 1 and names.count("message-id") == 1
+
+        impostor = bob()
+        impostor.send_frame("SEND", {"destination": f"/user/alice{queue}", "user-id": "admin"})
+        frames, _ = impostor.read_until_closed(timeout=15)
+        assert [(f.command, f.headers.get("message")) for f in frames] == [
+            ("ERROR", "user-id header 'admin' is not the login of this session")
+        ]
+
+        nobody = unique("nobody")
+        guesser = bob()
+        guesser.send_frame("SEND", {"destination": f"/user/{nobody}{queue}"}, "hi")
+        frames, _ = guesser.read_until_closed(timeout=15)
+        assert [(f.command, f.headers.get("message")) for f in frames] == [
+            ("ERROR", f"unknown user {nobody}: message not delivered")
+        ]
+
+        hoarder = bob()
+        hoarder.send_frame("BEGIN", {"transaction": "t"})
+        body = "x" * (MIB - 1024)
+        for _ in range(5):  # 5 MiB into one transaction: over its 4 MiB
+            hoarder.send_frame("SEND", {"destination": "/topic/t", "transaction": "t"}, body)
+        frames, _ = hoarder.read_until_closed(timeout=30)
+        assert [(f.command, f.headers.get("message")) for f in frames] == [
+            ("ERROR", f"too many bytes in transaction: limit is {4 * MIB}")
+        ]
+
+        # Nothing of the refused SENDs reached alice: the next message is the marker.
+        marker = bob()
+        marker.send_frame("SEND", {"destination": f"/user/alice{queue}"}, "marker")
+        assert alice.recv_frame().body == b"marker"
