@@ -494,6 +494,7 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
                 resume,
                 sub.ack,
                 per_user=destinations.is_user(destination),
+                receipted=frame.get("receipt") is not None,
             )
             if receipt:
                 self._receipt_headers = receipt

@@ -42,9 +42,15 @@ The headers recovery sets (``x-recovered``, ``redelivered``) come first among a
 MESSAGE's extra headers, and a copy of them among the stored ones is dropped: under
 STOMP 1.2 the first of a repeated header wins, and a recipient trusts them.
 
-When the history no longer reaches back to the client's id (trimmed by
-``HISTORY_MAX_LENGTH`` or ``HISTORY_MAX_AGE``), the SUBSCRIBE's RECEIPT and the first
-recovered MESSAGE carry ``x-recovered: false``: the client should reload its state.
+Every gap is announced. When the history no longer reaches back to the client's id, or
+to the first message sent while the user was offline (trimmed by ``HISTORY_MAX_LENGTH`` or
+``HISTORY_MAX_AGE``), or cannot be read at all, the SUBSCRIBE's RECEIPT carries
+``x-recovered: false`` (whether or not the client sent ``x-resume-from``) and so does the
+first recovered MESSAGE: the client should reload its state. When no MESSAGE follows (all
+that was missed on this destination was trimmed) and the SUBSCRIBE asked for no receipt,
+the client is told by a *gap MESSAGE* on that subscription: an empty body with
+``x-recovered: false`` and ``x-gap: true`` (Centrifugo's clients know the same fact as
+``recovered: false``). Silence never means "nothing was lost".
 """
 
 from __future__ import annotations
@@ -61,6 +67,7 @@ from stomp_cluster.protocol import AckMode
 from stomp_cluster.typing import Headers
 
 __all__ = [
+    "GAP_HEADER",
     "RECOVERED_HEADER",
     "RECOVERY_PAGE",
     "REDELIVERED_HEADER",
@@ -75,6 +82,8 @@ logger = logging.getLogger(__name__)
 RESUME_HEADER = "x-resume-from"
 #: RECEIPT/MESSAGE header telling whether the history reached back far enough.
 RECOVERED_HEADER = "x-recovered"
+#: MESSAGE header of a gap MESSAGE: an empty body that only says messages were lost.
+GAP_HEADER = "x-gap"
 #: MESSAGE header on a message that may have been delivered before (JMS, RabbitMQ use it).
 REDELIVERED_HEADER = "redelivered"
 
@@ -83,7 +92,10 @@ REDELIVERED_HEADER = "redelivered"
 RECOVERY_PAGE = 100
 
 #: Headers only recovery sets on a MESSAGE; a stored message's copies are dropped.
-_OWN_HEADERS = frozenset({RECOVERED_HEADER, REDELIVERED_HEADER})
+_OWN_HEADERS = frozenset({RECOVERED_HEADER, REDELIVERED_HEADER, GAP_HEADER})
+
+#: The headers of a gap MESSAGE (no message-id of the history: it stands for none).
+_GAP: Headers = ((RECOVERED_HEADER, "false"), (GAP_HEADER, "true"))
 
 
 def _with(own: Headers, headers: Headers) -> Headers:
@@ -237,16 +249,19 @@ class SessionRecovery:
         ack: AckMode,
         *,
         per_user: bool,
+        receipted: bool = True,
     ) -> Headers:
         """Deliver what the subscription missed, then the live messages held back.
 
         *per_user* is True for a user destination: its offline messages (pending) and
         acknowledgement cursor belong to the user; a topic's history is shared, so it has
         neither. Call :meth:`RecoveryState.begin` before routing the subscription.
+        *receipted* says whether the SUBSCRIBE asked for a RECEIPT: without one, a gap
+        that no MESSAGE follows is announced by a gap MESSAGE.
 
         Returns:
             The headers the SUBSCRIBE's RECEIPT carries: ``x-recovered`` when the client
-            resumed, else none.
+            resumed or something was lost, else none.
         """
         history = get_history()
         assert history is not None
@@ -272,6 +287,7 @@ class SessionRecovery:
                 after = resume
             complete = True
             first = True
+            sent_any = False
             while after is not None:
                 # Page through: a short read would leave a gap before the held messages.
                 if not first and self._drain is not None and not await self._drain():
@@ -288,14 +304,21 @@ class SessionRecovery:
                         full = False  # the session is ending: read no more
                         break
                     state.delivered(sub_id, entry.id)
-                    extra = ()
+                    extra, sent_any = (), True
                 after = page.entries[-1].id if full else None
-            if resume is not None:
-                receipt = ((RECOVERED_HEADER, "true" if complete else "false"),)
-        except BackendUnavailable:
-            logger.warning("history unavailable: session %s recovers nothing", self.session_id)
-            if resume is not None:
+            if not complete:
                 receipt = ((RECOVERED_HEADER, "false"),)
+                if not sent_any and not receipted:
+                    self._send(sub_id, b"", _GAP, None)
+            elif resume is not None:
+                receipt = ((RECOVERED_HEADER, "true"),)
+        except BackendUnavailable:
+            # What was missed cannot be known: say it may be lost.
+            logger.warning("history unavailable: session %s recovers nothing", self.session_id)
+            if resume is not None or per_user:
+                receipt = ((RECOVERED_HEADER, "false"),)
+                if not receipted:
+                    self._send(sub_id, b"", _GAP, None)
         finally:
             for message_id, body, headers in state.finish(sub_id):
                 self._send(sub_id, body, headers, message_id)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import Any
+
 import pytest
 from django.test import override_settings
 
@@ -262,3 +265,99 @@ async def test_recovery_pages_through_a_history_longer_than_one_read():
     assert [int(m.body) for m in messages] == list(range(count))
     assert receipt.get("x-recovered") == "true"
     await client.disconnect()
+
+
+# -- Every gap announced ------------------------------------------------------------------
+# When the history cannot give a subscription everything since its cursor or since the user
+# went offline, the RECEIPT says x-recovered:false (with or without x-resume-from), the first
+# MESSAGE says it too, and when no MESSAGE follows and no receipt was asked for, a gap
+# MESSAGE (empty body, x-recovered:false, x-gap:true) says it. Memory and Redis histories.
+
+
+@pytest.fixture(params=["memory", "redis"])
+def gap_history(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A history that keeps 3 messages per user, in memory or in a test Redis."""
+    config: dict[str, Any] = {"HISTORY_MAX_LENGTH": 3, "PASSWORD_LOGIN": True, "NODE_ID": "n"}
+    if request.param == "redis":
+        url = request.getfixturevalue("clean_redis").url
+        config |= {
+            "HISTORY_BACKEND": "stomp_cluster.history.redis.RedisHistory",
+            "HISTORY_OPTIONS": {"hosts": [url]},
+        }
+    with override_settings(STOMP_CLUSTER=config):
+        yield request.param
+
+
+async def test_trimmed_offline_messages_of_one_destination_are_announced_on_the_receipt(
+    gap_history,
+):
+    headers = await login_headers("gale")
+    await asend_to_user("gale", "/queue/t", "lost")  # pending for /queue/t
+    for n in range(5):  # more than HISTORY_MAX_LENGTH others: "lost" is trimmed
+        await asend_to_user("gale", "/queue/other", f"o{n}")
+    client = await connect(headers)
+    receipt, messages = await subscribe(client, "/user/queue/t")
+    assert messages == []
+    assert receipt.get("x-recovered") == "false"
+    await client.disconnect()
+
+
+async def test_without_a_receipt_a_gap_message_tells_the_client(gap_history):
+    headers = await login_headers("gwen")
+    await asend_to_user("gwen", "/queue/t", "lost")
+    for n in range(5):
+        await asend_to_user("gwen", "/queue/other", f"o{n}")
+    client = await connect(headers)
+    await client.send_frame("SUBSCRIBE", {"id": "s", "destination": "/user/queue/t"})
+    gap = await client.receive_frame()
+    assert gap.command is Command.MESSAGE
+    assert (gap.body, gap.get("x-recovered"), gap.get("x-gap")) == (b"", "false", "true")
+    assert gap.get("subscription") == "s"
+    # Live messages follow as usual.
+    await asend_to_user("gwen", "/queue/t", "live")
+    assert (await client.receive_frame()).body == b"live"
+    await client.disconnect()
+
+
+async def test_trimmed_offline_messages_with_survivors_mark_receipt_and_first_message(gap_history):
+    headers = await login_headers("gus")
+    for n in range(10):
+        await asend_to_user("gus", "/queue/t", f"x{n}")
+    client = await connect(headers)
+    receipt, messages = await subscribe(client, "/user/queue/t")
+    assert receipt.get("x-recovered") == "false"
+    assert [m.body for m in messages] == [b"x7", b"x8", b"x9"]
+    assert [m.get("x-recovered") for m in messages] == ["false", None, None]
+    assert all(m.get("x-gap") is None for m in messages)
+    await client.disconnect()
+
+
+async def test_a_complete_offline_delivery_announces_nothing(gap_history):
+    headers = await login_headers("gil")
+    await asend_to_user("gil", "/queue/t", "kept")
+    client = await connect(headers)
+    receipt, messages = await subscribe(client, "/user/queue/t")
+    assert [m.body for m in messages] == [b"kept"]
+    assert receipt.get("x-recovered") is None
+    assert messages[0].get("x-recovered") is None
+    await client.disconnect()
+
+
+async def test_a_resume_whose_gap_holds_nothing_left_gets_a_gap_message(gap_history):
+    headers = await login_headers("gray")
+    client = await connect(headers)
+    await subscribe(client, "/user/queue/t")
+    await asend_to_user("gray", "/queue/t", "seen")
+    seen = await client.receive_frame()
+    await client.disconnect()
+    await asend_to_user("gray", "/queue/t", "lost")
+    for n in range(5):
+        await asend_to_user("gray", "/queue/other", f"o{n}")
+    back = await connect(headers)
+    await back.send_frame(
+        "SUBSCRIBE",
+        {"id": "s", "destination": "/user/queue/t", "x-resume-from": seen.get("message-id")},
+    )
+    gap = await back.receive_frame()
+    assert (gap.body, gap.get("x-recovered"), gap.get("x-gap")) == (b"", "false", "true")
+    await back.disconnect()
