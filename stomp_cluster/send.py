@@ -15,8 +15,20 @@ channel, whatever the number of sockets there. A node that holds no recipient ge
 nothing.
 
 Each call returns a :class:`Delivery` saying how many sessions and nodes it reached
-according to the presence registry at the time of sending. Sending to nobody is not an
-error. A full node inbox raises :class:`DeliveryFailed`: nothing is dropped silently.
+according to the presence registry at the time of sending, and apart from that whether the
+message was kept in a history (its id) for clients that resume, and how many nodes holding
+recipients it missed. Sending to nobody is not an error. What is said is what happened:
+
+* a message kept in a history is not reported as failed because a node's inbox was full,
+  or the transport to it failed: it is recoverable (``x-resume-from``), and a caller that
+  retried would store a duplicate under a new id. The Delivery counts the node in
+  ``missed_nodes`` and a warning is logged;
+* a node known to be dead (its heartbeat lapsed, not reaped yet) gets no push: nobody
+  reads its inbox. It counts in ``missed_nodes``; a user message whose holders are all dead
+  is pending, delivered on the user's next subscription;
+* :class:`DeliveryFailed` is raised only for a message truly lost: not stored anywhere and
+  not handed to a node that holds recipients (a full inbox, a transport failure), or not
+  sent at all (registry or history unavailable). Nothing is dropped silently.
 
 With the in-memory presence backend (``MemoryPresence``, the default) the registry is
 the process's own. A send from a process that runs no node — ``manage.py shell``,
@@ -97,14 +109,27 @@ _NOT_FORWARDED = RESERVED_MESSAGE_HEADERS | SERVER_HEADERS | {"receipt", "transa
 class Delivery:
     """What a send reached, according to the presence registry when it was sent.
 
+    Live sessions reached and messages kept for recovery are told apart: a send that
+    reached no live session may still be ``stored``, and its clients recover it.
+
     Attributes:
         sessions: subscriptions (for a destination) or sessions (for a user or a
-            session) that the message was routed to.
-        nodes: how many nodes it was routed to.
+            session) on live nodes the message was handed to.
+        nodes: how many nodes it was handed to.
+        stored: whether the message was kept in a history (user destinations, and
+            ``HISTORY_TOPICS``): a client that resumes with ``x-resume-from`` recovers
+            it, and a user with no live session gets it on the next subscription.
+        message_id: its history id (the MESSAGE ``message-id``), or None when not stored.
+        missed_nodes: nodes that hold recipients but did not get it: dead (heartbeat
+            lapsed), gone meanwhile, or, for a stored message, a full inbox or a failed
+            transport. Their clients recover a stored message when they resume.
     """
 
     sessions: int
     nodes: int
+    stored: bool = False
+    message_id: str | None = None
+    missed_nodes: int = 0
 
     def __bool__(self) -> bool:
         return bool(self.sessions)
@@ -138,36 +163,71 @@ def encode_body(
 #: Seconds a sender trusts its copy of the node table (node id -> node channel).
 NODE_TABLE_TTL = 2.0
 
+#: Seconds a sender trusts its copy of the table for a node it says is dead: a node that
+#: heartbeats again (after a Redis stall, say) gets pushes again within this time.
+DEAD_NODE_RECHECK = 0.5
+
+#: Node id -> its channel, or None for a node whose heartbeat lapsed (not reaped yet).
+NodeTable = dict[str, str | None]
+
 # Per presence backend: when the table was read, and the table.
-_node_tables: weakref.WeakKeyDictionary[PresenceBackend, tuple[float, dict[str, str]]] = (
+_node_tables: weakref.WeakKeyDictionary[PresenceBackend, tuple[float, NodeTable]] = (
     weakref.WeakKeyDictionary()
 )
 
 
-async def _node_channels(presence: PresenceBackend, *, refresh: bool = False) -> dict[str, str]:
+async def _node_channels(presence: PresenceBackend, *, refresh: bool = False) -> NodeTable:
     # Node channels change only when a node starts, so senders cache the table briefly
-    # and refresh it when a node they must reach is missing from it.
+    # and refresh it when a node they must reach is missing from it. A node whose
+    # heartbeat lapsed (listed with alive=False until reaped) has no channel here: it
+    # gets no push, since nobody reads its inbox.
     cached = _node_tables.get(presence)
     if cached is not None and not refresh and time.monotonic() - cached[0] < NODE_TABLE_TTL:
         return cached[1]
-    table = {node.node_id: node.channel_name for node in await presence.nodes()}
+    table: NodeTable = {
+        node.node_id: node.channel_name if node.alive else None for node in await presence.nodes()
+    }
     _node_tables[presence] = (time.monotonic(), table)
     return table
 
 
-async def _route(by_node: dict[str, int], message: NodeMessage) -> Delivery:
-    """Put *message* on the channel of each node in *by_node*; count what it reached.
-
-    Raises:
-        DeliveryFailed: a node inbox was full or the transport failed, after the message
-            was handed to every other node.
-    """
+async def _live_channels(by_node: dict[str, int]) -> NodeTable:
+    """The node table, read again when a node of *by_node* is unknown to the cached one,
+    or said dead by a copy older than :data:`DEAD_NODE_RECHECK`."""
     if not by_node:
-        return Delivery(sessions=0, nodes=0)
+        return {}
     presence = get_presence()
     channels = await _node_channels(presence)
-    if any(node_id not in channels for node_id in by_node):
+    local = current_node()
+    targets = [n for n in by_node if local is None or n != local.node_id]
+    if any(n not in channels for n in targets) or (
+        any(channels.get(n, "") is None for n in targets)
+        and time.monotonic() - _node_tables[presence][0] >= DEAD_NODE_RECHECK
+    ):
         channels = await _node_channels(presence, refresh=True)
+    return channels
+
+
+async def _route(
+    by_node: dict[str, int],
+    message: NodeMessage,
+    channels: NodeTable | None = None,
+    *,
+    message_id: str | None = None,
+) -> Delivery:
+    """Put *message* on the channel of each live node in *by_node*; count what it reached.
+
+    *channels* is the live node table when the caller read it already; *message_id* the
+    history id of a stored message (then a node missed is not a failure).
+
+    Raises:
+        DeliveryFailed: the message is not stored, and a node inbox was full or the
+            transport failed, after the message was handed to every other node.
+    """
+    if not by_node:
+        return Delivery(sessions=0, nodes=0, stored=message_id is not None, message_id=message_id)
+    if channels is None:
+        channels = await _live_channels(by_node)
     local = current_node()
     transport = None
     wire: dict[str, Any] | None = None
@@ -181,7 +241,7 @@ async def _route(by_node: dict[str, int], message: NodeMessage) -> Delivery:
             continue
         channel = channels.get(node_id)
         if channel is None:
-            gone.add(node_id)  # the node left between the two registry reads
+            gone.add(node_id)  # dead (heartbeat lapsed), or left between the two reads
             continue
         transport = transport or get_transport()
         wire = wire or message.to_wire()
@@ -193,7 +253,9 @@ async def _route(by_node: dict[str, int], message: NodeMessage) -> Delivery:
         for node_id, result in zip(targets, results, strict=True)
         if isinstance(result, BaseException)
     }
-    return _outcome(getattr(message, "destination", None), by_node, failures, gone)
+    return _outcome(
+        getattr(message, "destination", None), by_node, failures, gone, message_id=message_id
+    )
 
 
 def _outcome(
@@ -201,19 +263,41 @@ def _outcome(
     by_node: dict[str, int],
     failures: dict[str, BaseException],
     gone: set[str] | frozenset[str] = frozenset(),
+    *,
+    message_id: str | None = None,
 ) -> Delivery:
     """What a routed message reached, or DeliveryFailed naming the first node it missed.
 
     *failures* maps the nodes the transport refused to its exception; *gone* are nodes
-    skipped because they left the cluster meanwhile (not failures, not reached).
+    skipped because they are dead or left the cluster meanwhile (not failures, not
+    reached). A message with a *message_id* is stored: failures are missed nodes, not an
+    error, since its clients recover it from the history.
     """
     reached = {n: c for n, c in by_node.items() if n not in failures and n not in gone}
+    delivery = Delivery(
+        sessions=sum(reached.values()),
+        nodes=len(reached),
+        stored=message_id is not None,
+        message_id=message_id,
+        missed_nodes=len(failures) + len(gone),
+    )
     if not failures:
-        return Delivery(sessions=sum(reached.values()), nodes=len(reached))
+        return delivery
     node_id, exc = next(iter(failures.items()))
     reason = (
         "its channel is full" if isinstance(exc, ChannelFull) else f"the transport failed: {exc!r}"
     )
+    if message_id is not None:
+        logger.warning(
+            "message %s to %r not pushed to %d node(s) (first %s: %s); "
+            "kept in the history for its clients to recover",
+            message_id,
+            destination,
+            len(failures),
+            node_id,
+            reason,
+        )
+        return delivery
     logger.warning(
         "message to %r not delivered to %d node(s): %s", destination, len(failures), reason
     )
@@ -256,8 +340,9 @@ async def asend_to_destination(
     """Publish to every subscriber of *destination* (e.g. ``/topic/news``), cluster-wide.
 
     Raises:
-        DeliveryFailed: a node inbox was full, or the transport, the registry or
-            (for a ``HISTORY_TOPICS`` destination) the history was unavailable.
+        DeliveryFailed: the registry or (for a ``HISTORY_TOPICS`` destination) the
+            history was unavailable; or, for a destination without a history, a node
+            inbox was full or the transport failed.
         ValueError: *destination* is a ``/user/`` one: use :func:`asend_to_user`.
     """
     if destinations.is_user(destination):
@@ -268,10 +353,11 @@ async def asend_to_destination(
     by_node = await _lookup(presence.destination_nodes(destination))
     message = Publish(destination, payload, extra)
     key = destinations.topic_history_key(destination)
+    message_id = None
     if key is not None:
         message_id = await _append(key, destination, payload, extra, pending=False)
         message = replace(message, id=message_id)
-    return await _route(by_node, message)
+    return await _route(by_node, message, message_id=message_id)
 
 
 async def asend_to_user(
@@ -298,9 +384,14 @@ async def asend_to_user(
         user: a user object, a primary key (int) or a username (str).
         live_only: deliver to live sessions only; keep no history of it.
 
+    Returns:
+        What happened: live sessions reached, and apart from them whether the message
+        is stored (then a full inbox or a dead node is a missed node, not a failure).
+
     Raises:
-        DeliveryFailed: a node inbox was full, or the transport, the registry or the
-            history was unavailable.
+        DeliveryFailed: the registry, the history or Redis was unavailable (then it is
+            not known to be sent); or, with *live_only* or no history, a node inbox was
+            full or the transport failed.
         LookupError: *user* is a pk that matches no user.
     """
     key = await auser_key(user)
@@ -325,14 +416,18 @@ async def asend_to_user(
             node_id: ChannelFull(f"the inbox of node {node_id} is full")
             for node_id in sorted(sent.full)
         }
-        return _outcome(full, sent.nodes, failures)
+        return _outcome(full, sent.nodes, failures, sent.dead, message_id=sent.message_id)
     by_node = await _lookup(presence.user_nodes(key))
+    channels = await _live_channels(by_node)
+    message_id = None
     if history is not None:
         # History first: a client that reconnects after this point recovers the
-        # message from its id even if routing below misses its new node.
-        message_id = await _append(key, full, payload, extra, pending=not by_node)
+        # message from its id even if routing below misses its new node. Pending (for
+        # the next subscription) when no live node holds the user.
+        live = [n for n in by_node if channels.get(n) or (local is not None and n == local.node_id)]
+        message_id = await _append(key, full, payload, extra, pending=not live)
         message = replace(message, id=message_id)
-    return await _route(by_node, message)
+    return await _route(by_node, message, channels, message_id=message_id)
 
 
 async def _append(

@@ -25,8 +25,10 @@ transports ship:
       node, measured on a 2-core machine).
     * *It stays bounded.* A push checks the inbox's length in the same script and fails
       with :class:`~channels.exceptions.ChannelFull` past ``capacity``, which the send
-      helpers report as :class:`~stomp_cluster.exceptions.DeliveryFailed`. The pub/sub
-      layer, the other fast option, queues without bound in the receiving process.
+      helpers report as :class:`~stomp_cluster.exceptions.DeliveryFailed` (or, for a
+      message kept in a history, as a missed node of the
+      :class:`~stomp_cluster.send.Delivery`). The pub/sub layer, the other fast option,
+      queues without bound in the receiving process.
 
     An inbox outlives a reconnect of its node (a list, unlike a pub/sub channel), expires
     ``expiry`` seconds after the last push when its node is gone, and is emptied when a
@@ -47,8 +49,10 @@ base class cannot (it returns None, and the caller goes the normal way), and
 :class:`RedisTransport` can when the registry and the history are Redis backends on its own
 Redis: one Lua script, one round trip, and the lookup and the append become atomic. The
 script owns none of the key layouts it touches: the registry's lookup is the Lua function
-``RedisPresence.user_nodes_function`` gives, the append is the history's
-``APPEND_FUNCTION``, and only the inbox keys are the transport's own.
+``RedisPresence.user_nodes_function`` gives, the liveness check its
+``node_alive_function``, the append is the history's ``APPEND_FUNCTION``, and only the inbox
+keys are the transport's own. A node whose heartbeat lapsed gets no push from it, at once
+rather than at the next sweep: its inbox would only fill up with messages nobody reads.
 """
 
 from __future__ import annotations
@@ -201,35 +205,48 @@ return n + 1
 # KEYS: the history's stream and pending hash, or none. ARGV: 1 user digest, 2 the message
 # (msgpack), 3 "1" to append to the history, 4 destination, 5 body, 6 headers JSON,
 # 7 destination digest (the pending mark). Returns one string: the history id ("" for
-# none), then node id, sessions there, status (1 pushed, 0 this node, -1 inbox full) for
-# each node holding the user, all separated by NUL. The registry's keys are read by its own
-# user_nodes() (RedisPresence.user_nodes_function), the history's written by its append().
+# none), then node id, sessions there, status (1 pushed, 0 this node, -1 inbox full,
+# -2 node dead: its heartbeat lapsed, so nothing is pushed) for each node holding the user,
+# all separated by NUL. The message is pending (kept for the user's next subscription)
+# when no live node holds the user. The registry's keys are read by its own functions
+# (RedisPresence.user_nodes_function and node_alive_function), the history's written by
+# its append().
 _SEND_TO_USER_BODY = r"""
 local found = user_nodes(ARGV[1])
+local status = {}
+local live = 0
+for i, f in ipairs(found) do
+  local s = 0
+  if f[1] ~= LOCAL_NODE then
+    if not node_alive(f[2]) then
+      s = -2
+    elseif redis.call('LLEN', INBOX_HEAD .. f[2] .. INBOX_TAIL) >= CAPACITY then
+      s = -1
+    else
+      s = 1
+    end
+  end
+  if s ~= -2 then live = live + 1 end
+  status[i] = s
+end
 local id = ''
 if ARGV[3] == '1' then
   local pending = ''
-  if #found == 0 then pending = ARGV[7] end
+  if live == 0 then pending = ARGV[7] end
   id = append(KEYS, {MAX_LENGTH, MAX_AGE, ARGV[4], ARGV[5], ARGV[6], pending})
 end
 local element = ARGV[2]
 if id ~= '' then element = '\193' .. id .. '\0' .. element end
 local out = {id}
-for _, f in ipairs(found) do
-  local status = 0
-  if f[1] ~= LOCAL_NODE then
+for i, f in ipairs(found) do
+  if status[i] == 1 then
     local key = INBOX_HEAD .. f[2] .. INBOX_TAIL
-    if redis.call('LLEN', key) >= CAPACITY then
-      status = -1
-    else
-      redis.call('RPUSH', key, element)
-      redis.call('PEXPIRE', key, EXPIRY)
-      status = 1
-    end
+    redis.call('RPUSH', key, element)
+    redis.call('PEXPIRE', key, EXPIRY)
   end
   out[#out + 1] = f[1]
   out[#out + 1] = f[3]
-  out[#out + 1] = status
+  out[#out + 1] = status[i]
 end
 return table.concat(out, '\0')
 """
@@ -238,6 +255,7 @@ return table.concat(out, '\0')
 @functools.cache
 def _send_to_user_script(
     user_nodes_function: str,
+    node_alive_function: str,
     inbox_head: str,
     inbox_tail: str,
     capacity: int,
@@ -256,7 +274,14 @@ def _send_to_user_script(
         "MAX_AGE": lua_string(max_age_ms),
     }
     header = "".join(f"local {name} = {value}\n" for name, value in constants.items())
-    source = LUA_DIGEST + user_nodes_function + APPEND_FUNCTION + header + _SEND_TO_USER_BODY
+    source = (
+        LUA_DIGEST
+        + user_nodes_function
+        + node_alive_function
+        + APPEND_FUNCTION
+        + header
+        + _SEND_TO_USER_BODY
+    )
     return Script.from_source(source)
 
 
@@ -285,11 +310,14 @@ class UserSend:
         message_id: the history id of the message, or None when it was not recorded.
         nodes: node id -> the user's sessions there, for every node holding the user.
         full: the nodes whose inbox was full (the message is not in them).
+        dead: the nodes whose heartbeat had lapsed (not reaped yet): nothing was pushed
+            to them, and the message is pending when no live node holds the user.
     """
 
     message_id: str | None
     nodes: dict[str, int]
     full: frozenset[str]
+    dead: frozenset[str] = frozenset()
 
 
 class RedisTransport(NodeTransport):
@@ -471,6 +499,7 @@ class RedisTransport(NodeTransport):
             keys, max_length, max_age, append = (), 0, 0, ["", b"", "", ""]
         script = _send_to_user_script(
             registry.user_nodes_function,
+            registry.node_alive_function,
             self._inbox_head,
             self._inbox_tail,
             self.capacity,
@@ -484,13 +513,15 @@ class RedisTransport(NodeTransport):
         parts = reply.split(b"\0")
         message_id = parts[0].decode("ascii") or None
         nodes: dict[str, int] = {}
-        full = set()
+        full, dead = set(), set()
         for i in range(1, len(parts), 3):
             node_id = parts[i].decode()
             nodes[node_id] = int(parts[i + 1])
             if parts[i + 2] == b"-1":
                 full.add(node_id)
-        return UserSend(message_id, nodes, frozenset(full))
+            elif parts[i + 2] == b"-2":
+                dead.add(node_id)
+        return UserSend(message_id, nodes, frozenset(full), frozenset(dead))
 
     async def close(self) -> None:
         loop = asyncio.get_running_loop()

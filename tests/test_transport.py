@@ -358,11 +358,11 @@ async def test_a_user_send_lands_once_in_each_far_inbox_with_its_history_id(
 
         delivery = await asend_to_user("ursula", "/queue/n", "hi", headers={"x-k": "v"})
 
-        assert delivery == Delivery(sessions=5, nodes=2)
+        assert delivery == Delivery(5, 2, stored=True, message_id=delivery.message_id)
         # The one-trip script reads the registry itself; otherwise presence is asked.
         assert (lookups == []) is (path == "one_trip")
         message_id = await history.last_id("ursula")
-        assert message_id is not None
+        assert message_id is not None and message_id == delivery.message_id
         [entry] = (await history.read("ursula", "0-0")).entries
         assert (entry.id, entry.destination, entry.body) == (message_id, USER_DESTINATION, b"hi")
         for node_id in ("far-0", "far-1"):
@@ -394,8 +394,8 @@ async def test_a_send_to_an_offline_user_waits_in_the_history(path, clean_redis,
 
         delivery = await asend_to_user("olga", "/queue/n", "later")
 
-        assert delivery == Delivery(sessions=0, nodes=0)
         message_id = await history.last_id("olga")
+        assert delivery == Delivery(0, 0, stored=True, message_id=message_id)
         assert message_id is not None
         [entry] = (await history.read("olga", "0-0")).entries
         assert (entry.id, entry.body) == (message_id, b"later")
@@ -430,7 +430,7 @@ async def test_a_live_only_send_keeps_no_history_and_carries_no_id(path, clean_r
 
 
 @paths
-async def test_a_full_inbox_fails_the_send_but_not_the_other_node(path, clean_redis, raw):
+async def test_a_full_inbox_misses_a_stored_send_but_fails_a_live_only_one(path, clean_redis, raw):
     with path_settings(path, clean_redis.url, clean_redis.port, capacity=2):
         await register({"far-0": 2, "far-1": 3})
         assert uses_one_trip() is (path == "one_trip")
@@ -440,14 +440,23 @@ async def test_a_full_inbox_fails_the_send_but_not_the_other_node(path, clean_re
         for n in range(2):
             await transport.send(full, message(n))
 
+        # Stored in the history: recoverable, so not a failure (a retry would duplicate).
+        delivery = await asend_to_user("ursula", "/queue/n", "hi")
+
+        message_id = await history.last_id("ursula")
+        assert delivery == Delivery(3, 1, stored=True, message_id=message_id, missed_nodes=1)
+        assert delivery  # far-1's sessions got it
+        [got] = await transport.receive(transport.address("far-1"))  # type: ignore[attr-defined]
+        assert (got["body"], got["id"]) == (b"hi", message_id)
+
+        # Kept nowhere: truly lost for far-0, so the caller is told.
         with pytest.raises(DeliveryFailed, match="far-0") as failed:
-            await asend_to_user("ursula", "/queue/n", "hi")
+            await asend_to_user("ursula", "/queue/n", "now", live_only=True)
 
         assert failed.value.reached == 3  # far-1's sessions only
         assert [m["body"] for m in await transport.receive(full)] == [b"m0", b"m1"]
         [got] = await transport.receive(transport.address("far-1"))  # type: ignore[attr-defined]
-        assert got["body"] == b"hi"
-        assert got["id"] == await history.last_id("ursula")  # recorded all the same
+        assert got["body"] == b"now"
 
 
 async def test_hosts_not_known_to_be_shared_take_the_three_steps(clean_redis, raw, monkeypatch):
@@ -641,8 +650,8 @@ async def test_a_started_node_delivers_its_own_sessions_without_its_inbox(starte
 
     delivery = await asend_to_user("ursula", "/queue/n", "both")
 
-    assert delivery == Delivery(sessions=2, nodes=2)
     message_id = await history.last_id("ursula")
+    assert delivery == Delivery(2, 2, stored=True, message_id=message_id)
     # Delivered here at once, with the history id...
     assert [(d[1], d[3]) for d in stub.delivered] == [(b"both", message_id)]
     [got] = await transport.receive(transport.address("far-0"))

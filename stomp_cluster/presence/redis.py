@@ -324,6 +324,13 @@ local function user_nodes(uh)
 end
 """
 
+# For RedisPresence.node_alive_function: {head} and {tail} are Lua string literals.
+_NODE_ALIVE = """
+local function node_alive(tag)
+  return redis.call('EXISTS', {head} .. tag .. {tail}) == 1
+end
+"""
+
 
 def _script(body: str, prelude: bool = True) -> Script:
     return Script.from_source((_PRELUDE if prelude else "") + body)
@@ -473,6 +480,18 @@ class RedisPresence(PresenceBackend):
             nodes=lua_string(self._nodes_key),
             head=lua_string(self._node_key_head),
             tail=lua_string(self._node_key_tail + "u:"),
+        )
+
+    @functools.cached_property
+    def node_alive_function(self) -> str:
+        """Lua source of ``node_alive(tag)``: whether a node's liveness key exists.
+
+        ``tag`` is the digest of the node id, as :attr:`user_nodes_function` returns it.
+        The transport's one-trip send skips nodes whose heartbeat lapsed with it.
+        """
+        return _NODE_ALIVE.format(
+            head=lua_string(self._node_key_head),
+            tail=lua_string(self._node_key_tail + "alive"),
         )
 
     async def _fanout(
