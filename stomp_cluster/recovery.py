@@ -50,7 +50,9 @@ first recovered MESSAGE: the client should reload its state. When no MESSAGE fol
 that was missed on this destination was trimmed) and the SUBSCRIBE asked for no receipt,
 the client is told by a *gap MESSAGE* on that subscription: an empty body with
 ``x-recovered: false`` and ``x-gap: true`` (Centrifugo's clients know the same fact as
-``recovered: false``). Silence never means "nothing was lost".
+``recovered: false``), whose ``message-id`` is the history's newest id when it can be
+read, so that a client resuming from the last id it saw gets what came after the gap.
+Silence never means "nothing was lost".
 """
 
 from __future__ import annotations
@@ -309,7 +311,9 @@ class SessionRecovery:
             if not complete:
                 receipt = ((RECOVERED_HEADER, "false"),)
                 if not sent_any and not receipted:
-                    self._send(sub_id, b"", _GAP, None)
+                    # Its message-id is the history's newest id: a client that resumes
+                    # from it (as from any message-id it saw) gets what came after.
+                    self._send(sub_id, b"", _GAP, await history.last_id(key))
             elif resume is not None:
                 receipt = ((RECOVERED_HEADER, "true"),)
         except BackendUnavailable:

@@ -9,6 +9,8 @@ import pytest
 from django.test import override_settings
 
 from stomp_cluster import asend_to_destination, asend_to_user
+from stomp_cluster.backends import get_history
+from stomp_cluster.exceptions import HistoryUnavailable
 from stomp_cluster.messages import ToUser
 from stomp_cluster.protocol import Command
 from stomp_cluster.testing import StompCommunicator
@@ -317,6 +319,15 @@ async def test_without_a_receipt_a_gap_message_tells_the_client(gap_history):
     await asend_to_user("gwen", "/queue/t", "live")
     assert (await client.receive_frame()).body == b"live"
     await client.disconnect()
+    # Resuming from the gap's id is valid and complete: only what came after it.
+    await asend_to_user("gwen", "/queue/t", "after")
+    back = await connect(headers)
+    receipt, messages = await subscribe(
+        back, "/user/queue/t", **{"x-resume-from": gap.get("message-id")}
+    )
+    assert [m.body for m in messages] == [b"live", b"after"]
+    assert receipt.get("x-recovered") == "true"
+    await back.disconnect()
 
 
 async def test_trimmed_offline_messages_with_survivors_mark_receipt_and_first_message(gap_history):
@@ -361,3 +372,22 @@ async def test_a_resume_whose_gap_holds_nothing_left_gets_a_gap_message(gap_hist
     gap = await back.receive_frame()
     assert (gap.body, gap.get("x-recovered"), gap.get("x-gap")) == (b"", "false", "true")
     await back.disconnect()
+
+
+async def test_an_unreadable_history_is_announced_as_a_possible_gap(monkeypatch):
+    headers = await login_headers("gabe")
+    await asend_to_user("gabe", "/queue/t", "unknown")
+    history = get_history()
+    assert history is not None
+
+    async def down(*args, **kwargs):
+        raise HistoryUnavailable("message history unreachable: test")
+
+    monkeypatch.setattr(history, "take_pending", down)
+    client = await connect(headers)
+    receipt, messages = await subscribe(client, "/user/queue/t")
+    assert messages == [] and receipt.get("x-recovered") == "false"
+    await client.send_frame("SUBSCRIBE", {"id": "s2", "destination": "/user/queue/u"})
+    gap = await client.receive_frame()
+    assert (gap.get("subscription"), gap.get("x-gap")) == ("s2", "true")
+    await client.disconnect()
