@@ -111,5 +111,8 @@ def test_encode_body_types_and_reserved_headers():
     )
     payload, headers = encode_body("b", {"destination": "/evil", "message-id": "1"}, "text/csv")
     assert headers == (("content-type", "text/csv"),)
+    # The recovery headers are the server's: a sender cannot fake a gap or a recovery.
+    forged = {"x-recovered": "false", "x-gap": "true", "redelivered": "true"}
+    assert encode_body("b", forged, None)[1] == (("content-type", "text/plain;charset=utf-8"),)
     with pytest.raises(TypeError):
         encode_body(object(), None, None)
