@@ -64,7 +64,8 @@ else
 $(VENV_STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON3) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip setuptools wheel
-	$(PY) -m pip install --quiet --upgrade --upgrade-strategy eager -e '.[test,docs,demo]'
+	$(PY) -m pip install --quiet --upgrade --upgrade-strategy eager -e '.[test,docs,demo]' \
+		-r requirements/tools.in
 	@touch $@
 endif
 
