@@ -67,7 +67,6 @@ from stomp_cluster.protocol import PreparedMessage
 from stomp_cluster.typing import Headers
 
 __all__ = [
-    "FENCED_MESSAGE",
     "LocalSession",
     "Node",
     "Sweep",
@@ -79,6 +78,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+_PROCESS_OWNER = secrets.token_hex(16)
 
 #: The ERROR message of a session closed because its node was fenced: messages sent
 #: while the registry had forgotten the node may not have reached it.
@@ -200,9 +201,11 @@ class Node:
     def __init__(self) -> None:
         settings = get_settings()
         self.node_id = settings.NODE_ID
-        #: Random per process: proves to the registry that this process holds the id
-        #: (see "One node id, one process" in :mod:`stomp_cluster.presence.base`).
-        self.owner = secrets.token_hex(16)
+        #: Random per process (shared by the nodes of a process's event loops, which
+        #: tests create one after another): proves to the registry that this process
+        #: holds the id (see "One node id, one process" in
+        #: :mod:`stomp_cluster.presence.base`).
+        self.owner = _PROCESS_OWNER
         #: Why this node refuses to serve, once it learnt another process holds its id.
         self.refused: str | None = None
         self.transport = get_transport()

@@ -58,13 +58,15 @@ def _check_ttl(ttl: float) -> None:
 class MemoryPresence(PresenceBackend):
     """Presence in a few dictionaries, indexed like the Redis layout.
 
-    Takes one option, *clock*: the monotonic clock of liveness deadlines and "missing
-    since" marks (default :func:`time.monotonic`), which tests replace to drive time.
+    Takes no options.
     """
 
-    def __init__(self, *, clock: Callable[[], float] = time.monotonic, **options: Any) -> None:
+    #: The monotonic clock of liveness deadlines, "missing since" marks and the sweep
+    #: lock; tests replace it on an instance to drive time.
+    clock: Callable[[], float] = staticmethod(time.monotonic)
+
+    def __init__(self, **options: Any) -> None:
         super().__init__(**options)
-        self._clock = clock
         self._nodes: dict[str, _Node] = {}
         self._sessions: dict[str, SessionRecord] = {}
         # Indexes, so that queries do not scan every session: by node, by user, and by
@@ -112,7 +114,7 @@ class MemoryPresence(PresenceBackend):
         return sorted((s for s in removed if s is not None), key=session_order)
 
     def _alive(self, node: _Node) -> bool:
-        return node.deadline > self._clock()
+        return node.deadline > self.clock()
 
     # -- nodes ---------------------------------------------------------------------------
 
@@ -132,7 +134,7 @@ class MemoryPresence(PresenceBackend):
             channel_name=node.channel_name,
             started_at=node.started_at,
             last_heartbeat=node.last_heartbeat,
-            deadline=self._clock() + ttl,
+            deadline=self.clock() + ttl,
             owner=node.owner,
         )
 
@@ -153,7 +155,7 @@ class MemoryPresence(PresenceBackend):
         if stats is not None:
             self._stats[node_id] = tuple(sorted((str(k), int(v)) for k, v in stats.items()))
         stamp = time.time() if now is None else now
-        node.deadline = self._clock() + ttl
+        node.deadline = self.clock() + ttl
         node.missing_since = None
         node.last_heartbeat = stamp
         for sid in session_ids:
@@ -181,7 +183,7 @@ class MemoryPresence(PresenceBackend):
         ]
 
     async def lost_nodes(self, grace: float = 0.0) -> list[str]:
-        now, lost = self._clock(), []
+        now, lost = self.clock(), []
         for node in self._nodes.values():
             if self._alive(node):
                 node.missing_since = None
@@ -201,14 +203,14 @@ class MemoryPresence(PresenceBackend):
 
     async def acquire_sweep_lock(self, owner: str, ttl: float) -> bool:
         _check_ttl(ttl)
-        now = self._clock()
+        now = self.clock()
         if self._lock is not None and self._lock[0] != owner and self._lock[1] > now:
             return False
         self._lock = (owner, now + ttl)
         return True
 
     async def release_sweep_lock(self, owner: str) -> bool:
-        if self._lock is None or self._lock[0] != owner or self._lock[1] <= self._clock():
+        if self._lock is None or self._lock[0] != owner or self._lock[1] <= self.clock():
             return False
         self._lock = None
         return True
