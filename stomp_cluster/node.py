@@ -528,6 +528,8 @@ class Node:
         )
         for consumer in list(self.sessions.values()):
             consumer.kick(FENCED_MESSAGE)
+            # Closing, not to be registered again by the resync that follows.
+            self.sessions.pop(consumer.session_id, None)
 
     def _refuse(self, reason: str) -> None:
         """Stop serving for good: another live process holds this node's id."""
