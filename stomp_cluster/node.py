@@ -239,6 +239,7 @@ class Node:
         self._start_lock = asyncio.Lock()
         self._started = False
         self._resync = False
+        self._maintenance: asyncio.Task[None] | None = None
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -318,6 +319,9 @@ class Node:
         another node sweeps at its next heartbeat rather than once the lock expires. A
         registry that cannot be reached is left to expire both (``NODE_TTL``).
         """
+        if self._maintenance is not None:
+            self._tasks.append(self._maintenance)
+            self._maintenance = None
         for task in self._tasks:
             task.cancel()
         if self._tasks:
@@ -481,6 +485,8 @@ class Node:
     # -- heartbeat, resync and sweeping ------------------------------------------
 
     async def _heartbeat(self) -> None:
+        # The heartbeat only beats: the resync and the sweep run in a task of their own
+        # (one at a time), so that a long resync cannot make the node miss its TTL.
         settings = get_settings()
         while True:
             await asyncio.sleep(settings.NODE_HEARTBEAT_INTERVAL)
@@ -492,23 +498,45 @@ class Node:
                     stats={k: v for k, v in self.stats.items() if k in _PUBLISHED_STATS},
                     owner=self.owner,
                 )
-                if not known:
-                    self._fence()
-                if not known or self._resync:
-                    await self.resync()
-                await self.sweep()
             except asyncio.CancelledError:
                 raise
             except PresenceUnavailable:
                 if not self._resync:
                     logger.warning("presence registry unavailable; node %s retries", self.node_id)
                 self._resync = True
-            except NodeIdInUse as exc:
-                self._refuse(str(exc))
-                return
+                continue
             except Exception:
                 logger.exception("node %s: heartbeat failed", self.node_id)
                 self._resync = True
+                continue
+            if self._maintenance is not None and not self._maintenance.done():
+                continue  # a resync or sweep is still running; it saw the same state
+            if not known:
+                self._fence()
+                self._resync = True
+            self._maintenance = asyncio.get_running_loop().create_task(
+                self._maintain(), name="stomp_cluster.node.maintain"
+            )
+
+    async def _maintain(self) -> None:
+        """Resync if needed, then sweep: the heartbeat's work that may take long."""
+        try:
+            if self._resync:
+                await self.resync()
+            await self.sweep()
+        except asyncio.CancelledError:
+            raise
+        except PresenceUnavailable:
+            if not self._resync:
+                logger.warning("presence registry unavailable; node %s retries", self.node_id)
+            self._resync = True
+        except NodeIdInUse as exc:
+            self._refuse(str(exc))
+            for task in self._tasks:
+                task.cancel()
+        except Exception:
+            logger.exception("node %s: resync or sweep failed", self.node_id)
+            self._resync = True
 
     def _fence(self) -> None:
         """Close every local session: the registry forgot this node, so it is fenced.
@@ -556,9 +584,11 @@ class Node:
         await self._register()
         await self.presence.unregister_node(self.node_id)
         await self._register()
-        for consumer in list(self.sessions.values()):
-            # The record carries the session's subscriptions: one round trip each.
-            await self.presence.add_session(consumer.session_record())
+        # Each record carries the session's subscriptions; the backend pipelines them in
+        # batches (500 per round trip with Redis).
+        await self.presence.add_sessions(
+            [consumer.session_record() for consumer in list(self.sessions.values())]
+        )
 
     async def sweep(self) -> list[SessionRecord]:
         """Remove the sessions of lost nodes, if this node holds the sweep lock.

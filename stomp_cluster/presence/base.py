@@ -383,6 +383,16 @@ class PresenceBackend(abc.ABC):
             ValueError: If the session id contains NUL (see :func:`check_session`).
         """
 
+    async def add_sessions(self, sessions: Sequence[SessionRecord]) -> None:
+        """Record each of *sessions* as :meth:`add_session` does, in few round trips.
+
+        What a node's resync calls with all its sessions. Each session is still written
+        atomically; the batch is not. This default awaits one :meth:`add_session` after
+        another; a networked backend pipelines them in batches.
+        """
+        for session in sessions:
+            await self.add_session(session)
+
     @abc.abstractmethod
     async def remove_session(self, session_id: str, node_id: str) -> SessionRecord | None:
         """Remove a session and its subscriptions, atomically, in one round trip.

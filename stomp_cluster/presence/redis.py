@@ -85,8 +85,11 @@ Connections
 Connections, pipelining, scripts and outages are :mod:`stomp_cluster.redis_connection`'s
 (one client per event loop, auto-pipelining, RESP2, no automatic retries); an outage raises
 :class:`~stomp_cluster.exceptions.PresenceUnavailable`, whose message starts with
-``"presence backend unreachable: "``. Running ``reap_node`` twice would lose its sessions,
-which is one reason the connection layer never retries a call by itself.
+``"presence backend unreachable: "``. The node heartbeat has a client of its own (two
+connections), so that it never waits in the shared pipeline behind session traffic or a
+resync; ``add_sessions`` writes a resync 500 sessions per round trip. Running
+``reap_node`` twice would lose its sessions, which is one reason the connection layer never
+retries a call by itself.
 
 Other backends' scripts
 =======================
@@ -134,6 +137,9 @@ from stomp_cluster.redis_connection import (
 __all__ = ["RedisPresence"]
 
 logger = logging.getLogger(__name__)
+
+#: Sessions written per round trip by ``add_sessions`` (a node's resync).
+_RESYNC_BATCH = 500
 
 # A subscription's field value starts with its destination's digest, HASH_LEN characters.
 _PRELUDE = (
@@ -482,6 +488,16 @@ class RedisPresence(PresenceBackend):
             max_connections=max_connections,
             pool_timeout=pool_timeout,
         )
+        # The node heartbeat's own connection: it never queues behind session traffic in
+        # the shared pipeline, so a busy node still beats within its TTL.
+        self.heartbeat_redis = RedisConnection(
+            hosts[0],
+            name="presence backend",
+            unavailable=PresenceUnavailable,
+            socket_timeout=socket_timeout,
+            max_connections=2,
+            pool_timeout=pool_timeout,
+        )
         # Every key of node N starts with this, then the digest of N, then this.
         self._node_key_head, self._node_key_tail = f"{prefix}:n:{{", "}:"
         # Our guess of P:nodes, so that fan-out queries take one round trip (see _fanout).
@@ -585,7 +601,7 @@ class RedisPresence(PresenceBackend):
             # few heartbeats longer than the node, for the admin's "lost" rows.
             payload = json.dumps({str(k): int(v) for k, v in stats.items()}, sort_keys=True)
             calls.append(Call(("SET", base + "stats", payload, "PX", _ms(ttl * 3))))
-        found = (await self.redis.run(calls))[0]
+        found = (await self.heartbeat_redis.run(calls))[0]
         return bool(found)
 
     async def unregister_node(self, node_id: str) -> list[SessionRecord]:
@@ -663,6 +679,17 @@ class RedisPresence(PresenceBackend):
     # -- sessions ----------------------------------------------------------------------
 
     async def add_session(self, session: SessionRecord) -> None:
+        await self.redis.run([self._add_session_call(session)])
+
+    async def add_sessions(self, sessions: Sequence[SessionRecord]) -> None:
+        # One pipeline of _RESYNC_BATCH scripts per round trip: a resync of 20,000 sessions
+        # is 40 round trips, not 20,000, and other callers' commands interleave between
+        # batches rather than waiting behind all of them.
+        calls = [self._add_session_call(session) for session in sessions]
+        for start in range(0, len(calls), _RESYNC_BATCH):
+            await self.redis.run(calls[start : start + _RESYNC_BATCH])
+
+    def _add_session_call(self, session: SessionRecord) -> Call:
         check_session(session)
         base = self._base(session.node_id)
         fields = _session_fields(session)
@@ -677,7 +704,7 @@ class RedisPresence(PresenceBackend):
             args.extend(pair)
         for sub in unique_subscriptions(session.subscriptions):
             args += [sub.id, digest(sub.destination), json.dumps([sub.destination, sub.ack])]
-        await self.redis.run([_lua(_S_ADD_SESSION, f"{base}sess:{session.session_id}", *args)])
+        return _lua(_S_ADD_SESSION, f"{base}sess:{session.session_id}", *args)
 
     async def remove_session(self, session_id: str, node_id: str) -> SessionRecord | None:
         base = self._base(node_id)
@@ -796,5 +823,6 @@ class RedisPresence(PresenceBackend):
         return sum(int(count) for (count,) in replies.values())
 
     async def close(self) -> None:
-        """Close this event loop's client and its connections."""
+        """Close this event loop's clients and their connections."""
         await self.redis.close()
+        await self.heartbeat_redis.close()

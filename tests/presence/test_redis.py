@@ -10,6 +10,7 @@ import subprocess
 import threading
 import time
 import uuid
+from types import SimpleNamespace
 
 import pytest
 from django.core.exceptions import ImproperlyConfigured
@@ -138,7 +139,9 @@ async def test_each_session_change_is_one_command_and_one_round_trip(
 async def test_heartbeat_is_one_round_trip(redis_backend, clean_redis, monkeypatch):
     await redis_backend.register_node(node("node-a"), 30)
     await redis_backend.heartbeat_node("node-a", 30)
-    trips = count_round_trips(redis_backend, monkeypatch)
+    shared = count_round_trips(redis_backend, monkeypatch)
+    # The heartbeat has a connection of its own, never queued behind session traffic.
+    trips = count_round_trips(SimpleNamespace(redis=redis_backend.heartbeat_redis), monkeypatch)
 
     commands = await monitor_commands(
         clean_redis.url,
@@ -146,7 +149,19 @@ async def test_heartbeat_is_one_round_trip(redis_backend, clean_redis, monkeypat
     )
 
     assert trips == [2]
+    assert shared == []
     assert [c.split()[0].upper() for c in commands] == ["EVALSHA", "ZADD"]
+
+
+async def test_add_sessions_writes_500_sessions_per_round_trip(redis_backend, monkeypatch):
+    await redis_backend.register_node(node("node-a"), 30)
+    trips = count_round_trips(redis_backend, monkeypatch)
+
+    await redis_backend.add_sessions([session(f"s{i}", subs=(("1", "/t"),)) for i in range(1200)])
+
+    assert trips == [500, 500, 200]
+    assert await redis_backend.count_sessions(node="node-a") == 1200
+    assert await redis_backend.subscriber_count("/t") == 1200
 
 
 async def test_cross_node_queries_pipeline_one_command_per_node(
