@@ -532,3 +532,18 @@ def test_one_client_per_event_loop(clean_redis):
     assert errors == []
     assert len({id(client) for client in clients}) == 4
     assert asyncio.run(backend.count_sessions()) == 80
+
+
+async def test_subscribers_are_read_page_by_page(redis_backend, monkeypatch):
+    await redis_backend.register_node(node("node-a"), 30)
+    await redis_backend.add_sessions(
+        [session(f"s{i:04}", subs=(("1", "/t"),)) for i in range(2500)]
+    )
+    await redis_backend.subscribers("/t")  # learns the node list
+    trips = count_round_trips(redis_backend, monkeypatch)
+
+    found = await redis_backend.subscribers("/t")
+
+    assert sorted(s.session_id for s in found) == [f"s{i:04}" for i in range(2500)]
+    # 1,000 sessions per round trip (the node list and a page), never all in one script.
+    assert trips == [2, 2, 2]
