@@ -24,7 +24,7 @@ The limits a connection enforces are the protocol's: their defaults are those of
 :class:`~stomp_cluster.protocol.events.Limits`, read from it rather than written again,
 and :meth:`StompSettings.limits` builds the ``Limits`` of a connection from the settings.
 
-Two keys default to ``None`` meaning "work it out": ``NODE_ID`` (``"<hostname>-<pid>"``)
+Two keys default to ``None`` meaning "work it out": ``NODE_ID`` (``"<hostname>-<pid>-<random>"``)
 and ``NODE_HEARTBEAT_INTERVAL`` (a third of ``NODE_TTL``). Their rows carry a ``derive``
 function, so that the merged :class:`StompSettings` always holds a concrete value and
 code never tests for ``None``. That is also why the fields have no dataclass defaults:
@@ -75,6 +75,7 @@ import functools
 import inspect
 import ipaddress
 import os
+import secrets
 import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -302,8 +303,15 @@ def _copy_host(v: Any) -> Any:
     return dict(v) if isinstance(v, dict) else tuple(v) if isinstance(v, list) else v
 
 
+#: Drawn once per import, so that settings merged again keep the same default NODE_ID.
+_RANDOM_SUFFIX = secrets.token_hex(4)
+
+
 def _default_node_id(merged: Mapping[str, Any]) -> str:
-    return f"{socket.gethostname()}-{os.getpid()}"
+    # hostname-pid alone collides: every container's server is often PID 1, and a
+    # hostname can be shared. The random suffix makes the default unique per process (a
+    # forked worker shares it, but not its pid).
+    return f"{socket.gethostname()}-{os.getpid()}-{_RANDOM_SUFFIX}"
 
 
 def _third_of_node_ttl(merged: Mapping[str, Any]) -> float:
@@ -336,7 +344,7 @@ class StompSettings:
     # Identity of this process in the cluster.
     NODE_ID: str = _setting(
         None,
-        accepts="a non-empty string, or None for '<hostname>-<pid>'",
+        accepts="a non-empty string, or None for '<hostname>-<pid>-<random>'",
         valid=_or_none(_non_empty_str),
         derive=_default_node_id,
         doc="The identity of this process in the cluster.",

@@ -45,7 +45,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
 from channels.consumer import AsyncConsumer, get_handler_name
@@ -58,7 +58,7 @@ from stomp_cluster import __version__, destinations, signals
 from stomp_cluster.auth import authenticate_connect, check_permission
 from stomp_cluster.backends import get_history
 from stomp_cluster.conf import StompSettings, get_settings
-from stomp_cluster.exceptions import DeliveryFailed
+from stomp_cluster.exceptions import DeliveryFailed, NodeIdInUse
 from stomp_cluster.handlers import HandlerError, StompRequest, call_handler, registry
 from stomp_cluster.history.base import is_valid_id
 from stomp_cluster.node import Node, get_node
@@ -197,14 +197,30 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
             heartbeat=(s.HEARTBEAT_SEND_MS, s.HEARTBEAT_RECEIVE_MS),
             subprotocol=version,
         )
-        await self.node.ensure_started()
         accept: dict[str, Any] = {"type": "websocket.accept"}
         if version is not None:
             accept["subprotocol"] = version.subprotocol
+        try:
+            await self.node.ensure_started()
+        except NodeIdInUse as exc:
+            await self._refuse_socket(accept, f"node id in use: {exc}")
         await self.send(accept)
         self._accepted = True
         self.node.stats["connections_opened"] += 1
         self._call_later("connect", CONNECT_TIMEOUT, self._connect_timeout)
+
+    async def _refuse_socket(self, accept: dict[str, Any], message: str) -> NoReturn:
+        """Accept the WebSocket only to say *message* in an ERROR frame, then close it.
+
+        For a node that cannot serve at all (another live process holds its id): the
+        client reads why rather than a bare refused handshake.
+        """
+        await self.send(accept)
+        self.connection.send_error(message)
+        for chunk in self.connection.data_to_send():
+            await self.send(self._ws_message(chunk))
+        await self.send({"type": "websocket.close", "code": 1011})
+        raise StopConsumer
 
     def _origin_allowed(self) -> bool:
         # Browsers always send Origin on a WebSocket handshake; other clients (stomp.py,

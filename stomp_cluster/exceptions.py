@@ -10,6 +10,7 @@
     │   └── UnsupportedVersion
     ├── InvalidState           also an AssertionError: our code drove the protocol out of order
     ├── DeliveryFailed         the send helper could not hand a message to the transport
+    ├── NodeIdInUse            another live process holds this node's NODE_ID
     └── BackendUnavailable     a backend is unreachable; callers degrade, never crash
         ├── PresenceUnavailable    the presence registry
         ├── HistoryUnavailable     the message history
@@ -44,12 +45,21 @@ __all__ = [
     "InvalidState",
     "LimitExceeded",
     "MalformedFrame",
+    "NodeIdInUse",
     "PresenceUnavailable",
     "ProtocolError",
     "StompClusterError",
     "TransportUnavailable",
     "UnsupportedVersion",
 ]
+
+
+class NodeIdInUse(StompClusterError):
+    """Another live process is registered under this node's ``NODE_ID``.
+
+    Raised by ``PresenceBackend.register_node``: two processes with one id would share one
+    inbox and drop each other's sessions, so the second one does not start.
+    """
 
 
 class DeliveryFailed(StompClusterError):

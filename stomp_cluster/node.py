@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import sys
 import time
 import weakref
@@ -59,17 +60,32 @@ from typing import Any, Protocol, TypeVar
 from stomp_cluster import destinations, signals
 from stomp_cluster.backends import get_presence, get_transport
 from stomp_cluster.conf import get_settings
-from stomp_cluster.exceptions import PresenceUnavailable
+from stomp_cluster.exceptions import NodeIdInUse, PresenceUnavailable
 from stomp_cluster.messages import Kick, NodeMessage, Publish, ToSession, ToUser, from_wire
 from stomp_cluster.presence.base import NodeRecord, PresenceBackend, SessionRecord
 from stomp_cluster.protocol import PreparedMessage
 from stomp_cluster.typing import Headers
 
-__all__ = ["LocalSession", "Node", "Sweep", "current_node", "get_node", "sweep_lost_nodes"]
+__all__ = [
+    "LocalSession",
+    "Node",
+    "Sweep",
+    "current_node",
+    "get_node",
+    "sweep_lost_nodes",
+]
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+_PROCESS_OWNER = secrets.token_hex(16)
+
+#: The ERROR message of a session closed because its node was fenced: messages sent
+#: while the registry had forgotten the node may not have reached it.
+FENCED_MESSAGE = (
+    "node fenced: messages may have been missed; reconnect and resume with x-resume-from"
+)
 
 #: The counters of ``Node.stats`` that each heartbeat publishes to the registry: those of
 #: delivery, which the CLI and the admin show for every node. The traffic counters stay
@@ -133,8 +149,15 @@ class Sweep:
     sessions: list[SessionRecord]
 
 
-async def sweep_lost_nodes(presence: PresenceBackend, sweeper_id: str, ttl: float) -> Sweep | None:
+async def sweep_lost_nodes(
+    presence: PresenceBackend, sweeper_id: str, ttl: float, grace: float = 0.0
+) -> Sweep | None:
     """Remove the sessions of lost nodes, if *sweeper_id* gets the sweep lock.
+
+    A node counts as lost once its liveness has been lapsed for *grace* seconds by the
+    registry's clock (:meth:`PresenceBackend.lost_nodes`): nodes pass one ``NODE_TTL``,
+    so that after a registry outage the first node back does not reap the others before
+    they could heartbeat; an operator's ``stomp_cluster sweep`` passes none.
 
     Fires ``stomp_disconnected`` (reason ``"node_lost"``, ``consumer=None``) once for each
     removed session. Used by every node's heartbeat and by ``manage.py stomp_cluster
@@ -147,7 +170,7 @@ async def sweep_lost_nodes(presence: PresenceBackend, sweeper_id: str, ttl: floa
     """
     if not await presence.acquire_sweep_lock(sweeper_id, ttl):
         return None
-    lost = await presence.lost_nodes()
+    lost = await presence.lost_nodes(grace)
     removed: list[SessionRecord] = []
     for node_id in lost:
         # Once reaped, the node is out of routing too: sends ask the registry.
@@ -178,6 +201,13 @@ class Node:
     def __init__(self) -> None:
         settings = get_settings()
         self.node_id = settings.NODE_ID
+        #: Random per process (shared by the nodes of a process's event loops, which
+        #: tests create one after another): proves to the registry that this process
+        #: holds the id (see "One node id, one process" in
+        #: :mod:`stomp_cluster.presence.base`).
+        self.owner = _PROCESS_OWNER
+        #: Why this node refuses to serve, once it learnt another process holds its id.
+        self.refused: str | None = None
         self.transport = get_transport()
         self.presence = get_presence()
         self.channel_name = ""
@@ -209,6 +239,7 @@ class Node:
         self._start_lock = asyncio.Lock()
         self._started = False
         self._resync = False
+        self._maintenance: asyncio.Task[None] | None = None
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -219,8 +250,14 @@ class Node:
         async with self._start_lock:
             if self._started:  # another task started it while we waited
                 return  # type: ignore[unreachable]  # mypy narrows across the await
+            if self.refused is not None:
+                raise NodeIdInUse(self.refused)
             self.channel_name = await self.transport.open(self.node_id)
-            await self._register()
+            try:
+                await self._register()
+            except NodeIdInUse as exc:
+                self._refuse(str(exc))
+                raise
             loop = asyncio.get_running_loop()
             self._tasks = [
                 loop.create_task(self._listen(), name="stomp_cluster.node.listen"),
@@ -282,6 +319,9 @@ class Node:
         another node sweeps at its next heartbeat rather than once the lock expires. A
         registry that cannot be reached is left to expire both (``NODE_TTL``).
         """
+        if self._maintenance is not None:
+            self._tasks.append(self._maintenance)
+            self._maintenance = None
         for task in self._tasks:
             task.cancel()
         if self._tasks:
@@ -310,6 +350,7 @@ class Node:
             last_heartbeat=now,
             session_count=len(self.sessions),
             alive=True,
+            owner=self.owner,
         )
         try:
             await self.presence.register_node(record, settings.NODE_TTL)
@@ -444,6 +485,8 @@ class Node:
     # -- heartbeat, resync and sweeping ------------------------------------------
 
     async def _heartbeat(self) -> None:
+        # The heartbeat only beats: the resync and the sweep run in a task of their own
+        # (one at a time), so that a long resync cannot make the node miss its TTL.
         settings = get_settings()
         while True:
             await asyncio.sleep(settings.NODE_HEARTBEAT_INTERVAL)
@@ -453,19 +496,79 @@ class Node:
                     settings.NODE_TTL,
                     session_ids=list(self.sessions),
                     stats={k: v for k, v in self.stats.items() if k in _PUBLISHED_STATS},
+                    owner=self.owner,
                 )
-                if not known or self._resync:
-                    await self.resync()
-                await self.sweep()
             except asyncio.CancelledError:
                 raise
             except PresenceUnavailable:
                 if not self._resync:
                     logger.warning("presence registry unavailable; node %s retries", self.node_id)
                 self._resync = True
+                continue
             except Exception:
                 logger.exception("node %s: heartbeat failed", self.node_id)
                 self._resync = True
+                continue
+            if self._maintenance is not None and not self._maintenance.done():
+                continue  # a resync or sweep is still running; it saw the same state
+            if not known:
+                self._fence()
+                self._resync = True
+            self._maintenance = asyncio.get_running_loop().create_task(
+                self._maintain(), name="stomp_cluster.node.maintain"
+            )
+
+    async def _maintain(self) -> None:
+        """Resync if needed, then sweep: the heartbeat's work that may take long."""
+        try:
+            if self._resync:
+                await self.resync()
+            await self.sweep()
+        except asyncio.CancelledError:
+            raise
+        except PresenceUnavailable:
+            if not self._resync:
+                logger.warning("presence registry unavailable; node %s retries", self.node_id)
+            self._resync = True
+        except NodeIdInUse as exc:
+            self._refuse(str(exc))
+            for task in self._tasks:
+                task.cancel()
+        except Exception:
+            logger.exception("node %s: resync or sweep failed", self.node_id)
+            self._resync = True
+
+    def _fence(self) -> None:
+        """Close every local session: the registry forgot this node, so it is fenced.
+
+        The registry forgot the node (another node reaped it, or Redis restarted empty,
+        or another process took its id): sends made meanwhile did not route here, and no
+        one knows what the sessions missed. Keeping them open could leave a socket open
+        but deaf, so each gets an ERROR frame telling its client to reconnect and resume
+        (:data:`FENCED_MESSAGE`); the node then registers again and serves new sessions.
+        """
+        if not self.sessions:
+            return
+        logger.warning(
+            "node %s was fenced (forgotten by the registry): closing %d sessions",
+            self.node_id,
+            len(self.sessions),
+        )
+        for consumer in list(self.sessions.values()):
+            consumer.kick(FENCED_MESSAGE)
+            # Closing, not to be registered again by the resync that follows.
+            self.sessions.pop(consumer.session_id, None)
+
+    def _refuse(self, reason: str) -> None:
+        """Stop serving for good: another live process holds this node's id."""
+        logger.error(
+            "node %s refuses to serve: %s (give each process its own NODE_ID)",
+            self.node_id,
+            reason,
+        )
+        self.refused = reason
+        for consumer in list(self.sessions.values()):
+            consumer.kick(f"node id in use: {reason}")
 
     async def resync(self) -> None:
         """Write this node, its sessions and their subscriptions to the registry again.
@@ -476,11 +579,16 @@ class Node:
         """
         logger.info("node %s: re-registering %d sessions", self.node_id, len(self.sessions))
         self._resync = False
+        # Registering first checks that the id is still ours (NodeIdInUse otherwise):
+        # the unregistration that follows must never wipe another live process's entry.
+        await self._register()
         await self.presence.unregister_node(self.node_id)
         await self._register()
-        for consumer in list(self.sessions.values()):
-            # The record carries the session's subscriptions: one round trip each.
-            await self.presence.add_session(consumer.session_record())
+        # Each record carries the session's subscriptions; the backend pipelines them in
+        # batches (500 per round trip with Redis).
+        await self.presence.add_sessions(
+            [consumer.session_record() for consumer in list(self.sessions.values())]
+        )
 
     async def sweep(self) -> list[SessionRecord]:
         """Remove the sessions of lost nodes, if this node holds the sweep lock.
@@ -489,7 +597,8 @@ class Node:
             The sessions removed by this call; others may have been removed by another
             node holding the lock.
         """
-        swept = await sweep_lost_nodes(self.presence, self.node_id, get_settings().NODE_TTL)
+        ttl = get_settings().NODE_TTL
+        swept = await sweep_lost_nodes(self.presence, self.node_id, ttl, grace=ttl)
         return [] if swept is None else swept.sessions
 
 

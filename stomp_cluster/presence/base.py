@@ -22,6 +22,28 @@ A node whose heartbeat comes back ``False`` has been forgotten (it was reaped, o
 restarted empty): it must call :meth:`~PresenceBackend.register_node` again and re-add its
 live sessions with :meth:`~PresenceBackend.add_session`, which is idempotent.
 
+Fencing with a grace period
+===========================
+
+A lapsed TTL alone does not make a node lost. After a Redis stall or outage longer than
+the TTL every node's liveness key has lapsed at once, and the first node back must not
+reap the others before they had their own chance to heartbeat. So
+:meth:`~PresenceBackend.lost_nodes` takes a *grace*: the first time it sees a node's
+liveness lapsed it marks the node "missing since now", by the store's clock (Redis
+``TIME``), not by the caller's; it reports the node lost only once that mark is *grace*
+seconds old. A heartbeat or a registration clears the mark. The node sweeper passes one
+``NODE_TTL``, so a live node always gets a full TTL after the store came back.
+
+One node id, one process
+========================
+
+:attr:`NodeRecord.owner` is a random token drawn once per process. Registration refuses
+(:class:`~stomp_cluster.exceptions.NodeIdInUse`) while another owner holds the id and is
+alive, and a heartbeat under another owner's token returns ``False``: two processes
+started with one ``NODE_ID`` can never share one inbox or drop each other's sessions. A
+restarted process (new token) takes the id over once the old one's liveness lapsed, or at
+once after the old one unregistered cleanly.
+
 Backends
 ========
 
@@ -144,6 +166,8 @@ class NodeRecord:
         last_heartbeat: Unix time (seconds) of its last registration or heartbeat.
         session_count: Sessions registered on it (ignored by ``register_node``).
         alive: ``False`` once its liveness TTL lapsed (ignored by ``register_node``).
+        owner: The random token of the process that holds the id (see "One node id, one
+            process" above); empty for callers that do not fence (tests, tools).
     """
 
     node_id: str
@@ -155,6 +179,7 @@ class NodeRecord:
     #: The node's delivery counters (``delivered``, ``recovered``, ``redelivered``,
     #: ``slow_consumer``, ``dropped_<reason>``), as of its last heartbeat.
     stats: tuple[tuple[str, int], ...] = ()
+    owner: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,6 +286,9 @@ class PresenceBackend(abc.ABC):
         gone, so its sessions are dropped (and logged at INFO).
 
         ``node.session_count`` and ``node.alive`` are ignored.
+
+        Raises:
+            NodeIdInUse: Another live process (another non-empty ``owner``) holds the id.
         """
 
     @abc.abstractmethod
@@ -272,6 +300,7 @@ class PresenceBackend(abc.ABC):
         session_ids: Sequence[str] = (),
         now: float | None = None,
         stats: Mapping[str, int] | None = None,
+        owner: str = "",
     ) -> bool:
         """Extend the node's liveness by *ttl* seconds and touch its live sessions.
 
@@ -282,8 +311,9 @@ class PresenceBackend(abc.ABC):
 
         Returns:
             ``False`` when the node's record was missing (reaped, unregistered, or Redis
-            restarted empty); nothing was refreshed then. The caller must call
-            :meth:`register_node` and re-add its sessions.
+            restarted empty) or is held by another *owner* (when *owner* is given); nothing
+            was refreshed then. The caller is fenced: it must call :meth:`register_node`
+            and re-add its sessions, and cannot know what it missed meanwhile.
         """
 
     @abc.abstractmethod
@@ -303,10 +333,13 @@ class PresenceBackend(abc.ABC):
         """
 
     @abc.abstractmethod
-    async def lost_nodes(self) -> list[str]:
-        """Return the ids of nodes whose liveness TTL lapsed but that are still listed.
+    async def lost_nodes(self, grace: float = 0.0) -> list[str]:
+        """Return the ids of listed nodes whose liveness has been lapsed for *grace* seconds.
 
-        Their sessions (if any) are still registered: call :meth:`reap_node` on each.
+        Marks each node newly seen lapsed as missing since now, by the store's clock, and
+        reports it only once the mark is *grace* seconds old (see "Fencing with a grace
+        period"); with no grace, every lapsed node. Their sessions (if any) are still
+        registered: call :meth:`reap_node` on each.
         """
 
     @abc.abstractmethod
@@ -349,6 +382,16 @@ class PresenceBackend(abc.ABC):
         Raises:
             ValueError: If the session id contains NUL (see :func:`check_session`).
         """
+
+    async def add_sessions(self, sessions: Sequence[SessionRecord]) -> None:
+        """Record each of *sessions* as :meth:`add_session` does, in few round trips.
+
+        What a node's resync calls with all its sessions. Each session is still written
+        atomically; the batch is not. This default awaits one :meth:`add_session` after
+        another; a networked backend pipelines them in batches.
+        """
+        for session in sessions:
+            await self.add_session(session)
 
     @abc.abstractmethod
     async def remove_session(self, session_id: str, node_id: str) -> SessionRecord | None:

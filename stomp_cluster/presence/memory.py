@@ -16,10 +16,11 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from stomp_cluster.exceptions import NodeIdInUse
 from stomp_cluster.presence.base import (
     NodeRecord,
     PresenceBackend,
@@ -44,7 +45,9 @@ class _Node:
     channel_name: str
     started_at: float
     last_heartbeat: float
-    deadline: float  # time.monotonic() after which the node is lost
+    deadline: float  # clock() after which the node's liveness lapsed
+    owner: str = ""
+    missing_since: float | None = None  # clock() when a sweeper first saw it lapsed
 
 
 def _check_ttl(ttl: float) -> None:
@@ -57,6 +60,10 @@ class MemoryPresence(PresenceBackend):
 
     Takes no options.
     """
+
+    #: The monotonic clock of liveness deadlines, "missing since" marks and the sweep
+    #: lock; tests replace it on an instance to drive time.
+    clock: Callable[[], float] = staticmethod(time.monotonic)
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
@@ -107,13 +114,15 @@ class MemoryPresence(PresenceBackend):
         return sorted((s for s in removed if s is not None), key=session_order)
 
     def _alive(self, node: _Node) -> bool:
-        return node.deadline > time.monotonic()
+        return node.deadline > self.clock()
 
     # -- nodes ---------------------------------------------------------------------------
 
     async def register_node(self, node: NodeRecord, ttl: float) -> None:
         _check_ttl(ttl)
         old = self._nodes.get(node.node_id)
+        if old is not None and old.owner and old.owner != node.owner and self._alive(old):
+            raise NodeIdInUse(f"node id {node.node_id!r} is held by another live process")
         if old is not None and old.started_at != node.started_at:
             dropped = self._drop_node_sessions(node.node_id)
             if dropped:
@@ -125,7 +134,8 @@ class MemoryPresence(PresenceBackend):
             channel_name=node.channel_name,
             started_at=node.started_at,
             last_heartbeat=node.last_heartbeat,
-            deadline=time.monotonic() + ttl,
+            deadline=self.clock() + ttl,
+            owner=node.owner,
         )
 
     async def heartbeat_node(
@@ -136,15 +146,17 @@ class MemoryPresence(PresenceBackend):
         session_ids: Sequence[str] = (),
         now: float | None = None,
         stats: Mapping[str, int] | None = None,
+        owner: str = "",
     ) -> bool:
         _check_ttl(ttl)
         node = self._nodes.get(node_id)
-        if node is None:
+        if node is None or (owner and node.owner != owner):
             return False
         if stats is not None:
             self._stats[node_id] = tuple(sorted((str(k), int(v)) for k, v in stats.items()))
         stamp = time.time() if now is None else now
-        node.deadline = time.monotonic() + ttl
+        node.deadline = self.clock() + ttl
+        node.missing_since = None
         node.last_heartbeat = stamp
         for sid in session_ids:
             session = self._sessions.get(sid)
@@ -170,8 +182,17 @@ class MemoryPresence(PresenceBackend):
             for node in sorted(self._nodes.values(), key=lambda node: node.node_id)
         ]
 
-    async def lost_nodes(self) -> list[str]:
-        return sorted(n.node_id for n in self._nodes.values() if not self._alive(n))
+    async def lost_nodes(self, grace: float = 0.0) -> list[str]:
+        now, lost = self.clock(), []
+        for node in self._nodes.values():
+            if self._alive(node):
+                node.missing_since = None
+                continue
+            if node.missing_since is None:
+                node.missing_since = now
+            if now - node.missing_since >= grace:
+                lost.append(node.node_id)
+        return sorted(lost)
 
     async def reap_node(self, node_id: str) -> list[SessionRecord]:
         node = self._nodes.get(node_id)
@@ -182,14 +203,14 @@ class MemoryPresence(PresenceBackend):
 
     async def acquire_sweep_lock(self, owner: str, ttl: float) -> bool:
         _check_ttl(ttl)
-        now = time.monotonic()
+        now = self.clock()
         if self._lock is not None and self._lock[0] != owner and self._lock[1] > now:
             return False
         self._lock = (owner, now + ttl)
         return True
 
     async def release_sweep_lock(self, owner: str) -> bool:
-        if self._lock is None or self._lock[0] != owner or self._lock[1] <= time.monotonic():
+        if self._lock is None or self._lock[0] != owner or self._lock[1] <= self.clock():
             return False
         self._lock = None
         return True

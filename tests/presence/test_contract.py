@@ -8,6 +8,7 @@ import dataclasses
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
+from stomp_cluster.exceptions import NodeIdInUse
 from stomp_cluster.presence.base import SessionPage, encode_cursor
 from stomp_cluster.presence.memory import MemoryPresence
 from tests.support.records import node, session, sub
@@ -137,6 +138,44 @@ async def test_lost_node_is_listed_then_reaped_exactly_once(backend, peer):
     assert await backend.user_nodes("u") == {"node-b": 1}
     assert await backend.subscriber_count("/t") == 0
     assert await backend.heartbeat_node("node-a", 30) is False
+
+
+async def test_a_lapsed_node_is_lost_only_after_the_grace_and_a_heartbeat_clears_it(backend):
+    # After a store outage longer than the TTL every node has lapsed at once: the first
+    # sweeper back marks them missing and must give them a whole grace to heartbeat.
+    await backend.register_node(node("node-a"), 0.2)
+    await backend.register_node(node("node-b"), 0.2)
+    await asyncio.sleep(0.3)
+
+    assert await backend.lost_nodes(grace=0.6) == []  # marked missing, not lost
+    assert await backend.heartbeat_node("node-a", 30) is True
+    await asyncio.sleep(0.7)
+
+    assert await backend.lost_nodes(grace=0.6) == ["node-b"]
+    # The heartbeat cleared node-a's mark: lapsing again starts a new grace.
+    assert await backend.heartbeat_node("node-a", 0.2) is True
+    await asyncio.sleep(0.3)
+    assert await backend.lost_nodes(grace=0.6) == ["node-b"]
+    assert await backend.lost_nodes() == ["node-a", "node-b"]  # no grace: every lapsed one
+
+
+async def test_a_second_owner_of_a_live_node_id_is_refused(backend):
+    await backend.register_node(dataclasses.replace(node("node-a"), owner="first"), 0.3)
+
+    with pytest.raises(NodeIdInUse):
+        await backend.register_node(dataclasses.replace(node("node-a"), owner="second"), 30)
+    assert await backend.heartbeat_node("node-a", 0.3, owner="second") is False
+    assert await backend.heartbeat_node("node-a", 0.3, owner="first") is True
+    assert (
+        await backend.register_node(dataclasses.replace(node("node-a"), owner="first"), 0.3) is None
+    )
+
+    # Once the first owner's liveness lapsed (it crashed), a new process takes the id, and
+    # the old one, should it wake up, learns from its heartbeat that it was fenced.
+    await asyncio.sleep(0.4)
+    await backend.register_node(dataclasses.replace(node("node-a"), owner="second"), 30)
+    assert await backend.heartbeat_node("node-a", 30, owner="first") is False
+    assert await backend.heartbeat_node("node-a", 30, owner="second") is True
 
 
 async def test_lost_node_that_heartbeats_before_reaping_keeps_its_sessions(backend):

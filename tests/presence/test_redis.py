@@ -10,6 +10,7 @@ import subprocess
 import threading
 import time
 import uuid
+from types import SimpleNamespace
 
 import pytest
 from django.core.exceptions import ImproperlyConfigured
@@ -138,7 +139,9 @@ async def test_each_session_change_is_one_command_and_one_round_trip(
 async def test_heartbeat_is_one_round_trip(redis_backend, clean_redis, monkeypatch):
     await redis_backend.register_node(node("node-a"), 30)
     await redis_backend.heartbeat_node("node-a", 30)
-    trips = count_round_trips(redis_backend, monkeypatch)
+    shared = count_round_trips(redis_backend, monkeypatch)
+    # The heartbeat has a connection of its own, never queued behind session traffic.
+    trips = count_round_trips(SimpleNamespace(redis=redis_backend.heartbeat_redis), monkeypatch)
 
     commands = await monitor_commands(
         clean_redis.url,
@@ -146,7 +149,19 @@ async def test_heartbeat_is_one_round_trip(redis_backend, clean_redis, monkeypat
     )
 
     assert trips == [2]
+    assert shared == []
     assert [c.split()[0].upper() for c in commands] == ["EVALSHA", "ZADD"]
+
+
+async def test_add_sessions_writes_500_sessions_per_round_trip(redis_backend, monkeypatch):
+    await redis_backend.register_node(node("node-a"), 30)
+    trips = count_round_trips(redis_backend, monkeypatch)
+
+    await redis_backend.add_sessions([session(f"s{i}", subs=(("1", "/t"),)) for i in range(1200)])
+
+    assert trips == [500, 500, 200]
+    assert await redis_backend.count_sessions(node="node-a") == 1200
+    assert await redis_backend.subscriber_count("/t") == 1200
 
 
 async def test_cross_node_queries_pipeline_one_command_per_node(
@@ -517,3 +532,18 @@ def test_one_client_per_event_loop(clean_redis):
     assert errors == []
     assert len({id(client) for client in clients}) == 4
     assert asyncio.run(backend.count_sessions()) == 80
+
+
+async def test_subscribers_are_read_page_by_page(redis_backend, monkeypatch):
+    await redis_backend.register_node(node("node-a"), 30)
+    await redis_backend.add_sessions(
+        [session(f"s{i:04}", subs=(("1", "/t"),)) for i in range(2500)]
+    )
+    await redis_backend.subscribers("/t")  # learns the node list
+    trips = count_round_trips(redis_backend, monkeypatch)
+
+    found = await redis_backend.subscribers("/t")
+
+    assert sorted(s.session_id for s in found) == [f"s{i:04}" for i in range(2500)]
+    # 1,000 sessions per round trip (the node list and a page), never all in one script.
+    assert trips == [2, 2, 2]
