@@ -166,6 +166,11 @@ class Outcome:
     lost_announced: dict[tuple[str, str], list[int]] = field(default_factory=dict)
     lost_silently: dict[tuple[str, str], list[int]] = field(default_factory=dict)
     node_events: list[str] = field(default_factory=list)  # reaps and re-registrations
+    # Acknowledged, yet not in the promoted replica's history: written on the old primary
+    # and not replicated before it died (asynchronous replication).
+    not_replicated: list[int] = field(default_factory=list)
+    # Raised to the sender, yet in the history (and so recovered by resuming clients).
+    raised_but_stored: list[int] = field(default_factory=list)
 
     def report(self) -> str:
         return (
@@ -177,7 +182,8 @@ class Outcome:
             f"{self.deaf}; duplicated {self.duplicated}, out of order {self.disordered}; lost "
             f"with notice { {k: len(v) for k, v in self.lost_announced.items()} }, lost "
             f"without notice { {k: v[:20] for k, v in self.lost_silently.items()} }; node "
-            f"events {self.node_events}"
+            f"events {self.node_events}; acknowledged but not in the history after the "
+            f"failover {self.not_replicated}; raised but stored {len(self.raised_but_stored)}"
         )
 
 
@@ -306,6 +312,21 @@ def _failover(
     for client in clients.values():
         if not client.listener.disconnected:
             client.disconnect()
+
+    # The whole history of each user, as the promoted replica has it.
+    for user in USERS:
+        reader = StompPyClient(nodes[0].ws_url, heartbeats=(0, 0))
+        reader.connect(user, tokens(user))
+        reader.subscribe(f"/user{QUEUE}", headers={"x-resume-from": "0-0"})
+        wanted = {n for n in everything if USERS[n % 2] == user}
+        listener = reader.listener
+        with contextlib.suppress(AssertionError):
+            wait_until(lambda: max(wanted) in numbers(listener.messages), 30, "the history")  # noqa: B023
+        history = set(numbers(reader.listener.messages))
+        outcome.not_replicated += sorted(wanted - history)
+        outcome.raised_but_stored += sorted(history & set(outcome.failed))
+        reader.disconnect()
+    outcome.not_replicated.sort()
     return outcome
 
 
