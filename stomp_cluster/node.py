@@ -542,9 +542,10 @@ class Node:
         """Close every local session: the registry forgot this node, so it is fenced.
 
         The registry forgot the node (another node reaped it, or Redis restarted empty,
-        or another process took its id): sends made meanwhile did not route here, and no
-        one knows what the sessions missed. Keeping them open could leave a socket open
-        but deaf, so each gets an ERROR frame telling its client to reconnect and resume
+        or another process took its id), or the node's liveness lapsed (a Redis stall
+        longer than ``NODE_TTL``: senders saw it as dead and pushed nothing to it): sends
+        made meanwhile did not route here, and no one knows what the sessions missed.
+        Keeping them open could leave a socket open but deaf, so each gets an ERROR frame telling its client to reconnect and resume
         (:data:`FENCED_MESSAGE`); the node then registers again and serves new sessions.
         """
         if not self.sessions:

@@ -312,8 +312,11 @@ class PresenceBackend(abc.ABC):
         Returns:
             ``False`` when the node's record was missing (reaped, unregistered, or Redis
             restarted empty) or is held by another *owner* (when *owner* is given); nothing
-            was refreshed then. The caller is fenced: it must call :meth:`register_node`
-            and re-add its sessions, and cannot know what it missed meanwhile.
+            was refreshed then. Also ``False`` when the node's liveness had lapsed (its TTL
+            passed without a heartbeat, say while Redis stalled): it is refreshed, but
+            senders saw the node as dead meanwhile and pushed nothing to it. Either way the
+            caller is fenced: it must call :meth:`register_node` and re-add its sessions,
+            and cannot know what it missed meanwhile.
         """
 
     @abc.abstractmethod

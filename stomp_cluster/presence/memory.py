@@ -155,6 +155,7 @@ class MemoryPresence(PresenceBackend):
         if stats is not None:
             self._stats[node_id] = tuple(sorted((str(k), int(v)) for k, v in stats.items()))
         stamp = time.time() if now is None else now
+        lapsed = node.deadline < self.clock()
         node.deadline = self.clock() + ttl
         node.missing_since = None
         node.last_heartbeat = stamp
@@ -162,7 +163,7 @@ class MemoryPresence(PresenceBackend):
             session = self._sessions.get(sid)
             if session is not None and session.node_id == node_id:
                 self._sessions[sid] = dataclasses.replace(session, last_seen=stamp)
-        return True
+        return not lapsed
 
     async def unregister_node(self, node_id: str) -> list[SessionRecord]:
         self._nodes.pop(node_id, None)

@@ -243,6 +243,7 @@ return dropped
 _HEARTBEAT = r"""
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 if ARGV[4] ~= '' and redis.call('HGET', KEYS[1], 'owner') ~= ARGV[4] then return 0 end
+local lapsed = redis.call('EXISTS', base .. 'alive') == 0
 redis.call('SET', base .. 'alive', '1', 'PX', ARGV[2])
 redis.call('DEL', base .. 'missing')
 redis.call('HSET', KEYS[1], 'last_heartbeat', ARGV[3])
@@ -250,6 +251,7 @@ for i = 5, #ARGV do
   local skey = base .. 'sess:' .. ARGV[i]
   if redis.call('EXISTS', skey) == 1 then redis.call('HSET', skey, 'last_seen', ARGV[3]) end
 end
+if lapsed then return 0 end
 return 1
 """
 

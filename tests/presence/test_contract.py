@@ -148,6 +148,9 @@ async def test_a_lapsed_node_is_lost_only_after_the_grace_and_a_heartbeat_clears
     await asyncio.sleep(0.3)
 
     assert await backend.lost_nodes(grace=0.6) == []  # marked missing, not lost
+    # node-a heartbeats: refreshed, but told that it had lapsed (senders skipped it
+    # meanwhile), so that it fences its sessions.
+    assert await backend.heartbeat_node("node-a", 30) is False
     assert await backend.heartbeat_node("node-a", 30) is True
     await asyncio.sleep(0.7)
 
@@ -184,7 +187,9 @@ async def test_lost_node_that_heartbeats_before_reaping_keeps_its_sessions(backe
     await await_until(backend.lost_nodes, what="node-a to be lost")  # after 1 s
     assert await backend.lost_nodes() == ["node-a"]
 
-    assert await backend.heartbeat_node("node-a", 30, session_ids=["a1"]) is True
+    # Refreshed, and told it had lapsed (so the node fences its clients); the registry
+    # keeps its sessions, and a reap now finds it alive.
+    assert await backend.heartbeat_node("node-a", 30, session_ids=["a1"]) is False
 
     assert await backend.lost_nodes() == []
     assert await backend.reap_node("node-a") == []
