@@ -545,8 +545,9 @@ class Node:
         or another process took its id), or the node's liveness lapsed (a Redis stall
         longer than ``NODE_TTL``: senders saw it as dead and pushed nothing to it): sends
         made meanwhile did not route here, and no one knows what the sessions missed.
-        Keeping them open could leave a socket open but deaf, so each gets an ERROR frame telling its client to reconnect and resume
-        (:data:`FENCED_MESSAGE`); the node then registers again and serves new sessions.
+        Keeping them open could leave a socket open but deaf, so each gets an ERROR frame
+        telling its client to reconnect and resume (:data:`FENCED_MESSAGE`); the node then
+        registers again and serves new sessions.
         """
         if not self.sessions:
             return
