@@ -581,16 +581,28 @@ class Node:
         """
         logger.info("node %s: re-registering %d sessions", self.node_id, len(self.sessions))
         self._resync = False
-        # Registering first checks that the id is still ours (NodeIdInUse otherwise):
-        # the unregistration that follows must never wipe another live process's entry.
+        # Registering first checks that the id is still ours (NodeIdInUse otherwise).
         await self._register()
-        await self.presence.unregister_node(self.node_id)
-        await self._register()
-        # Each record carries the session's subscriptions; the backend pipelines them in
-        # batches (500 per round trip with Redis).
-        await self.presence.add_sessions(
-            [consumer.session_record() for consumer in list(self.sessions.values())]
-        )
+        # Then every local session is written again, each replacing its old entry and
+        # subscriptions in one atomic step (the backend pipelines them, 500 per round trip
+        # with Redis), and only then are the entries that are no longer local removed.
+        # Never "unregister, then add back": a send in between would find none of this
+        # node's sessions and skip its open sockets.
+        local = list(self.sessions.values())
+        await self.presence.add_sessions([consumer.session_record() for consumer in local])
+        here = {consumer.session_id for consumer in local}
+        stale: list[str] = []
+        cursor: str | None = None
+        while True:
+            page = await self.presence.sessions(node=self.node_id, cursor=cursor, limit=1000)
+            stale.extend(r.session_id for r in page.sessions if r.session_id not in here)
+            cursor = page.next_cursor
+            if cursor is None:
+                break
+        if stale:
+            await asyncio.gather(
+                *(self.presence.remove_session(sid, self.node_id) for sid in stale)
+            )
 
     async def sweep(self) -> list[SessionRecord]:
         """Remove the sessions of lost nodes, if this node holds the sweep lock.

@@ -350,30 +350,10 @@ def test_failover_shorter_than_node_ttl_nodes_follow_and_no_socket_is_deaf(
     # down-after-milliseconds 1000): no node should be reaped while Redis is away.
     outcome = failover_mid_stream(10.0, tokens, db_path, tmp_path)
     check_failover(outcome)
-    if outcome.lost_silently:
-        # Seen in every run so far (one message on one socket), but it is a race, so the
-        # test reports it rather than being strictly expected to fail.
-        pytest.xfail(
-            "Node.resync() (stomp_cluster/node.py), run at the first heartbeat after any "
-            "failed registry call, unregisters the node with all its sessions and adds them "
-            "back one round trip each: a send in between skips this node's open sockets, "
-            "which keep receiving later messages, so resuming from the last message seen "
-            "skips it, with no x-recovered:false: " + outcome.report()
-        )
+    assert outcome.lost_silently == {}, outcome.report()
 
 
 @pytest.mark.timeout(240)
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "A failover longer than NODE_TTL lets the first node back reap the other "
-        "(issue #13 item 1: no grace period): messages sent to its users until it "
-        "re-registers its sessions are kept in history but never reach its open sockets, "
-        "which keep receiving later ones, so resuming from the last message seen skips "
-        "them and no x-recovered:false is sent (stomp_cluster/node.py resync, "
-        "presence reaping)."
-    ),
-)
 def test_failover_longer_than_node_ttl_loses_nothing_without_notice(
     tokens: Any, db_path: Path, tmp_path: Path
 ) -> None:
