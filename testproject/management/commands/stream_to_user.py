@@ -46,8 +46,8 @@ class Command(BaseCommand):
                 else:
                     await asend_to_user(options["user"], options["destination"], body)
             except DeliveryFailed:
-                # Either refused before it was stored (history down: not acknowledged), or
-                # stored but not routed live (a client recovers it from the history).
+                # Refused before it was stored (history or registry down): not
+                # acknowledged. A stored message that missed a node does not raise.
                 failed += 1
             else:
                 if options["report"]:
