@@ -48,7 +48,9 @@ async def kill(node_id: str) -> None:
 
 
 async def revive(node_id: str) -> None:
-    assert await get_presence().heartbeat_node(node_id, 30)
+    # Refreshed; the answer is False because it had lapsed (a real node then fences its
+    # sessions, since senders skipped it meanwhile).
+    assert await get_presence().heartbeat_node(node_id, 30) is False
 
 
 # -- Redis: the one-trip script and the three steps ----------------------------------------
