@@ -28,6 +28,7 @@ __all__ = [
     "DisconnectReason",
     "stomp_connected",
     "stomp_disconnected",
+    "stomp_sessions_reaped",
     "stomp_subscribed",
     "stomp_unsubscribed",
 ]
@@ -56,6 +57,13 @@ stomp_unsubscribed = Signal()
 #: ``"slow_consumer"``, ``"node_lost"``, ``"shutdown"``) and ``consumer`` (``None`` for
 #: ``"node_lost"``).
 stomp_disconnected = Signal()
+
+#: Once per batch of sessions removed from the registry because their node was lost, on
+#: the node whose sweeper reaped them (so once cluster-wide). Extra kwargs: ``node_id``
+#: (the lost node) and ``sessions`` (a tuple of at most 1,000 session
+#: records, with their subscriptions). For receivers that would rather take a lost node's
+#: sessions in bulk than one ``stomp_disconnected`` at a time.
+stomp_sessions_reaped = Signal()
 
 
 class DisconnectReason(enum.StrEnum):
