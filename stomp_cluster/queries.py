@@ -14,23 +14,38 @@ Users may be given as a user object, a primary key or a username, as for
 
 Raises:
     PresenceUnavailable: from every function, when the registry cannot be reached.
+
+:func:`ahistory` (and :func:`history`) read a destination's stored messages instead,
+from the history backend: a topic listed in ``HISTORY_TOPICS``, or a user's own
+destination. They raise
+:class:`~stomp_cluster.exceptions.HistoryUnavailable` when the history cannot be reached.
 """
 
 from __future__ import annotations
 
+import datetime
+from dataclasses import dataclass
+
 from asgiref.sync import async_to_sync
 
+from stomp_cluster import destinations
+from stomp_cluster.backends import get_history
 from stomp_cluster.backends import get_presence as _presence
+from stomp_cluster.history.base import parse_id
 from stomp_cluster.presence.base import NodeRecord, SessionPage, SessionRecord
 from stomp_cluster.users import UserRef, auser_key
 
 __all__ = [
+    "HISTORY_LIMIT",
+    "StoredMessage",
+    "ahistory",
     "ais_online",
     "anodes",
     "asessions",
     "asessions_of",
     "asubscriber_count",
     "asubscribers",
+    "history",
     "is_online",
     "nodes",
     "sessions",
@@ -38,6 +53,109 @@ __all__ = [
     "subscriber_count",
     "subscribers",
 ]
+
+
+#: The most messages one :func:`ahistory` call returns.
+HISTORY_LIMIT = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class StoredMessage:
+    """One message of a destination's history, as :func:`ahistory` returns it.
+
+    Attributes:
+        message_id: Its history id, the MESSAGE ``message-id`` its subscribers got;
+            pass it as ``since`` to read what came after it.
+        destination: Where it was sent (a user's messages have the ``/user/`` form).
+        body: The frame body, bytes as sent.
+        headers: The extra headers it was sent with, in order (``content-type``, ...).
+        timestamp: When the history stored it (UTC), from the id's milliseconds.
+    """
+
+    message_id: str
+    destination: str
+    body: bytes
+    headers: tuple[tuple[str, str], ...]
+    timestamp: datetime.datetime
+
+
+async def ahistory(
+    destination: str,
+    *,
+    limit: int = 100,
+    since: str | None = None,
+    user: UserRef | None = None,
+) -> list[StoredMessage]:
+    """The stored messages of *destination*, oldest first.
+
+    Without *since*, the newest *limit* messages (the last page of a chat room); with
+    it, at most *limit* messages sent after the message-id *since* (exclusive): pass the
+    last one's ``message_id`` again to read on. A history is bounded by
+    ``HISTORY_MAX_LENGTH`` and ``HISTORY_MAX_AGE``, so older messages may be gone.
+
+    Args:
+        destination: A topic listed in ``HISTORY_TOPICS`` (``/topic/chat``), or, with
+            *user*, one of that user's destinations (``/queue/notify`` or
+            ``/user/queue/notify``).
+        limit: At most this many messages, from 1 to :data:`HISTORY_LIMIT`.
+        since: A ``message-id`` of this history; only later messages are returned.
+        user: Whose messages, for a user destination: a user object, a primary key or a
+            username.
+
+    Raises:
+        ValueError: *destination* keeps no history (not in ``HISTORY_TOPICS``,
+            ``HISTORY_BACKEND`` is None, or a user destination without *user*); *limit*
+            is out of range; *since* is not a message-id.
+        HistoryUnavailable: the history backend cannot be reached.
+        LookupError: *user* is a pk that matches no user.
+    """
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= HISTORY_LIMIT:
+        raise ValueError(f"limit must be a whole number from 1 to {HISTORY_LIMIT}, got {limit!r}")
+    if since is not None:
+        parse_id(since)  # ValueError names the bad id
+    backend = get_history()
+    if user is not None:
+        key: str | None = await auser_key(user) if backend is not None else None
+        destination = destinations.user_destination(destination)
+    elif destinations.is_user(destination):
+        raise ValueError(f"{destination} is a user destination: pass user= to read its history")
+    else:
+        key = destinations.topic_history_key(destination)
+    if backend is None or key is None:
+        raise ValueError(
+            f"{destination} keeps no history: list it in HISTORY_TOPICS "
+            "(and set HISTORY_BACKEND), or send to users"
+        )
+    after = since
+    if after is None:
+        after = await backend.rewind_point(key, limit, destination=destination)
+    page = await backend.read(key, after, destination=destination, limit=limit)
+    return [
+        StoredMessage(
+            message_id=entry.id,
+            destination=entry.destination,
+            body=entry.body,
+            headers=entry.headers,
+            timestamp=datetime.datetime.fromtimestamp(
+                parse_id(entry.id)[0] / 1000, tz=datetime.UTC
+            ),
+        )
+        for entry in page.entries
+    ]
+
+
+def history(
+    destination: str,
+    *,
+    limit: int = 100,
+    since: str | None = None,
+    user: UserRef | None = None,
+) -> list[StoredMessage]:
+    """Sync twin of :func:`ahistory`."""
+    result: list[StoredMessage] = async_to_sync(ahistory)(
+        destination, limit=limit, since=since, user=user
+    )
+    return result
 
 
 async def ais_online(user: UserRef) -> bool:

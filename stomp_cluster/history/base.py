@@ -311,6 +311,59 @@ class HistoryBackend(abc.ABC):
             ValueError: If *after* is malformed or *limit* is less than 1.
         """
 
+    async def rewind_point(
+        self,
+        user_key: str,
+        count: int,
+        *,
+        destination: str | None = None,
+        max_bytes: int | None = None,
+    ) -> str:
+        """Return the ``after`` from which :meth:`read` gives the newest *count* entries.
+
+        For a subscription's ``x-rewind: N`` and :func:`stomp_cluster.queries.ahistory`:
+        read from the returned id, page by page, to get the last *count* entries
+        (of *destination*, when given) oldest first, and anything appended since.
+
+        This default pages through the whole history with :meth:`read`; the shipped
+        backends override it with one backward walk.
+
+        Args:
+            user_key: Whose history.
+            count: How many of the newest entries to take; 0 takes none.
+            destination: Count only entries sent to this destination, when given.
+            max_bytes: Stop before the bodies of the entries taken exceed this many
+                bytes in total, newest first (so an entry larger than it is never taken).
+
+        Returns:
+            The id just before the oldest entry taken; when none is taken, the newest id
+            of the history, or :data:`BEGINNING` when the history is empty.
+
+        Raises:
+            ValueError: If *count* is negative.
+        """
+        if count < 0:
+            raise ValueError(f"count must be 0 or more, got {count!r}")
+        newest, after, window = BEGINNING, BEGINNING, list[HistoryEntry]()
+        while True:
+            page = await self.read(user_key, after, limit=1000)
+            for entry in page.entries:
+                newest = entry.id
+                if destination is None or entry.destination == destination:
+                    window.append(entry)
+            window = window[-count:] if count else []
+            if len(page.entries) < 1000:
+                break
+            after = page.entries[-1].id
+        taken: list[HistoryEntry] = []
+        used = 0
+        for entry in reversed(window):
+            used += len(entry.body)
+            if max_bytes is not None and used > max_bytes:
+                break
+            taken.append(entry)
+        return previous_id(taken[-1].id) if taken else newest
+
     @abc.abstractmethod
     async def take_pending(self, user_key: str, destination: str) -> str | None:
         """Remove and return the first pending id of ``(user_key, destination)``.

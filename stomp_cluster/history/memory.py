@@ -35,6 +35,7 @@ from typing import Any
 from django.core.exceptions import ImproperlyConfigured
 
 from stomp_cluster.history.base import (
+    BEGINNING,
     HistoryBackend,
     HistoryEntry,
     HistoryPage,
@@ -198,6 +199,31 @@ class MemoryHistory(HistoryBackend):
             max_deleted=history.max_deleted,
         )
         return HistoryPage(tuple(found), complete)
+
+    async def rewind_point(
+        self,
+        user_key: str,
+        count: int,
+        *,
+        destination: str | None = None,
+        max_bytes: int | None = None,
+    ) -> str:
+        if count < 0:
+            raise ValueError(f"count must be 0 or more, got {count!r}")
+        history = self._get(user_key, self._now_ms())
+        if history is None or not history.ids:
+            return BEGINNING
+        oldest, taken, used = None, 0, 0
+        for entry in reversed(history.entries):
+            if taken >= count:
+                break
+            if destination is not None and entry.destination != destination:
+                continue
+            used += len(entry.body)
+            if max_bytes is not None and used > max_bytes:
+                break
+            oldest, taken = entry.id, taken + 1
+        return previous_id(oldest) if oldest is not None else format_id(*history.ids[-1])
 
     async def take_pending(self, user_key: str, destination: str) -> str | None:
         history = self._get(user_key, self._now_ms())

@@ -65,6 +65,7 @@ append         EXISTS XADD XRANGE XLEN PEXPIRE PEXPIRE, and when needed:   1
 read           EXISTS XINFO XRANGE (more XRANGE batches when filtering)    1
 take_pending   HGET, then HDEL if found                                    1
 last_id        XREVRANGE + - COUNT 1                                       1
+rewind_point   XREVRANGE, in batches (of 256 or more when filtering)       1
 set_acked      EXISTS HGET HSET PTTL PEXPIRE                               1
 acked          HGET                                                        1
 =============  ==========================================================  =====
@@ -103,11 +104,13 @@ from typing import Any
 
 from stomp_cluster.exceptions import HistoryUnavailable
 from stomp_cluster.history.base import (
+    BEGINNING,
     HistoryBackend,
     HistoryEntry,
     HistoryPage,
     is_complete,
     parse_id,
+    previous_id,
 )
 from stomp_cluster.redis_connection import (
     Call,
@@ -236,7 +239,39 @@ if #newest == 0 then return false end
 return newest[1][1]
 """
 
+# KEYS: stream. ARGV: how many, max body bytes ('' for no limit), destination, "1" to
+# filter by it. Walks back from the newest entry. Returns nil when the stream does not
+# exist, else {"o", oldest entry taken} or {"n", newest id} when none is taken.
+_REWIND = r"""
+local newest = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)[1]
+if not newest then return false end
+local want, budget, dest, filter = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], ARGV[4] == '1'
+local found, used, oldest, start = 0, 0, false, '+'
+while found < want do
+  local count = want - found
+  if filter and count < 256 then count = 256 end
+  local batch = redis.call('XREVRANGE', KEYS[1], start, '-', 'COUNT', count)
+  for _, entry in ipairs(batch) do
+    local f, d, b = entry[2], '', ''
+    for j = 1, #f, 2 do
+      if f[j] == 'd' then d = f[j + 1] elseif f[j] == 'b' then b = f[j + 1] end
+    end
+    if not filter or d == dest then
+      used = used + #b
+      if budget and used > budget then found = want break end
+      found, oldest = found + 1, entry[1]
+      if found >= want then break end
+    end
+  end
+  if #batch < count then break end
+  start = '(' .. batch[#batch][1]
+end
+if oldest then return {'o', oldest} end
+return {'n', newest[1]}
+"""
+
 _S_APPEND = Script.from_source(_APPEND)
+_S_REWIND = Script.from_source(_REWIND)
 _S_READ = Script.from_source(_READ)
 _S_TAKE_PENDING = Script.from_source(_TAKE_PENDING)
 _S_LAST_ID = Script.from_source(_LAST_ID)
@@ -399,6 +434,26 @@ class RedisHistory(HistoryBackend):
             max_deleted=parse_id(max_deleted.decode("ascii")),
         )
         return HistoryPage(entries, complete)
+
+    async def rewind_point(
+        self,
+        user_key: str,
+        count: int,
+        *,
+        destination: str | None = None,
+        max_bytes: int | None = None,
+    ) -> str:
+        if count < 0:
+            raise ValueError(f"count must be 0 or more, got {count!r}")
+        stream, _ = self._keys(user_key)
+        filtered = "0" if destination is None else "1"
+        budget = "" if max_bytes is None else str(max_bytes)
+        call = Call.lua(_S_REWIND, [stream], count, budget, destination or "", filtered)
+        reply: list[bytes] | None = await self._call(call)
+        if reply is None:
+            return BEGINNING
+        kind, entry_id = reply[0], reply[1].decode("ascii")
+        return previous_id(entry_id) if kind == b"o" else entry_id
 
     async def take_pending(self, user_key: str, destination: str) -> str | None:
         _, pending = self._keys(user_key)
