@@ -658,6 +658,12 @@ class StompSettings:
         coerce=tuple,
         doc="Broker destinations that get a history of their own.",
     )
+    MAX_REWIND: int = _setting(
+        100,
+        accepts="a whole number of messages, 0 or more",
+        valid=_int(0),
+        doc="The most messages one SUBSCRIBE's x-rewind delivers.",
+    )
 
     # Node liveness.
     NODE_TTL: float = _setting(

@@ -81,7 +81,7 @@ from stomp_cluster.protocol import (
     UnsubscribeRequested,
     Version,
 )
-from stomp_cluster.recovery import RESUME_HEADER, SessionRecovery
+from stomp_cluster.recovery import RESUME_HEADER, REWIND_HEADER, SessionRecovery, parse_rewind
 from stomp_cluster.send import SENDER_HEADER, asend_to_destination, asend_to_user
 from stomp_cluster.signals import DisconnectReason
 from stomp_cluster.typing import Headers
@@ -489,6 +489,14 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
         if history_key is not None and resume is not None and not is_valid_id(resume):
             self._refuse(f"{RESUME_HEADER} must be a message-id such as 1700000000000-0", frame)
             return
+        rewind = frame.get(REWIND_HEADER)
+        count = 0 if rewind is None else parse_rewind(rewind)
+        if count is None:
+            self._refuse(f"{REWIND_HEADER} must be a whole number of messages, such as 10", frame)
+            return
+        if rewind is not None and history_key is None:
+            self._refuse(f"{REWIND_HEADER}: {destination} keeps no history", frame)
+            return
         if history_key is not None:
             self._recovery.state.begin(str(sub.id))  # hold live messages back until recovered
         self._subs_by_destination.setdefault(destination, []).append(str(sub.id))
@@ -511,6 +519,8 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
                 sub.ack,
                 per_user=destinations.is_user(destination),
                 receipted=frame.get("receipt") is not None,
+                rewind=min(count, self.settings.MAX_REWIND),
+                rewind_bytes=self.settings.MAX_OUTBOX_BYTES // 2,
             )
             if receipt:
                 self._receipt_headers = receipt

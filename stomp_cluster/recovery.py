@@ -53,11 +53,32 @@ the client is told by a *gap MESSAGE* on that subscription: an empty body with
 ``recovered: false``), whose ``message-id`` is the history's newest id when it can be
 read, so that a client resuming from the last id it saw gets what came after the gap.
 Silence never means "nothing was lost".
+
+Rewind
+------
+
+A SUBSCRIBE with ``x-rewind: N`` on a destination with a history gets the last N stored
+messages of that destination before live ones, each marked ``x-rewind: true``: a chat
+room's recent lines on joining. It runs through the same steps as a recovery, so the
+switch to live messages has no gap and no duplicate; only the starting point differs:
+the history finds the id just before the N-th newest message of the destination
+(:meth:`~stomp_cluster.history.base.HistoryBackend.rewind_point`, one backward walk),
+and recovery reads on from there. N is capped by ``MAX_REWIND``, and the rewound bodies
+by half of ``MAX_OUTBOX_BYTES`` (newest first: an older message that does not fit is left
+out), so that a rewind never ends the session as a slow consumer. Fewer messages than
+asked for is not a gap: no ``x-recovered: false`` is said for a rewind, except when the
+history cannot be read at all.
+
+``x-resume-from`` (on the SUBSCRIBE or the CONNECT) wins over ``x-rewind``: a client
+that reconnects sends the last id it saw and gets exactly what came after it. On a user
+destination, messages that waited for the user (pending) or await an acknowledgement
+are not skipped: the rewind starts at the older of the two points.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -74,8 +95,10 @@ __all__ = [
     "RECOVERY_PAGE",
     "REDELIVERED_HEADER",
     "RESUME_HEADER",
+    "REWIND_HEADER",
     "RecoveryState",
     "SessionRecovery",
+    "parse_rewind",
 ]
 
 logger = logging.getLogger(__name__)
@@ -89,12 +112,32 @@ GAP_HEADER = "x-gap"
 #: MESSAGE header on a message that may have been delivered before (JMS, RabbitMQ use it).
 REDELIVERED_HEADER = "redelivered"
 
+#: SUBSCRIBE header asking for the last N stored messages; MESSAGE header (``true``) on
+#: each message a rewind delivers.
+REWIND_HEADER = "x-rewind"
+
 #: History entries read per round trip while recovering a subscription; between pages
 #: the session's queue is drained.
 RECOVERY_PAGE = 100
 
 #: Headers only recovery sets on a MESSAGE; a stored message's copies are dropped.
-_OWN_HEADERS = frozenset({RECOVERED_HEADER, REDELIVERED_HEADER, GAP_HEADER})
+_OWN_HEADERS = frozenset({RECOVERED_HEADER, REDELIVERED_HEADER, GAP_HEADER, REWIND_HEADER})
+
+# [0-9], not \d: int() would also accept other scripts' digits.
+_COUNT = re.compile(r"[0-9]{1,20}")
+
+#: The header on each rewound MESSAGE.
+_REWOUND: Headers = ((REWIND_HEADER, "true"),)
+
+
+def parse_rewind(value: str) -> int | None:
+    """The message count of an ``x-rewind`` header, or None when it is not one.
+
+    A count is a whole number written in ASCII digits, 0 or more (0 rewinds nothing);
+    anything else (``-1``, ``2.5``, ``ten``, empty) is refused.
+    """
+    return int(value) if _COUNT.fullmatch(value) else None
+
 
 #: The headers of a gap MESSAGE (no message-id of the history: it stands for none).
 _GAP: Headers = ((RECOVERED_HEADER, "false"), (GAP_HEADER, "true"))
@@ -252,6 +295,8 @@ class SessionRecovery:
         *,
         per_user: bool,
         receipted: bool = True,
+        rewind: int = 0,
+        rewind_bytes: int | None = None,
     ) -> Headers:
         """Deliver what the subscription missed, then the live messages held back.
 
@@ -259,7 +304,9 @@ class SessionRecovery:
         acknowledgement cursor belong to the user; a topic's history is shared, so it has
         neither. Call :meth:`RecoveryState.begin` before routing the subscription.
         *receipted* says whether the SUBSCRIBE asked for a RECEIPT: without one, a gap
-        that no MESSAGE follows is announced by a gap MESSAGE.
+        that no MESSAGE follows is announced by a gap MESSAGE. *rewind* (already capped)
+        asks for the last messages of *destination*, whose bodies add up to at most
+        *rewind_bytes*; *resume* wins over it (see "Rewind" in the module docstring).
 
         Returns:
             The headers the SUBSCRIBE's RECEIPT carries: ``x-recovered`` when the client
@@ -287,6 +334,15 @@ class SessionRecovery:
                     after, again = cursor, ((REDELIVERED_HEADER, "true"),)
             if resume is not None:
                 after = resume
+            rewinding = False
+            marker: Headers = ()
+            if rewind and resume is None:
+                marker = _REWOUND
+                point = await history.rewind_point(
+                    key, rewind, destination=destination, max_bytes=rewind_bytes
+                )
+                if after is None or parse_id(point) < parse_id(after):
+                    after, rewinding = point, True
             complete = True
             first = True
             sent_any = False
@@ -296,12 +352,13 @@ class SessionRecovery:
                     break  # over budget or gone: the client resumes from what it got
                 page = await history.read(key, after, destination=destination, limit=RECOVERY_PAGE)
                 if first:
-                    complete, first = page.complete, False
+                    # Fewer stored than asked for is no gap for a rewind.
+                    complete, first = page.complete or rewinding, False
                     extra: Headers = () if complete else ((RECOVERED_HEADER, "false"),)
                 self._stats["redelivered" if again else "recovered"] += len(page.entries)
                 full = len(page.entries) == RECOVERY_PAGE
                 for entry in page.entries:
-                    headers = _with(extra + again, entry.headers)
+                    headers = _with(extra + again + marker, entry.headers)
                     if not self._send(sub_id, entry.body, headers, entry.id):
                         full = False  # the session is ending: read no more
                         break
@@ -319,7 +376,7 @@ class SessionRecovery:
         except BackendUnavailable:
             # What was missed cannot be known: say it may be lost.
             logger.warning("history unavailable: session %s recovers nothing", self.session_id)
-            if resume is not None or per_user:
+            if resume is not None or per_user or rewind:
                 receipt = ((RECOVERED_HEADER, "false"),)
                 if not receipted:
                     self._send(sub_id, b"", _GAP, None)

@@ -96,9 +96,10 @@ logger = logging.getLogger(__name__)
 #: sets it from the login (absent for an anonymous sender) and drops a client's own.
 SENDER_HEADER = "x-sender"
 
-#: Headers the recovery path sets on a MESSAGE (``x-recovered``, ``redelivered``, ``x-gap``, see
-#: :mod:`stomp_cluster.recovery`): a recipient trusts them, so a sender's never travel.
-SERVER_HEADERS = frozenset({"x-recovered", "redelivered", "x-gap"})
+#: Headers the recovery path sets on a MESSAGE (``x-recovered``, ``redelivered``, ``x-gap``,
+#: ``x-rewind``, see :mod:`stomp_cluster.recovery`): a recipient trusts them, so a
+#: sender's never travel.
+SERVER_HEADERS = frozenset({"x-recovered", "redelivered", "x-gap", "x-rewind"})
 
 #: Headers of a sender's that never travel on: those a MESSAGE reserves for the server,
 #: and the SEND frame's own ``receipt`` and ``transaction``.
