@@ -145,6 +145,7 @@ class Setting:
         check_id: the check that reports a value ``valid`` refuses.
         explain: for a refused value, what is wrong with it, in a few words that follow
             the value in the check's message.
+        secret: the value is a secret (API keys): a check's message never shows it.
     """
 
     default: Any
@@ -157,6 +158,7 @@ class Setting:
     limit: str | None = None
     check_id: str = "stomp_cluster.E003"
     explain: Callable[[Any], str] | None = None
+    secret: bool = False
 
 
 _META = "stomp_cluster"
@@ -171,7 +173,8 @@ def _setting(default: Any, **row: Any) -> Any:
     default, and would accept ``StompSettings()``, which fails. Only :func:`get_settings`
     builds one, passing every key.
     """
-    return field(metadata={_META: Setting(default, **row)})
+    # A secret stays out of the settings' repr, which may end up in a log.
+    return field(metadata={_META: Setting(default, **row)}, repr=not row.get("secret", False))
 
 
 def _limit(name: str, **row: Any) -> Any:
@@ -241,6 +244,13 @@ def _networks(v: Any) -> bool:
     except ValueError:
         return False
     return True
+
+
+def _api_keys(v: Any) -> bool:
+    return isinstance(v, list | tuple) and all(
+        isinstance(k, str) and len(k) >= 16 and k.isascii() and k.isprintable() and " " not in k
+        for k in v
+    )
 
 
 def _or_none(valid: Callable[[Any], bool]) -> Callable[[Any], bool]:
@@ -719,6 +729,28 @@ class StompSettings:
         doc="Client addresses that may read the endpoints of stomp_cluster.urls; others get 403.",
     )
 
+    # The HTTP publish API (stomp_cluster.publish).
+    PUBLISH_API_KEYS: tuple[str, ...] = _setting(
+        (),
+        accepts="a list of secret strings of at least 16 printable ASCII characters, no spaces",
+        valid=_api_keys,
+        coerce=tuple,
+        secret=True,
+        doc="The API keys of the HTTP publish API; empty turns the API off (404).",
+    )
+    PUBLISH_MAX_REQUEST_SIZE: int = _setting(
+        1_048_576,
+        accepts="a whole number of bytes, at least 1024",
+        valid=_int(1024),
+        doc="The largest request body the publish API reads; larger ones get 413.",
+    )
+    PUBLISH_MAX_BATCH: int = _setting(
+        100,
+        accepts=_POSITIVE,
+        valid=_int(1),
+        doc="The most messages in one batch request of the publish API.",
+    )
+
     def limits(self) -> Limits:
         """Return the :class:`~stomp_cluster.protocol.events.Limits` of a connection."""
         return Limits(**{row.limit: getattr(self, key) for key, row in _ROWS if row.limit})
@@ -855,9 +887,10 @@ def validate_settings(value: Any) -> list[tuple[str, str, str]]:
         elif not rows[key].valid(value[key]):
             row = rows[key]
             why = f": {row.explain(value[key])}" if row.explain is not None else ""
+            shown = "not accepted (a secret: not shown)" if row.secret else repr(value[key])
             errors.append(
                 (
-                    f"STOMP_CLUSTER[{key!r}] is {value[key]!r}{why}.",
+                    f"STOMP_CLUSTER[{key!r}] is {shown}{why}.",
                     f"Set it to {row.accepts}.",
                     row.check_id,
                 )

@@ -10,17 +10,19 @@ In your project's ``urls.py``::
     ]
 
 which serves ``/stomp/health/`` (:func:`stomp_cluster.views.health`) and
-``/stomp/metrics/`` (:func:`stomp_cluster.views.metrics`, Prometheus). Every endpoint here
-answers only the addresses of ``ENDPOINTS_ALLOWED_NETWORKS`` (loopback by default) and
-refuses others with 403. The names are namespaced: ``reverse("stomp_cluster:health")``,
-``reverse("stomp_cluster:metrics")``.
+``/stomp/metrics/`` (:func:`stomp_cluster.views.metrics`, Prometheus). These two answer
+only the addresses of ``ENDPOINTS_ALLOWED_NETWORKS`` (loopback by default) and refuse
+others with 403. ``/stomp/publish/`` (:func:`stomp_cluster.publish.publish`) is the HTTP
+publish API: off (404) until ``PUBLISH_API_KEYS`` lists a key, and then open to any
+address that presents one. The names are namespaced: ``reverse("stomp_cluster:health")``,
+``reverse("stomp_cluster:metrics")``, ``reverse("stomp_cluster:publish")``.
 """
 
 from __future__ import annotations
 
 from django.urls import path
 
-from stomp_cluster import views
+from stomp_cluster import publish, views
 
 __all__ = ["app_name", "urlpatterns"]
 
@@ -31,4 +33,5 @@ app_name = "stomp_cluster"
 urlpatterns = [
     path("health/", views.health, name="health"),
     path("metrics/", views.metrics, name="metrics"),
+    path("publish/", publish.publish, name="publish"),
 ]

@@ -77,6 +77,7 @@ LAYERS: list[tuple[str, ...]] = [
         "stomp_cluster.urls",
         "stomp_cluster.views",
         "stomp_cluster.metrics",
+        "stomp_cluster.publish",
     ),
 ]
 
