@@ -12,6 +12,8 @@ Read from the environment, so that the same project runs as any node of a cluste
   :class:`stomp_cluster.transport.RedisTransport`) or ``layer`` (the channel layer).
 * ``STOMP_CHANNEL_LAYER=pubsub``: channels_redis's pub/sub layer instead of the core one.
 * ``STOMP_HISTORY_MAX_LENGTH``: messages kept per user for recovery (default 1000).
+* ``STOMP_PUBLISH_KEY``: the API key of the HTTP publish API at ``/stomp/publish/``
+  (at least 16 characters); unset, the API is off (404).
 """
 
 from __future__ import annotations
@@ -132,7 +134,11 @@ STOMP_CLUSTER: dict[str, object] = {
     "HISTORY_MAX_LENGTH": int(os.environ.get("STOMP_HISTORY_MAX_LENGTH", "1000")),
     # The demo lets scripts log in with a password; tokens are the scalable way.
     "PASSWORD_LOGIN": True,
+    # The chat keeps a history: a SUBSCRIBE with x-rewind: 20 gets its last 20 lines.
+    "HISTORY_TOPICS": ["/topic/chat"],
 }
+if os.environ.get("STOMP_PUBLISH_KEY"):
+    STOMP_CLUSTER["PUBLISH_API_KEYS"] = [os.environ["STOMP_PUBLISH_KEY"]]
 if REDIS_URL and os.environ.get("STOMP_TRANSPORT", "redis") != "redis":
     # The channel layer instead of RedisTransport: a key set here wins over REDIS.
     STOMP_CLUSTER["TRANSPORT_BACKEND"] = "stomp_cluster.transport.ChannelLayerTransport"

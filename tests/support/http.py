@@ -1,15 +1,17 @@
-"""A logged-in HTTP client for the test project's views, on a real node (stdlib only)."""
+"""HTTP clients for the test project's views on a real node (stdlib only): a logged-in
+session, and :func:`post_with_key` for the publish API."""
 
 from __future__ import annotations
 
 import http.cookiejar
 import json
 import re
+import urllib.error
 import urllib.parse
 import urllib.request
 from typing import Any
 
-__all__ = ["DjangoSession"]
+__all__ = ["DjangoSession", "post_with_key"]
 
 
 class DjangoSession:
@@ -51,3 +53,25 @@ class DjangoSession:
             },
         )
         return json.loads(self.opener.open(request, timeout=20).read())
+
+
+def post_with_key(
+    url: str, payload: Any, key: str | None, *, method: str = "POST"
+) -> tuple[int, dict[str, str], Any]:
+    """Send *payload* as JSON with ``Authorization: Bearer <key>`` (none when *key* is None).
+
+    Returns:
+        The status, the response headers (lower-cased names) and the decoded JSON body,
+        for error statuses too.
+    """
+    headers = {"Content-Type": "application/json"}
+    if key is not None:
+        headers["Authorization"] = f"Bearer {key}"
+    data = None if method == "GET" else json.dumps(payload).encode()
+    request = urllib.request.Request(url, data=data, headers=headers, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=20) as response:
+            status, answer, body = response.status, response.headers, response.read()
+    except urllib.error.HTTPError as error:
+        status, answer, body = error.code, error.headers, error.read()
+    return status, {k.lower(): v for k, v in answer.items()}, json.loads(body)
