@@ -354,3 +354,22 @@ async def test_a_message_a_full_node_missed_and_kept_nowhere_is_502_with_reached
         "error": "not delivered to node slow: its channel is full",
         "reached": 1,
     }
+
+
+@pytest.mark.parametrize("keys", ["one-key-as-a-bare-string-0123", ["short-secret"], [KEY, 5]])
+def test_a_refused_key_setting_is_never_printed(keys):
+    from stomp_cluster.conf import validate_settings
+
+    [(message, hint, check_id)] = validate_settings({"PUBLISH_API_KEYS": keys})
+    assert check_id == "stomp_cluster.E003"
+    assert message == "STOMP_CLUSTER['PUBLISH_API_KEYS'] is not accepted (a secret: not shown)."
+    assert "secret strings of at least 16" in hint
+    for secret in ("one-key-as-a-bare-string", "short-secret", KEY):
+        assert secret not in message + hint
+
+
+def test_the_keys_stay_out_of_the_settings_repr():
+    from stomp_cluster.conf import get_settings
+
+    assert get_settings().PUBLISH_API_KEYS == (OTHER, KEY)
+    assert KEY not in repr(get_settings()) and OTHER not in repr(get_settings())

@@ -14,6 +14,7 @@ from stomp_cluster.recovery import parse_rewind
 from stomp_cluster.testing import StompCommunicator
 from testproject.asgi import application
 from tests.support.communicator import login_headers
+from tests.support.procs import free_port
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -185,6 +186,49 @@ async def test_messages_sent_during_a_rewind_arrive_once_in_order():
     assert bodies == expected[start:]
     assert len(bodies) >= 120 and bodies[0] in expected[30:]
     await client.disconnect()
+
+
+async def test_rewind_with_the_history_down_says_nothing_could_be_recovered():
+    dead = {"hosts": [f"redis://127.0.0.1:{free_port()}/0"], "socket_timeout": 0.5}
+    down = {
+        **TOPICS,
+        "HISTORY_BACKEND": "stomp_cluster.history.redis.RedisHistory",
+        "HISTORY_OPTIONS": dead,
+    }
+    with override_settings(STOMP_CLUSTER=down):
+        client = await connect()
+        receipt, messages = await subscribe(client, "/topic/room.1", **{"x-rewind": "5"})
+        assert receipt.get("x-recovered") == "false"
+        assert messages == []
+        # Without a receipt, a gap MESSAGE says it.
+        await client.send_frame(
+            "SUBSCRIBE", {"id": "t", "destination": "/topic/room.2", "x-rewind": "5"}
+        )
+        gap = await client.receive_frame()
+        assert (gap.get("x-gap"), gap.get("x-recovered"), gap.body) == ("true", "false", b"")
+        await client.disconnect()
+
+
+async def test_rewind_on_a_client_ack_subscription_delivers_messages_to_acknowledge():
+    headers = await login_headers("carl")
+    for n in range(3):
+        await asend_to_user("carl", "/queue/jobs", f"j{n}")
+    client = await connect(headers)
+    _, pending = await subscribe(client, "/user/queue/jobs", ack="client-individual")
+    assert [m.body for m in pending] == [b"j0", b"j1", b"j2"]  # waited while offline
+    for m in pending:
+        await client.send_frame("ACK", {"id": m.get("ack")})
+    await client.disconnect()
+
+    back = await connect(headers)
+    _, messages = await subscribe(
+        back, "/user/queue/jobs", ack="client-individual", **{"x-rewind": "2"}
+    )
+    assert [m.body for m in messages] == [b"j1", b"j2"]
+    assert [m.get("x-rewind") for m in messages] == ["true", "true"]
+    await back.send_frame("ACK", {"id": messages[0].get("ack"), "receipt": "a"})
+    assert (await back.receive_frame()).command is Command.RECEIPT
+    await back.disconnect()
 
 
 def test_parse_rewind_takes_ascii_whole_numbers_only():
