@@ -234,7 +234,12 @@ def _message(data: Any, where: str = "") -> _Message:
     if user is not None and session is not None:
         raise _Invalid(where + "session", "give at most one of user and session")
     if user is not None:
-        if isinstance(user, bool) or not isinstance(user, str | int) or user == "":
+        if (
+            isinstance(user, bool)
+            or not isinstance(user, str | int)
+            or user == ""
+            or (isinstance(user, int) and not 0 < user < 2**63)  # a database's pk range
+        ):
             raise _Invalid(where + "user", "must be a username (string) or a primary key (integer)")
         destination = destinations.user_destination(destination)
         if destinations.kind(destination) is not destinations.Kind.USER:

@@ -267,6 +267,8 @@ async def test_a_body_over_the_limit_is_413():
             "give at most one of user and session",
         ),
         ({"destination": "/queue/x", "user": True, "body": "x"}, "user", None),
+        ({"destination": "/queue/x", "user": 2**64, "body": "x"}, "user", None),
+        ({"destination": "/queue/x", "user": -1, "body": "x"}, "user", None),
         ({"destination": "/topic/x", "body": "x", "headers": ["a"]}, "headers", None),
         (
             {"destination": "/topic/x", "body": "x", "headers": {"message-id": "1-0"}},

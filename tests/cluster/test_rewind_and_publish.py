@@ -1,4 +1,4 @@
-"""x-rewind and the HTTP publish API on a real 2-node daphne cluster.
+"""x-rewind and the HTTP publish API on a real 2-node cluster (daphne and uvicorn).
 
 The test project keeps a history of ``/topic/chat`` (``HISTORY_TOPICS``) and takes the
 publish API's key from ``STOMP_PUBLISH_KEY``. The chat's history is shared by every test
@@ -28,7 +28,8 @@ pytestmark = pytest.mark.timeout(120)
 
 
 def start(cluster: ClusterFactory) -> list[AsgiNode]:
-    return cluster(2, env={"STOMP_PUBLISH_KEY": KEY})
+    """node-a under daphne and node-b under uvicorn, with the publish API on."""
+    return cluster(servers=["daphne", "uvicorn"], env={"STOMP_PUBLISH_KEY": KEY})
 
 
 def stomppy(node: AsgiNode, user: str, tokens: Callable[[str], str]) -> StompPyClient:
