@@ -67,6 +67,7 @@ __all__ = [
     "PAGE_BYTES",
     "PRESENCE_HEADER",
     "Member",
+    "Participant",
     "Roster",
     "apresence_of",
     "connect_receivers",
@@ -126,8 +127,11 @@ class Roster:
     truncated: bool
 
 
-class _Session(Protocol):
-    """What this module needs of a consumer (the consumer is above this layer)."""
+class Participant(Protocol):
+    """A session as :func:`subscribed` and :func:`left` need it: the consumer is one.
+
+    A protocol, because the consumer sits above this module's layer.
+    """
 
     @property
     def session_id(self) -> str: ...
@@ -189,7 +193,7 @@ def refusal(destination: str) -> str | None:
 
 
 async def subscribed(
-    session: _Session, destination: str, *, first: bool
+    session: Participant, destination: str, *, first: bool
 ) -> list[tuple[bytes, Headers]]:
     """Act on a subscription the registry has just recorded.
 
@@ -206,7 +210,7 @@ async def subscribed(
     return []
 
 
-async def left(session: _Session, destinations_left: Iterable[str]) -> None:
+async def left(session: Participant, destinations_left: Iterable[str]) -> None:
     """Publish the session's leave on each of *destinations_left* that has a presence.
 
     Call it once the registry no longer lists the session there: after the
@@ -246,7 +250,7 @@ def connect_receivers() -> None:
     )
 
 
-def _member(session: _Session) -> Member:
+def _member(session: Participant) -> Member:
     return Member(user=session.username or None, session=session.session_id)
 
 
