@@ -307,8 +307,9 @@ async def _publish(
 ) -> None:
     """Publish *event* for *members* on the presence destination of *destination*.
 
-    A failure is logged, not raised: a lost presence event must not fail the SUBSCRIBE,
-    the UNSUBSCRIBE or the cleanup that caused it.
+    A failure is logged, not raised (WARNING for a delivery failure, ERROR with the
+    traceback for anything else): a lost presence event must not fail the SUBSCRIBE, the
+    UNSUBSCRIBE or the cleanup that caused it.
     """
     target = destinations.presence_destination(destination)
     for body in _pages(members, size):
@@ -316,3 +317,6 @@ async def _publish(
             await asend_to_destination(target, body, {PRESENCE_HEADER: event}, "application/json")
         except DeliveryFailed as exc:
             logger.warning("presence %s on %r not delivered: %s", event, target, exc)
+        except Exception:
+            # A bug, but the session's cleanup must go on: log it and carry on.
+            logger.exception("presence %s on %r failed", event, target)

@@ -262,3 +262,36 @@ async def test_presence_of_reads_the_registry_in_connection_order(backend):
     assert limited.members == roster.members[:2] and limited.truncated
     for client, _ in members:
         await client.disconnect()
+
+
+async def test_a_large_leave_batch_is_split_by_bytes(backend):
+    watching, _ = await watcher()
+    long_names = tuple(
+        SessionRecord(
+            session_id=f"{n:032x}",
+            node_id="gone",
+            channel_name="",
+            user_key=None,
+            username=f"{n:04d}" + "x" * 146,  # the longest username Django allows
+            remote_addr="",
+            user_agent="",
+            version="1.2",
+            connected_at=float(n),
+            last_seen=float(n),
+            subscriptions=(SubscriptionRecord("a", ROOM, "auto"),),
+        )
+        for n in range(1000)
+    )
+    await signals.fire(signals.stomp_sessions_reaped, node_id="gone", sessions=long_names)
+    sender = await connected_client()
+    await mark(sender)
+    frames = []
+    while (frame := await next_message(watching)).body != b"mark":
+        frames.append(frame)
+    # About 200 bytes a member: 200 kB of leaves in pages of at most PAGE_BYTES.
+    assert [event_of(f) for f in frames] == ["leave"] * 4
+    assert all(len(f.body) <= PAGE_BYTES for f in frames)
+    assert sorted(set().union(*map(sessions_of, frames))) == [r.session_id for r in long_names]
+    assert sum(len(members_of(f)) for f in frames) == 1000
+    await sender.disconnect()
+    await watching.disconnect()
