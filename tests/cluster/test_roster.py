@@ -12,6 +12,7 @@ import json
 import pytest
 
 from tests.support.clients import StompPyClient, unique
+from tests.support.stompjs import StompJsClient
 from tests.support.waiting import wait_until
 
 NODE_TTL = 2.0
@@ -98,4 +99,28 @@ def test_a_killed_nodes_sessions_leave_in_one_message_per_room(cluster, tokens):
         assert sorted(sessions_in([by_room["/presence" + room]])) == sessions
     for client in doomed:
         client.close()
+    watcher.disconnect()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_a_stompjs_member_that_drops_its_socket_leaves(cluster, tokens):
+    node_a, node_b = cluster(2)
+    room = f"/topic/room.{unique()}"
+    watcher = client_on(node_a, "alice", tokens)
+    watcher.subscribe("/presence" + room)
+    browser = StompJsClient()
+    try:
+        connected = browser.connect(node_b.ws_url, login="bob", passcode=tokens("bob"))
+        assert connected is not None
+        session = connected["headers"]["session"]
+        browser.subscribe(room, receipt=unique("r"))
+        wait_until(lambda: presence_messages(watcher, "join"), 10, "bob's join")
+        browser.force_close()  # no DISCONNECT: the socket just goes
+        wait_until(lambda: presence_messages(watcher, "leave"), 10, "bob's leave")
+    finally:
+        browser.close()
+    joins, leaves = presence_messages(watcher, "join"), presence_messages(watcher, "leave")
+    assert [members(f) for f in joins] == [[{"user": "bob", "session": session}]]
+    assert [members(f) for f in leaves] == [[{"user": "bob", "session": session}]]
     watcher.disconnect()
