@@ -54,7 +54,7 @@ from django.conf import settings as django_settings
 from django.contrib.auth.models import AnonymousUser
 from django.http.request import split_domain_port, validate_host
 
-from stomp_cluster import __version__, destinations, signals
+from stomp_cluster import __version__, destinations, roster, signals
 from stomp_cluster.auth import authenticate_connect, check_permission
 from stomp_cluster.backends import get_history
 from stomp_cluster.conf import StompSettings, get_settings
@@ -472,6 +472,11 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
         match destinations.kind(destination):
             case destinations.Kind.USER | destinations.Kind.BROKER:
                 pass
+            case destinations.Kind.PRESENCE:
+                refused = roster.refusal(destination)
+                if refused is not None:
+                    self._refuse(f"cannot subscribe to {destination}: {refused}", frame)
+                    return
             case _ if destinations.is_user(destination):
                 # Only /user/queue/x style: a session subscribes to its own user's queue
                 # and cannot name another user (Spring resolves it the same way).
@@ -499,6 +504,7 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
             return
         if history_key is not None:
             self._recovery.state.begin(str(sub.id))  # hold live messages back until recovered
+        first = not self.has_destination(destination)
         self._subs_by_destination.setdefault(destination, []).append(str(sub.id))
         self._routed[str(sub.id)] = sub
         self.node.subscribe(self, destination)
@@ -510,6 +516,9 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
             consumer=self,
             **self._signal_kwargs(),
         )
+        # After the registry recorded it: a snapshot, or this session's join.
+        for body, headers in await roster.subscribed(self, destination, first=first):
+            self._send(str(sub.id), body, headers, None)
         if history_key is not None:
             receipt = await self._recovery.recover(
                 str(sub.id),
@@ -601,6 +610,8 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
             consumer=self,
             **self._signal_kwargs(),
         )
+        if not ids and not closing:
+            await roster.left(self, (destination,))
 
     # -- used by the node --------------------------------------------------------
 
@@ -863,6 +874,7 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
             self.node.stats["connections_closed"] += 1
         if not self._connected:
             return
+        leaving = list(self._subs_by_destination)
         for sub in self.subscription_list():
             await self._on_unsubscribe_quietly(sub)
         self.node.remove_session(self)
@@ -874,6 +886,7 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
             consumer=self,
             **self._signal_kwargs(),
         )
+        await roster.left(self, leaving)  # once the registry no longer lists the session
 
     async def _on_unsubscribe_quietly(self, sub: Subscription) -> None:
         try:
