@@ -3,6 +3,8 @@
 * ``SEND /app/echo``: the body back to the sending session alone, on ``/user/queue/echo``.
 * ``SEND /app/chat``: the message, returned, reaches every subscriber of ``/topic/chat``
   (``@SendTo`` by default); an empty or overlong one is refused on ``/user/queue/errors``.
+* ``SEND /app/note``: the note, returned, reaches every session of the sender that
+  subscribes to ``/user/queue/notes``, on every node (``@SendToUser``).
 * ``SUBSCRIBE /app/whoami``: answered once, to that subscription, with who you are.
 * ``SEND /app/fail``: always refused, with ``nope``, on ``/user/queue/errors``.
 """
@@ -33,6 +35,12 @@ async def chat(request: StompRequest) -> str:
     if len(text) > MAX_CHAT_LENGTH:
         raise HandlerError(f"message of {len(text)} characters, the limit is {MAX_CHAT_LENGTH}")
     return text
+
+
+@message_mapping("/note", send_to_user="/queue/notes")
+async def note(request: StompRequest) -> str:
+    """A note to yourself: to all your sessions (the sending one alone if anonymous)."""
+    return request.text()
 
 
 @subscribe_mapping("/whoami")
