@@ -336,3 +336,49 @@ async def test_with_keep_session_protocol_errors_still_close():
     frame = await c.receive_frame()
     assert frame.command is Command.ERROR
     assert await c.receive_close() == 1000
+
+
+async def test_a_reply_that_cannot_be_routed_closes_the_session_with_the_reason(monkeypatch):
+    from stomp_cluster.backends import get_presence
+    from stomp_cluster.exceptions import PresenceUnavailable
+
+    c = await connected_client()
+
+    async def down(destination):
+        raise PresenceUnavailable("registry down")
+
+    monkeypatch.setattr(get_presence(), "destination_nodes", down)
+    await c.send_frame("SEND", {"destination": "/app/chat", "receipt": "7"}, "x")
+    frame = await c.receive_frame()
+    assert frame.command is Command.ERROR
+    assert frame.get("message") == (
+        "message not delivered: presence registry unavailable: cannot route the message"
+    )
+    assert frame.get("receipt-id") == "7"
+    assert await c.receive_close() == 1000
+
+
+async def test_a_subscribe_handler_that_returns_none_sends_only_the_receipt(handlers):
+    @subscribe_mapping("/nothing")
+    async def nothing(request):
+        return None
+
+    c = await connected_client()
+    await c.send_frame("SUBSCRIBE", {"id": "n", "destination": "/app/nothing", "receipt": "r"})
+    assert (await c.receive_frame()).get("receipt-id") == "r"
+    await subscribe(c, "/topic/next", "2")
+    await c.send_frame("SEND", {"destination": "/topic/next"}, "next")
+    frame = await c.receive_frame()
+    assert (frame.get("subscription"), frame.body) == ("2", b"next")
+    await c.disconnect()
+
+
+async def test_a_return_value_that_is_not_json_is_an_internal_error(handlers, caplog):
+    @message_mapping("/odd")
+    async def odd(request):
+        return object()
+
+    c = await connected_client()
+    await c.send_frame("SEND", {"destination": "/app/odd"}, "x")
+    await assert_error_and_close(c, "internal error")
+    assert "is not JSON serializable" in caplog.text
