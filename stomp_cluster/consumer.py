@@ -518,7 +518,7 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
         errors = destinations.user_destination(ERRORS_DESTINATION)
         if not self.deliver(errors, body, headers):
             logger.info(
-                "x session %s: handler error %r not delivered, no subscription to %r",
+                "session %s: handler error %r dropped, no subscription to %r",
                 self.session_id,
                 message,
                 errors,

@@ -285,7 +285,7 @@ async def test_handler_error_without_an_errors_subscription_is_dropped_and_logge
     with caplog.at_level(logging.INFO, logger="stomp_cluster.consumer"):
         frames = await send_with_receipt(c, "/app/fail", "x")
     assert [f.command for f in frames] == [Command.RECEIPT]
-    assert "handler error 'nope' not delivered" in caplog.text
+    assert "handler error 'nope' dropped, no subscription to '/user/queue/errors'" in caplog.text
     await subscribe(c, "/topic/chat")
     await c.send_frame("SEND", {"destination": "/app/chat"}, "open")
     assert (await c.receive_frame()).body == b"open"
