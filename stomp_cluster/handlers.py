@@ -28,7 +28,7 @@ Where a return value goes (None sends nothing, which is how a handler opts out):
   the pattern are filled in from the SEND's path.
 * ``send_to_user="/queue/reply"``: to the sending user, as Spring's ``@SendToUser``:
   every session of a logged-in user that subscribes to ``/user/queue/reply``, or the
-  sending session alone when the sender is anonymous.
+  sending session alone when the sender is anonymous or with ``broadcast=False``.
 * ``@subscribe_mapping(pattern)``: as ONE MESSAGE to the subscription that asked, and
   only to it; no broker subscription is made, so nothing else ever arrives on it.
 
@@ -268,14 +268,19 @@ class Route:
     handler: Handler
     send_to: str | None = None
     send_to_user: str | None = None
+    broadcast: bool = True
 
 
-def _check(pattern: str, send_to: str | None, send_to_user: str | None) -> list[str]:
+def _check(
+    pattern: str, send_to: str | None, send_to_user: str | None, broadcast: bool = True
+) -> list[str]:
     """Split *pattern* into literal parts and ``{name}`` placeholders, after checking
-    that *send_to* and *send_to_user* make sense with it."""
+    that *send_to*, *send_to_user* and *broadcast* make sense with it."""
     parts = re.split(r"(\{[A-Za-z_][A-Za-z0-9_]*\})", "/" + pattern.strip("/"))
     if send_to is not None and send_to_user is not None:
         raise ValueError(f"{pattern}: give send_to or send_to_user, not both")
+    if not broadcast and send_to_user is None:
+        raise ValueError(f"{pattern}: broadcast=False goes with send_to_user")
     names = {part[1:-1] for part in parts if part.startswith("{") and part.endswith("}")}
     wanted = {n for _, n, _, _ in string.Formatter().parse(send_to or "") if n is not None}
     unknown = wanted - names
@@ -300,21 +305,21 @@ class HandlerRegistry:
         *,
         send_to: str | None = None,
         send_to_user: str | None = None,
+        broadcast: bool = True,
     ) -> None:
         """Register *handler* for *pattern*, relative to the app prefix (``/echo``).
 
         Raises:
-            ValueError: both *send_to* and *send_to_user* are given, or *send_to* names
-                a placeholder that *pattern* does not have.
+            ValueError: as :func:`message_mapping`.
         """
-        parts = _check(pattern, send_to, send_to_user)
+        parts = _check(pattern, send_to, send_to_user, broadcast)
         regex = "".join(
             f"(?P<{part[1:-1]}>[^/]+)"
             if part.startswith("{") and part.endswith("}")
             else re.escape(part)
             for part in parts
         )
-        route = Route(pattern, re.compile(regex + r"\Z"), handler, send_to, send_to_user)
+        route = Route(pattern, re.compile(regex + r"\Z"), handler, send_to, send_to_user, broadcast)
         self._routes = [r for r in self._routes if r.pattern != pattern]
         self._routes.append(route)
 
@@ -342,7 +347,11 @@ subscribe_registry = HandlerRegistry()
 
 
 def message_mapping(
-    pattern: str, *, send_to: str | None = None, send_to_user: str | None = None
+    pattern: str,
+    *,
+    send_to: str | None = None,
+    send_to_user: str | None = None,
+    broadcast: bool = True,
 ) -> Callable[[Handler], Handler]:
     """Register the decorated function for SENDs to ``<app prefix><pattern>``.
 
@@ -358,16 +367,21 @@ def message_mapping(
             ``@SendToUser``), such as ``"/queue/reply"``: it reaches the user's
             sessions that subscribe to ``/user/queue/reply``, or only the sending
             session when the sender is anonymous.
+        broadcast: with *send_to_user*, False sends to the sending session alone, as
+            Spring's ``@SendToUser(broadcast = false)``.
 
     Raises:
-        ValueError: both *send_to* and *send_to_user* are given, or *send_to* names a
-            placeholder that *pattern* does not have.
+        ValueError: both *send_to* and *send_to_user* are given, *broadcast* is False
+            without *send_to_user*, or *send_to* names a placeholder that *pattern*
+            does not have.
     """
 
-    _check(pattern, send_to, send_to_user)  # at the decorator, not at its first use
+    _check(pattern, send_to, send_to_user, broadcast)  # at the decorator, not at first use
 
     def decorator(func: Handler) -> Handler:
-        registry.register(pattern, func, send_to=send_to, send_to_user=send_to_user)
+        registry.register(
+            pattern, func, send_to=send_to, send_to_user=send_to_user, broadcast=broadcast
+        )
         return func
 
     return decorator
@@ -436,7 +450,7 @@ async def ahandle_send(route: Route, request: StompRequest, kwargs: dict[str, st
     body, headers, content_type = _unpack(result)
     username = request.user.get_username() if request.user.is_authenticated else ""
     if route.send_to_user is not None:
-        if username:
+        if username and route.broadcast:
             await asend_to_user(username, route.send_to_user, body, headers, content_type)
         else:
             await request.areply(route.send_to_user, body, headers, content_type)

@@ -382,3 +382,27 @@ async def test_a_return_value_that_is_not_json_is_an_internal_error(handlers, ca
     await c.send_frame("SEND", {"destination": "/app/odd"}, "x")
     await assert_error_and_close(c, "internal error")
     assert "is not JSON serializable" in caplog.text
+
+
+async def test_send_to_user_without_broadcast_reaches_the_sending_session_only(handlers):
+    @message_mapping("/ask", send_to_user="/queue/answer", broadcast=False)
+    async def ask(request):
+        return "just you"
+
+    headers = await login_headers("alice")
+    sender, other_tab = (
+        await connected_client(headers=headers),
+        await connected_client(headers=headers),
+    )
+    for c in (sender, other_tab):
+        await subscribe(c, "/user/queue/answer")
+    await sender.send_frame("SEND", {"destination": "/app/ask"}, "")
+    assert (await sender.receive_frame()).body == b"just you"
+    assert await other_tab.receive_nothing(0.2)
+    await sender.disconnect()
+    await other_tab.disconnect()
+
+
+def test_broadcast_without_send_to_user_is_refused():
+    with pytest.raises(ValueError, match="broadcast=False goes with send_to_user"):
+        message_mapping("/x", broadcast=False)
