@@ -31,6 +31,7 @@ class StompClusterConfig(AppConfig):
         from stomp_cluster.conf import DEFAULTS, user_settings
         from stomp_cluster.consumer import StompConsumer
         from stomp_cluster.presence.receivers import connect_receivers
+        from stomp_cluster.roster import connect_receivers as connect_roster_receivers
 
         checks.register(check_settings, "stomp_cluster")
         checks.register(check_channel_layer, "stomp_cluster")
@@ -38,6 +39,8 @@ class StompClusterConfig(AppConfig):
         # consumer, which is the sender of every signal.
         signals.sender = StompConsumer
         connect_receivers()
+        # Leaves of a lost node's sessions, in batches, on the sweeper that reaped them.
+        connect_roster_receivers()
         # Sessions end when their user logs out, is deactivated or changes password.
         connect_account_receivers()
         # Read raw, not through get_settings(): a bad STOMP_CLUSTER must reach the

@@ -666,6 +666,27 @@ class StompSettings:
         doc="Broker destinations that get a history of their own.",
     )
 
+    # Client-visible presence (stomp_cluster.roster).
+    PRESENCE_DESTINATIONS: tuple[str, ...] = _setting(
+        (),
+        accepts="a list of fnmatch patterns such as '/topic/room.*'",
+        valid=_strings,
+        coerce=tuple,
+        doc="Broker destinations whose members clients may watch at /presence/<destination>.",
+    )
+    PRESENCE_PAGE_SIZE: int = _setting(
+        100,
+        accepts="a positive whole number of members",
+        valid=_int(1),
+        doc="The most members one presence MESSAGE (snapshot page or leave batch) lists.",
+    )
+    PRESENCE_SNAPSHOT_LIMIT: int = _setting(
+        1000,
+        accepts="a positive whole number of members",
+        valid=_int(1),
+        doc="The most members a presence snapshot lists; past it, it says it was truncated.",
+    )
+
     # Node liveness.
     NODE_TTL: float = _setting(
         10.0,

@@ -54,7 +54,7 @@ from django.conf import settings as django_settings
 from django.contrib.auth.models import AnonymousUser
 from django.http.request import split_domain_port, validate_host
 
-from stomp_cluster import __version__, destinations, signals
+from stomp_cluster import __version__, destinations, roster, signals
 from stomp_cluster.auth import authenticate_connect, check_permission
 from stomp_cluster.backends import get_history
 from stomp_cluster.conf import StompSettings, get_settings
@@ -542,6 +542,11 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
             case destinations.Kind.APP:
                 await self._on_app_subscribe(sub, destinations.app_path(destination) or "", frame)
                 return
+            case destinations.Kind.PRESENCE:
+                refused = roster.refusal(destination)
+                if refused is not None:
+                    self._refuse(f"cannot subscribe to {destination}: {refused}", frame)
+                    return
             case _ if destinations.is_user(destination):
                 # Only /user/queue/x style: a session subscribes to its own user's queue
                 # and cannot name another user (Spring resolves it the same way).
@@ -561,6 +566,7 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
             return
         if history_key is not None:
             self._recovery.state.begin(str(sub.id))  # hold live messages back until recovered
+        first = not self.has_destination(destination)
         self._subs_by_destination.setdefault(destination, []).append(str(sub.id))
         self._routed[str(sub.id)] = sub
         self.node.subscribe(self, destination)
@@ -572,6 +578,9 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
             consumer=self,
             **self._signal_kwargs(),
         )
+        # After the registry recorded it: a snapshot, or this session's join.
+        for body, headers in await roster.subscribed(self, destination, first=first):
+            self._send(str(sub.id), body, headers, None)
         if history_key is not None:
             receipt = await self._recovery.recover(
                 str(sub.id),
@@ -661,6 +670,8 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
             consumer=self,
             **self._signal_kwargs(),
         )
+        if not ids and not closing:
+            await roster.left(self, (destination,))
 
     # -- used by the node --------------------------------------------------------
 
@@ -923,6 +934,7 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
             self.node.stats["connections_closed"] += 1
         if not self._connected:
             return
+        leaving = list(self._subs_by_destination)
         for sub in self.subscription_list():
             await self._on_unsubscribe_quietly(sub)
         self.node.remove_session(self)
@@ -934,6 +946,7 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
             consumer=self,
             **self._signal_kwargs(),
         )
+        await roster.left(self, leaving)  # once the registry no longer lists the session
 
     async def _on_unsubscribe_quietly(self, sub: Subscription) -> None:
         try:

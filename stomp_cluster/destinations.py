@@ -7,6 +7,10 @@ A destination is one of four kinds, by its prefix (each prefix is a setting):
 ``/app/...`` (``APP_PREFIXES``)
     Application destinations: a SEND goes to the ``@message_mapping`` handler registered
     for the rest of the path (:mod:`stomp_cluster.handlers`); nobody subscribes to them.
+``/presence/topic/...`` (:data:`PRESENCE_PREFIX`)
+    The presence of a broker destination listed in ``PRESENCE_DESTINATIONS``: a
+    subscription gets who is subscribed to ``/topic/...`` and then their joins and leaves
+    (:mod:`stomp_cluster.roster`). Nobody sends to them but the server.
 ``/user/queue/...`` (``USER_PREFIX``)
     A user destination, as Spring resolves it: a session subscribes to
     ``/user/queue/x`` and receives what is sent to *its user* at ``/queue/x``. A sender
@@ -28,11 +32,15 @@ import fnmatch
 from stomp_cluster.conf import get_settings
 
 __all__ = [
+    "PRESENCE_PREFIX",
     "Kind",
     "app_path",
     "is_broker",
     "is_user",
     "kind",
+    "presence_destination",
+    "presence_enabled",
+    "presence_target",
     "recipient",
     "topic_history_key",
     "user_destination",
@@ -45,7 +53,13 @@ class Kind(enum.Enum):
     BROKER = "broker"
     APP = "app"
     USER = "user"
+    PRESENCE = "presence"
     UNKNOWN = "unknown"
+
+
+#: The prefix of presence destinations: ``/presence/topic/chat`` is the presence of
+#: ``/topic/chat``. Fixed rather than a setting: clients of every project read the same.
+PRESENCE_PREFIX = "/presence/"
 
 
 def is_user(destination: str) -> bool:
@@ -71,6 +85,8 @@ def kind(destination: str) -> Kind:
     prefix is a broker destination (``/user/queue/x``), as a subscription needs it."""
     if is_user(destination):
         return Kind.USER if is_broker(_after_user_prefix(destination)) else Kind.UNKNOWN
+    if destination.startswith(PRESENCE_PREFIX):
+        return Kind.PRESENCE
     if app_path(destination) is not None:
         return Kind.APP
     if is_broker(destination):
@@ -103,6 +119,36 @@ def recipient(destination: str) -> tuple[str, str] | None:
     return username, "/" + tail
 
 
+def presence_target(destination: str) -> str | None:
+    """The destination whose presence *destination* names (``/presence/topic/x`` ->
+    ``/topic/x``), or None when it is not a presence destination.
+
+    Whether that presence may be watched is :func:`presence_enabled`'s answer.
+    """
+    if not destination.startswith(PRESENCE_PREFIX):
+        return None
+    return "/" + destination[len(PRESENCE_PREFIX) :]
+
+
+def presence_destination(destination: str) -> str:
+    """The presence destination of *destination* (``/topic/x`` -> ``/presence/topic/x``)."""
+    return PRESENCE_PREFIX + destination.lstrip("/")
+
+
+def presence_enabled(destination: str) -> bool:
+    """Whether *destination* is a broker destination that ``PRESENCE_DESTINATIONS`` lists.
+
+    Only those have a presence: their joins and leaves are published, and
+    ``/presence/<destination>`` may be subscribed to.
+    """
+    patterns = get_settings().PRESENCE_DESTINATIONS
+    return (
+        bool(patterns)
+        and is_broker(destination)
+        and any(fnmatch.fnmatchcase(destination, p) for p in patterns)
+    )
+
+
 def topic_history_key(destination: str) -> str | None:
     """The history key of a broker destination listed in ``HISTORY_TOPICS``, else None.
 
@@ -114,6 +160,7 @@ def topic_history_key(destination: str) -> str | None:
     if (
         settings.HISTORY_BACKEND is not None
         and patterns
+        and is_broker(destination)
         and any(fnmatch.fnmatchcase(destination, p) for p in patterns)
     ):
         return "\x00topic\x00" + destination

@@ -152,3 +152,5 @@ LOGGING = {
         },
     },
 }
+# Client presence (stomp_cluster.roster) for the demo's rooms and the cluster tests.
+STOMP_CLUSTER["PRESENCE_DESTINATIONS"] = ["/topic/room.*"]
