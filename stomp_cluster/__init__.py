@@ -34,6 +34,7 @@ __all__ = [
     "send_to_user",
     "sessions",
     "sessions_of",
+    "subscribe_mapping",
     "subscriber_count",
     "subscribers",
 ]
@@ -50,6 +51,7 @@ _LAZY = {
     "send_to_user": "stomp_cluster.send",
     "connection_token": "stomp_cluster.tokens",
     "message_mapping": "stomp_cluster.handlers",
+    "subscribe_mapping": "stomp_cluster.handlers",
     "ais_online": "stomp_cluster.queries",
     "anodes": "stomp_cluster.queries",
     "asessions": "stomp_cluster.queries",
@@ -65,7 +67,7 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:
-    from stomp_cluster.handlers import message_mapping
+    from stomp_cluster.handlers import message_mapping, subscribe_mapping
     from stomp_cluster.queries import (
         ais_online,
         anodes,

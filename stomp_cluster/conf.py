@@ -514,6 +514,13 @@ class StompSettings:
         valid=_int(1),
         doc="Threads of this node for sync permission hooks and sync /app/ handlers.",
     )
+    HANDLER_EXCEPTIONS_KEEP_SESSION: bool = _setting(
+        False,
+        accepts=_BOOL,
+        valid=_bool,
+        doc="Report an unexpected exception in an /app/ handler on /user/queue/errors "
+        "and keep the session open.",
+    )
     AUTH_CACHE_TTL: float = _setting(
         60.0,
         accepts="a number of seconds, 0 turns the cache off",

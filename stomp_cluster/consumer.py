@@ -59,7 +59,17 @@ from stomp_cluster.auth import authenticate_connect, check_permission
 from stomp_cluster.backends import get_history
 from stomp_cluster.conf import StompSettings, get_settings
 from stomp_cluster.exceptions import DeliveryFailed, NodeIdInUse
-from stomp_cluster.handlers import HandlerError, StompRequest, call_handler, registry
+from stomp_cluster.handlers import (
+    ERRORS_DESTINATION,
+    HandlerError,
+    Route,
+    StompRequest,
+    ahandle_send,
+    ahandle_subscribe,
+    error_message,
+    registry,
+    subscribe_registry,
+)
 from stomp_cluster.history.base import is_valid_id
 from stomp_cluster.node import Node, get_node
 from stomp_cluster.presence.base import SessionRecord, SubscriptionRecord
@@ -439,7 +449,34 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
         if found is None:
             self._refuse(f"no handler for destination {destination}", frame)
             return
-        handler, kwargs = found
+        route, kwargs = found
+        await self._run_handler(route, kwargs, destination, frame, None)
+
+    async def _on_app_subscribe(self, sub: Subscription, path: str, frame: Frame) -> None:
+        # Spring's @SubscribeMapping: the handler's answer goes to this subscription
+        # once; it is never routed (no presence entry, nothing later), and the RECEIPT,
+        # queued after this event, follows the MESSAGE.
+        destination = str(sub.destination)
+        if not await check_permission(self.user, "subscribe", destination):
+            self._refuse(f"permission denied: cannot subscribe to {destination}", frame)
+            return
+        found = subscribe_registry.resolve(path)
+        if found is None:
+            self._refuse(f"no subscribe handler for destination {destination}", frame)
+            return
+        route, kwargs = found
+        await self._run_handler(route, kwargs, destination, frame, str(sub.id))
+
+    async def _run_handler(
+        self,
+        route: Route,
+        kwargs: dict[str, str],
+        destination: str,
+        frame: Frame,
+        sub_id: str | None,
+    ) -> None:
+        """Run a handler for a SEND (*sub_id* None) or a SUBSCRIBE, and deal with its
+        errors: see the error policy in :mod:`stomp_cluster.handlers`."""
         request = StompRequest(
             destination=destination,
             frame=frame,
@@ -448,14 +485,44 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
             _consumer=self,
         )
         try:
-            await call_handler(handler, request, kwargs)
+            if sub_id is None:
+                await ahandle_send(route, request, kwargs)
+            else:
+                answer = await ahandle_subscribe(route, request, kwargs)
+                if answer is not None:
+                    self._send(sub_id, answer[0], answer[1], None)
         except HandlerError as exc:
-            self._refuse(exc.message, frame)
+            self._handler_error(exc.message, frame)
+        except DeliveryFailed as exc:
+            self.node.stats["send_failed"] += 1
+            logger.warning(
+                "reply of handler %r for session %s failed: %s", route.pattern, self.session_id, exc
+            )
+            self._refuse(f"message not delivered: {exc}", frame)
         except Exception:
             logger.exception(
-                "handler %r failed for %r", getattr(handler, "__qualname__", handler), destination
+                "handler %r failed for %r",
+                getattr(route.handler, "__qualname__", route.handler),
+                destination,
             )
-            self._refuse("internal error", frame)
+            if self.settings.HANDLER_EXCEPTIONS_KEEP_SESSION:
+                self._handler_error("internal error", frame)
+            else:
+                self._refuse("internal error", frame)
+
+    def _handler_error(self, message: str, frame: Frame) -> None:
+        # Spring's @MessageExceptionHandler + @SendToUser("/queue/errors"), to this
+        # session only. The session stays open and the frame's receipt is answered
+        # next, since the frame was processed.
+        body, headers = error_message(message, frame)
+        errors = destinations.user_destination(ERRORS_DESTINATION)
+        if not self.deliver(errors, body, headers):
+            logger.info(
+                "session %s: handler error %r dropped, no subscription to %r",
+                self.session_id,
+                message,
+                errors,
+            )
 
     def user_destination_key(self, destination: str) -> str | None:
         """The user key that routes *destination*, when it is a ``/user/`` one.
@@ -472,6 +539,9 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
         match destinations.kind(destination):
             case destinations.Kind.USER | destinations.Kind.BROKER:
                 pass
+            case destinations.Kind.APP:
+                await self._on_app_subscribe(sub, destinations.app_path(destination) or "", frame)
+                return
             case destinations.Kind.PRESENCE:
                 refused = roster.refusal(destination)
                 if refused is not None:

@@ -6,7 +6,8 @@ A destination is one of four kinds, by its prefix (each prefix is a setting):
     Broker destinations: every subscriber on every node receives what is sent there.
 ``/app/...`` (``APP_PREFIXES``)
     Application destinations: a SEND goes to the ``@message_mapping`` handler registered
-    for the rest of the path (:mod:`stomp_cluster.handlers`); nobody subscribes to them.
+    for the rest of the path (:mod:`stomp_cluster.handlers`), a SUBSCRIBE to the
+    ``@subscribe_mapping`` one, which answers it once; nothing is routed to them.
 ``/presence/topic/...`` (:data:`PRESENCE_PREFIX`)
     The presence of a broker destination listed in ``PRESENCE_DESTINATIONS``: a
     subscription gets who is subscribed to ``/topic/...`` and then their joins and leaves

@@ -40,7 +40,7 @@ from channels.layers import channel_layers
 
 from stomp_cluster import backends
 from stomp_cluster.caches import clear_caches
-from stomp_cluster.handlers import registry
+from stomp_cluster.handlers import registry, subscribe_registry
 from stomp_cluster.throttle import login_throttle
 from tests.support.cluster import ClusterFactory, live_nodes, node_log_sections
 from tests.support.nodes import AsgiNode, prepare_database, token_for
@@ -61,10 +61,10 @@ def _fresh_cluster_state():
 
 @pytest.fixture
 def handlers():
-    """The /app handler registry, restored after the test."""
-    saved = list(registry._routes)
+    """The /app handler registries (SEND and SUBSCRIBE), restored after the test."""
+    saved = list(registry._routes), list(subscribe_registry._routes)
     yield registry
-    registry._routes[:] = saved
+    registry._routes[:], subscribe_registry._routes[:] = saved
 
 
 # -- our own redis-server ----------------------------------------------------------------

@@ -134,8 +134,14 @@ async def test_handler_error_message_reaches_the_client(handlers):
         raise HandlerError(f"no {what} here")
 
     c = await client()
-    await c.send_frame("SEND", {"destination": "/app/refuse/cheese"}, "x")
-    await assert_error_and_close(c, "no cheese here")
+    await c.send_frame("SUBSCRIBE", {"id": "e", "destination": "/user/queue/errors"})
+    await c.send_frame("SEND", {"destination": "/app/refuse/cheese", "receipt": "r"}, "x")
+    frame = await c.receive_frame()
+    assert frame.command is Command.MESSAGE
+    assert frame.get("x-error-destination") == "/app/refuse/cheese"
+    assert b'"error":"no cheese here"' in frame.body
+    assert (await c.receive_frame()).get("receipt-id") == "r"  # and the session goes on
+    await c.disconnect()
 
 
 async def test_sync_handler_can_use_the_orm_and_reply(handlers):

@@ -29,6 +29,7 @@ def test_top_level_names():
         "send_to_user",
         "sessions",
         "sessions_of",
+        "subscribe_mapping",
         "subscriber_count",
         "subscribers",
     ]

@@ -1,7 +1,8 @@
 """The demo and the admin in headless Chromium, on a real two-node cluster.
 
 alice's browser is on node A and bob's on node B (separate browser contexts, so separate
-cookies). They chat over ``/topic/chat``; alice notifies bob through a Django view running
+cookies). They chat through ``/app/chat`` to ``/topic/chat``, and a refused message shows
+on alice's page alone while the chat goes on; alice notifies bob through a Django view running
 on node A and the message reaches bob's socket on node B. The admin's "Live connections"
 page lists both sessions on their nodes, drops alice without a reload when she leaves, and
 its Disconnect action (driven by keyboard) closes bob's socket with an ERROR frame whose
@@ -76,8 +77,16 @@ def test_chat_notify_and_admin_across_two_nodes(cluster, new_context, screenshot
     alice.locator("#chat-text").press("Enter")
     expect(bob.locator("#chat")).to_contain_text("alice: hello bob, alice on A here")
     bob.fill("#chat-text", "hi alice, bob on B")
-    bob.get_by_role("button", name="Send").click()
+    bob.get_by_role("button", name="Send", exact=True).click()
     expect(alice.locator("#chat")).to_contain_text("bob: hi alice, bob on B")
+    # A refused message (HandlerError) shows on the sender's page; the chat goes on.
+    expect(alice.locator("body")).to_have_attribute("data-whoami", "alice")
+    alice.get_by_role("button", name="Send a refused message").click()
+    expect(alice.locator("#chat li.refused")).to_have_text("not sent: nope")
+    alice.fill("#chat-text", "still here")
+    alice.locator("#chat-text").press("Enter")
+    expect(bob.locator("#chat")).to_contain_text("alice: still here")
+    expect(bob.locator("#chat li.refused")).to_have_count(0)
 
     online = alice.locator("#online")
     expect(online.locator('li[data-username="bob"]')).to_contain_text(f"node {node_b.node_id}")
@@ -108,7 +117,7 @@ def test_chat_notify_and_admin_across_two_nodes(cluster, new_context, screenshot
     expect(bob_row.locator(".field-user")).to_contain_text("bob")
     expect(bob_row.locator(".field-node")).to_have_text(node_b.node_id)
     expect(bob_row.locator(".field-version")).to_have_text("1.2")
-    expect(bob_row.locator("summary")).to_have_text("3 subscriptions")
+    expect(bob_row.locator("summary")).to_have_text("4 subscriptions")
     expect(admin.locator("#result_list tbody tr")).to_have_count(2)
     admin.screenshot(path=str(screenshot_dir / "admin-connections.png"))
 

@@ -4,7 +4,8 @@
 suite's own (``tests/conftest.py``); this adds one cluster shared by a module:
 
 - ``two_nodes``: a 2-node daphne cluster shared by the tests of a module that neither
-  stop nor restart nodes; each test must use destinations of its own.
+  stop nor restart nodes; each test must use destinations of its own;
+- ``stomppy``, ``stompjs``: factories of connected stomp.py and @stomp/stompjs clients.
 
 Every test here is marked ``cluster``. When a test fails, the tail of each node's log is
 attached to the report.
@@ -12,14 +13,16 @@ attached to the report.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.support.clients import StompPyClient
 from tests.support.cluster import ClusterFactory
 from tests.support.nodes import AsgiNode
 from tests.support.procs import RedisServer
+from tests.support.stompjs import StompJsClient
 
 CLUSTER_DIR = Path(__file__).parent
 
@@ -61,3 +64,37 @@ def two_nodes(_module_cluster: ClusterFactory) -> Iterator[list[AsgiNode]]:
         message = node.failure_message(f"{node.node_id} died during the test")
         node.start()
         pytest.fail(message)
+
+
+@pytest.fixture
+def stomppy(tokens: Callable[[str], str]) -> Iterator[Callable[..., StompPyClient]]:
+    """``stomppy(node, user="alice", version="1.2")``: a connected stomp.py client, closed
+    after the test."""
+    opened: list[StompPyClient] = []
+
+    def make(node: AsgiNode, user: str = "alice", version: str = "1.2") -> StompPyClient:
+        c = StompPyClient(node.ws_url, version)
+        opened.append(c)
+        c.connect(user, tokens(user))
+        return c
+
+    yield make
+    for c in opened:
+        c.close()
+
+
+@pytest.fixture
+def stompjs(tokens: Callable[[str], str]) -> Iterator[Callable[..., StompJsClient]]:
+    """``stompjs(node, user="alice")``: a connected @stomp/stompjs client (Node), closed
+    after the test."""
+    opened: list[StompJsClient] = []
+
+    def make(node: AsgiNode, user: str = "alice") -> StompJsClient:
+        c = StompJsClient()
+        opened.append(c)
+        c.connect(node.ws_url, login=user, passcode=tokens(user))
+        return c
+
+    yield make
+    for c in opened:
+        c.close()

@@ -37,14 +37,17 @@ async def test_chat_message_reaches_the_room():
     await alice.disconnect()
 
 
-async def test_anonymous_chat_is_refused():
-    client = StompCommunicator(application, "/ws")
-    await client.connect_stomp()  # no credentials: the anonymous user
-    await client.send_frame("SEND", {"destination": "/app/chat/lobby"}, "hi")
-    error = await client.receive_frame()
-    assert error.command is Command.ERROR
-    assert error.get("message") == "log in to chat"
-    assert await client.receive_close() == 1000
+async def test_empty_chat_message_is_refused():
+    erin = await connect_as("erin")
+    await erin.send_frame("SUBSCRIBE", {"id": "e", "destination": "/user/queue/errors"})
+    await erin.send_frame("SEND", {"destination": "/app/chat/lobby", "receipt": "r"}, " ")
+    error = await erin.receive_frame()
+    assert error.command is Command.MESSAGE
+    assert error.get("destination") == "/user/queue/errors"
+    assert json.loads(error.body)["error"] == "a chat message has 1 to 500 characters"
+    receipt = await erin.receive_frame()  # the SEND was handled: the session goes on
+    assert receipt.get("receipt-id") == "r"
+    await erin.disconnect()
 
 
 @override_settings(
