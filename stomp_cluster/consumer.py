@@ -6,9 +6,9 @@ calls, and :meth:`StompConnection.data_to_send` goes back to the socket. It hold
 connection's heart-beat timers (the protocol only computes the intervals). It parses
 nothing and decides no protocol rule itself.
 
-Outgoing frames are written by a single flusher so that frames queued from several
-places (the node's fan-out, receipts, heart-beats) reach the socket in the order they
-were queued, and so that the node never waits on a slow socket.
+Outgoing frames go through the session's :class:`~stomp_cluster.outbox.Outbox`, which
+keeps them in order, bounds them in frames and bytes, and decides when a session is too
+slow; frames to ``/app/`` destinations go to :mod:`stomp_cluster.app_dispatch`.
 
 One client cannot hurt the others:
 
@@ -17,15 +17,8 @@ One client cannot hurt the others:
   handled :data:`EVENTS_PER_BATCH` at a time; between batches the consumer writes what
   it queued and yields to the loop, so a message of a hundred thousand small SENDs
   delays other sessions by one batch at a time, not by the whole message.
-* Output is bounded in bytes: everything queued to the session and not yet taken by the
-  ASGI server (MESSAGEs, each copy counted, receipts, errors) is held under
-  ``MAX_OUTBOX_BYTES``, and a session over it is closed as a slow consumer with an
-  ERROR saying so; what it missed stays in the history. Under uvicorn a socket that
-  does not drain makes the flusher wait, so the queue grows here and the limit bites.
-  Under daphne the server takes every frame at once and buffers it itself, unseen, so
-  replay and redelivery (which a client can ask for in bulk) are also bounded by what
-  was handed over since the client last sent anything: more than ``MAX_OUTBOX_BYTES``
-  of them in one go ends the session the same way.
+* Output is bounded in bytes (``MAX_OUTBOX_BYTES``) and frames (``MAX_OUTBOX``) by the
+  outbox; a session over it is closed as a slow consumer with an ERROR saying so.
 * A client SEND carries the sender's login in ``x-sender`` (``STAMP_SENDER``), set by
   the server first and a sender's own copy dropped; a ``user-id`` header other than
   the login is refused, as RabbitMQ does.
@@ -41,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 import uuid
@@ -51,27 +45,16 @@ from urllib.parse import urlsplit
 from channels.consumer import AsyncConsumer, get_handler_name
 from channels.exceptions import StopConsumer
 from django.conf import settings as django_settings
-from django.contrib.auth.models import AnonymousUser
 from django.http.request import split_domain_port, validate_host
 
-from stomp_cluster import __version__, destinations, roster, signals
+from stomp_cluster import __version__, app_dispatch, destinations, roster, signals
 from stomp_cluster.auth import authenticate_connect, check_permission
 from stomp_cluster.backends import get_history
 from stomp_cluster.conf import StompSettings, get_settings
 from stomp_cluster.exceptions import DeliveryFailed, NodeIdInUse
-from stomp_cluster.handlers import (
-    ERRORS_DESTINATION,
-    HandlerError,
-    Route,
-    StompRequest,
-    ahandle_send,
-    ahandle_subscribe,
-    error_message,
-    registry,
-    subscribe_registry,
-)
 from stomp_cluster.history.base import is_valid_id
 from stomp_cluster.node import Node, get_node
+from stomp_cluster.outbox import Outbox, ws_message
 from stomp_cluster.presence.base import SessionRecord, SubscriptionRecord
 from stomp_cluster.protocol import (
     AckRequested,
@@ -118,10 +101,6 @@ def _header(scope: dict[str, Any], name: bytes) -> str:
     return ""
 
 
-#: Flush tasks in flight, held so that the loop's weak references do not lose them.
-_flushes: set[asyncio.Task[None]] = set()
-
-
 class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
     """One STOMP session over one WebSocket.
 
@@ -136,6 +115,8 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
     #: The protocol state machine; made when the WebSocket opens, since it depends on
     #: the subprotocol the client offered.
     connection: StompConnection
+    #: The session's outgoing queue, made with the connection.
+    _outbox: Outbox
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -155,18 +136,7 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
         # the frames that follow are moot. None while the session goes on; a session
         # that ends with this still None was ended by the client.
         self._ending: DisconnectReason | None = None
-        self._flushing = False
-        self._flush_scheduled = False
-        # Frames handed to the protocol or taken from it but not yet written to the
-        # socket: the outbound queue that MAX_OUTBOX bounds.
-        self._backlog = 0
-        # Bytes taken from the protocol and not yet handed to the server; with the
-        # protocol's outgoing_bytes, what MAX_OUTBOX_BYTES bounds.
-        self._unsent = 0
-        # Bytes of replay and redelivery handed over since the client last sent a
-        # WebSocket message: the bound that holds under daphne too.
-        self._replayed = 0
-        self._last_sent = self._last_received = time.monotonic()
+        self._last_received = time.monotonic()
         # At most one pending timer per purpose ("connect", "send", "check"): a
         # heart-beat timer re-arms itself, and a list would grow with every beat.
         self._timers: dict[str, asyncio.TimerHandle] = {}
@@ -174,7 +144,9 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
         # Only subscriptions that passed our checks are here, unlike the protocol's.
         self._subs_by_destination: dict[str, list[str]] = {}
         self._routed: dict[str, Subscription] = {}
-        self._recovery = SessionRecovery(self._send_again, self.node.stats, drain=self._drain)
+        self._recovery = SessionRecovery(
+            functools.partial(self._send, replay=True), self.node.stats, drain=self._drain
+        )
         self._resume_from: str | None = None
         self._receipt_headers: Headers = ()
 
@@ -207,6 +179,16 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
             heartbeat=(s.HEARTBEAT_SEND_MS, s.HEARTBEAT_RECEIVE_MS),
             subprotocol=version,
         )
+        self._outbox = Outbox(
+            self.connection,
+            self.send,
+            self.node.stats,
+            max_frames=s.MAX_OUTBOX,
+            max_bytes=s.MAX_OUTBOX_BYTES,
+            is_closed=self.is_closed,
+            on_slow=self._slow_consumer,
+            on_closing=self._close,
+        )
         accept: dict[str, Any] = {"type": "websocket.accept"}
         if version is not None:
             accept["subprotocol"] = version.subprotocol
@@ -228,7 +210,7 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
         await self.send(accept)
         self.connection.send_error(message)
         for chunk in self.connection.data_to_send():
-            await self.send(self._ws_message(chunk))
+            await self.send(ws_message(chunk))
         await self.send({"type": "websocket.close", "code": 1011})
         raise StopConsumer
 
@@ -252,7 +234,7 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
         if self._closed:
             return
         self._last_received = time.monotonic()
-        self._replayed = 0  # the client spoke: it is alive and reading, we hope
+        self._outbox.client_spoke()
         data = message.get("bytes")
         if data is None:
             data = (message.get("text") or "").encode(errors="surrogatepass")
@@ -299,7 +281,7 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
                 self.node.stats["frames_in"] += frames
                 for event in events:
                     await self._handle(event)
-                if self._over_budget():
+                if self._outbox.over_budget():
                     self._slow_consumer()
                 if len(events) >= EVENTS_PER_BATCH:
                     # More may be buffered: write what this batch queued (under uvicorn
@@ -404,7 +386,9 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
             return
         path = destinations.app_path(destination)
         if path is not None:
-            await self._on_app_send(destination, path, frame)
+            outcome = await app_dispatch.asend(self, destination, path, frame)
+            if outcome.refusal is not None:
+                self._refuse(outcome.refusal, frame)
             return
         try:
             await self._route_send(destination, frame)
@@ -444,86 +428,6 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
             return
         await asend_to_destination(destination, frame.body, headers)
 
-    async def _on_app_send(self, destination: str, path: str, frame: Frame) -> None:
-        found = registry.resolve(path)
-        if found is None:
-            self._refuse(f"no handler for destination {destination}", frame)
-            return
-        route, kwargs = found
-        await self._run_handler(route, kwargs, destination, frame, None)
-
-    async def _on_app_subscribe(self, sub: Subscription, path: str, frame: Frame) -> None:
-        # Spring's @SubscribeMapping: the handler's answer goes to this subscription
-        # once; it is never routed (no presence entry, nothing later), and the RECEIPT,
-        # queued after this event, follows the MESSAGE.
-        destination = str(sub.destination)
-        if not await check_permission(self.user, "subscribe", destination):
-            self._refuse(f"permission denied: cannot subscribe to {destination}", frame)
-            return
-        found = subscribe_registry.resolve(path)
-        if found is None:
-            self._refuse(f"no subscribe handler for destination {destination}", frame)
-            return
-        route, kwargs = found
-        await self._run_handler(route, kwargs, destination, frame, str(sub.id))
-
-    async def _run_handler(
-        self,
-        route: Route,
-        kwargs: dict[str, str],
-        destination: str,
-        frame: Frame,
-        sub_id: str | None,
-    ) -> None:
-        """Run a handler for a SEND (*sub_id* None) or a SUBSCRIBE, and deal with its
-        errors: see the error policy in :mod:`stomp_cluster.handlers`."""
-        request = StompRequest(
-            destination=destination,
-            frame=frame,
-            user=self.user if self.user is not None else AnonymousUser(),
-            session_id=self.session_id,
-            _consumer=self,
-        )
-        try:
-            if sub_id is None:
-                await ahandle_send(route, request, kwargs)
-            else:
-                answer = await ahandle_subscribe(route, request, kwargs)
-                if answer is not None:
-                    self._send(sub_id, answer[0], answer[1], None)
-        except HandlerError as exc:
-            self._handler_error(exc.message, frame)
-        except DeliveryFailed as exc:
-            self.node.stats["send_failed"] += 1
-            logger.warning(
-                "reply of handler %r for session %s failed: %s", route.pattern, self.session_id, exc
-            )
-            self._refuse(f"message not delivered: {exc}", frame)
-        except Exception:
-            logger.exception(
-                "handler %r failed for %r",
-                getattr(route.handler, "__qualname__", route.handler),
-                destination,
-            )
-            if self.settings.HANDLER_EXCEPTIONS_KEEP_SESSION:
-                self._handler_error("internal error", frame)
-            else:
-                self._refuse("internal error", frame)
-
-    def _handler_error(self, message: str, frame: Frame) -> None:
-        # Spring's @MessageExceptionHandler + @SendToUser("/queue/errors"), to this
-        # session only. The session stays open and the frame's receipt is answered
-        # next, since the frame was processed.
-        body, headers = error_message(message, frame)
-        errors = destinations.user_destination(ERRORS_DESTINATION)
-        if not self.deliver(errors, body, headers):
-            logger.info(
-                "session %s: handler error %r dropped, no subscription to %r",
-                self.session_id,
-                message,
-                errors,
-            )
-
     def user_destination_key(self, destination: str) -> str | None:
         """The user key that routes *destination*, when it is a ``/user/`` one.
 
@@ -540,7 +444,12 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
             case destinations.Kind.USER | destinations.Kind.BROKER:
                 pass
             case destinations.Kind.APP:
-                await self._on_app_subscribe(sub, destinations.app_path(destination) or "", frame)
+                path = destinations.app_path(destination) or ""
+                outcome = await app_dispatch.asubscribe(self, destination, path, frame)
+                if outcome.refusal is not None:
+                    self._refuse(outcome.refusal, frame)
+                elif outcome.answer is not None:
+                    self._send(str(sub.id), *outcome.answer, None)
                 return
             case destinations.Kind.PRESENCE:
                 refused = roster.refusal(destination)
@@ -618,33 +527,17 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
         headers: Headers,
         message_id: str | None,
         prepared: PreparedMessage | None = None,
+        *,
+        live: bool = False,
+        replay: bool = False,
     ) -> bool:
         """Queue one MESSAGE, keeping history messages that await an ACK."""
-        sent = self.connection.send_message(
-            sub_id,  # type: ignore[arg-type]
-            body if prepared is None else prepared,
-            headers=headers,
-            message_id=message_id,
-        )
-        if sent is None:
+        if not self._outbox.queue_message(
+            sub_id, body, headers, message_id, prepared, live=live, replay=replay
+        ):
             return False
-        self.node.stats["delivered"] += 1
         if message_id is not None:
             self._recovery.state.record(sub_id, message_id)
-        if self.connection.outgoing_bytes + self._unsent > self.settings.MAX_OUTBOX_BYTES:
-            self._slow_consumer()
-        return True
-
-    def _send_again(
-        self, sub_id: str, body: bytes, headers: Headers, message_id: str | None
-    ) -> bool:
-        """Queue a replayed, redelivered or held-back MESSAGE, counted as replay."""
-        before = self.connection.outgoing_bytes
-        if not self._send(sub_id, body, headers, message_id):
-            return False
-        self._replayed += self.connection.outgoing_bytes - before
-        if self._replayed > self.settings.MAX_OUTBOX_BYTES:
-            self._slow_consumer()
         return True
 
     async def _drain(self) -> bool:
@@ -655,10 +548,6 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
         """
         await self._flush()
         return not self._closed and self._ending is None
-
-    def _over_budget(self) -> bool:
-        queued = self.connection.outgoing_bytes + self._unsent
-        return queued > self.settings.MAX_OUTBOX_BYTES or self._backlog >= self.settings.MAX_OUTBOX
 
     async def _on_unsubscribe(self, sub: Subscription, *, closing: bool = False) -> None:
         if self._routed.pop(str(sub.id), None) is None:
@@ -740,7 +629,7 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
         """
         if self._closed or not self._connected:
             return 0
-        if self._over_budget():
+        if self._outbox.over_budget():
             self._slow_consumer()
             self.node.stats["dropped_slow_consumer"] += 1
             return 0
@@ -752,9 +641,8 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
                     self._slow_consumer()  # held back by a recovery that does not end
                     break
                 continue
-            if self._send(sub_id, body, headers, message_id, prepared):
+            if self._send(sub_id, body, headers, message_id, prepared, live=True):
                 count += 1
-                self._backlog += 1
         if count or self.connection.state is State.CLOSING:
             self._schedule_flush()
         return count
@@ -784,23 +672,17 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
         """
         if self._closed or self._ending is DisconnectReason.SLOW_CONSUMER:
             return
-        queued = self.connection.outgoing_bytes + self._unsent
+        outbox = self._outbox
         logger.warning(
             "x session %s: %d frames, %d bytes waiting, %d replayed; closing as a slow consumer",
             self.session_id,
-            self._backlog,
-            queued,
-            self._replayed,
+            outbox.backlog,
+            outbox.queued_bytes,
+            outbox.replayed,
         )
         self._ending = DisconnectReason.SLOW_CONSUMER
         self.node.stats["slow_consumer"] += 1
-        s = self.settings
-        if self._backlog >= s.MAX_OUTBOX:
-            why = f"more than {s.MAX_OUTBOX} messages waiting"
-        elif queued > s.MAX_OUTBOX_BYTES or self._recovery.state.held_bytes > s.MAX_OUTBOX_BYTES:
-            why = f"more than {s.MAX_OUTBOX_BYTES} bytes waiting"
-        else:
-            why = f"more than {s.MAX_OUTBOX_BYTES} bytes replayed without a frame from the client"
+        why = outbox.slow_reason(self._recovery.state.held_bytes)
         self.connection.send_error(
             f"slow consumer: {why}",
             detail="Reconnect and resume from the last message-id received "
@@ -808,7 +690,7 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
         )
 
         async def close() -> None:
-            if not self._flushing:
+            if not self._outbox.flushing:
                 # A socket that still drains (daphne's always does) takes the ERROR too.
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(self._flush(), 5)
@@ -837,50 +719,10 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
         return self._closed
 
     def _schedule_flush(self) -> None:
-        # One flush task at a time: a node delivers a whole batch of messages before the
-        # task runs, and a task per message cost a fifth of a node's CPU under W3.
-        if not self._flushing and not self._flush_scheduled:
-            self._flush_scheduled = True
-            task = asyncio.get_running_loop().create_task(self._flush())
-            # Keep a reference until it is done: the loop holds tasks only weakly.
-            _flushes.add(task)
-            task.add_done_callback(_flushes.discard)
+        self._outbox.schedule_flush()
 
     async def _flush(self) -> None:
-        self._flush_scheduled = False
-        if self._flushing:
-            return
-        self._flushing = True
-        try:
-            while not self._closed:
-                chunks = self.connection.data_to_send()
-                if not chunks:
-                    break
-                stats = self.node.stats
-                stats["frames_out"] += len(chunks) - chunks.count(b"\n")  # not heart-beats
-                stats["bytes_out"] += sum(map(len, chunks))
-                self._backlog = len(chunks)
-                self._unsent = sum(map(len, chunks))
-                for chunk in chunks:
-                    if self.is_closed():
-                        break  # closed meanwhile (slow consumer): the socket is not ours
-                    await self.send(self._ws_message(chunk))
-                    self._backlog -= 1
-                    self._unsent -= len(chunk)
-                self._last_sent = time.monotonic()
-            if self.connection.state is State.CLOSING and not self._closed:
-                await self._close()
-        finally:
-            self._flushing = False
-
-    @staticmethod
-    def _ws_message(chunk: bytes) -> dict[str, Any]:
-        # Text when the frame is valid UTF-8 (what browsers' STOMP clients expect),
-        # binary otherwise so that arbitrary bodies survive.
-        try:
-            return {"type": "websocket.send", "text": chunk.decode("utf-8")}
-        except UnicodeDecodeError:
-            return {"type": "websocket.send", "bytes": chunk}
+        await self._outbox.flush()
 
     async def _close(self) -> None:
         await self._cleanup()
@@ -916,7 +758,7 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
         # else for the negotiated interval.
         if self._closed:
             return
-        idle = time.monotonic() - self._last_sent
+        idle = time.monotonic() - self._outbox.last_sent
         if idle >= interval * 0.95:
             self.connection.send_heartbeat()
             self._schedule_flush()

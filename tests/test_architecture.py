@@ -59,6 +59,7 @@ LAYERS: list[tuple[str, ...]] = [
         "stomp_cluster.handlers",
         "stomp_cluster.accounts",
         "stomp_cluster.roster",
+        "stomp_cluster.app_dispatch",
     ),
     # The consumer: the only WebSocket I/O; and the ASGI lifespan app beside it.
     (
@@ -66,6 +67,7 @@ LAYERS: list[tuple[str, ...]] = [
         "stomp_cluster.routing",
         "stomp_cluster.testing",
         "stomp_cluster.lifespan",
+        "stomp_cluster.outbox",
     ),
     # The Django edges.
     (

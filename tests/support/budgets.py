@@ -70,8 +70,8 @@ def footprint(consumer: Any) -> Footprint:
         transaction_frames=max((len(t) for t in transactions.values()), default=0),
         unparsed=connection._reader.buffered,
         queued=len(connection._outgoing),
-        backlog=consumer._backlog,
-        outbox_bytes=connection.outgoing_bytes + consumer._unsent,
+        backlog=consumer._outbox.backlog,
+        outbox_bytes=consumer._outbox.queued_bytes,
         transaction_bytes=max(client_state._transaction_bytes.values(), default=0),
         buffered_bytes=client_state._buffered_bytes,
     )
