@@ -658,6 +658,13 @@ class StompSettings:
         coerce=tuple,
         doc="Broker destinations that get a history of their own.",
     )
+    IDEMPOTENCY_TTL: float = _setting(
+        300.0,
+        accepts=_SECONDS,
+        valid=_positive_number,
+        coerce=float,
+        doc="How long a send's idempotency_key is remembered.",
+    )
 
     # Node liveness.
     NODE_TTL: float = _setting(
