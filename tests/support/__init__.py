@@ -10,6 +10,7 @@
 - ``protocol``: spec-like assertions on a bare ``StompConnection``.
 - ``communicator``: users, logins and assertions for in-process consumer tests.
 - ``nodes``, ``cluster``: real daphne/uvicorn nodes and clusters of them; the CLI.
+- ``senders``: sender processes that say what each send returned (fault tests).
 - ``clients``, ``stompjs``, ``http``: real STOMP clients (stomp.py, raw WebSocket,
   @stomp/stompjs under Node) and a Django test-project HTTP session.
 """
