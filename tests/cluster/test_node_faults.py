@@ -6,7 +6,8 @@ Each test counts, for the clients it had before the fault: messages delivered, s
 closed (with the ERROR they got), sockets open but deaf (must be 0) and messages lost
 without notice (must be 0); see :mod:`tests.support.faults`. The faults: Redis stalled
 (SIGSTOP) for three TTLs; a node frozen (SIGSTOP) for three TTLs, as a node whose event
-loop is blocked; Redis SIGKILLed and started again empty on the same port. In the last
+loop is blocked; Redis SIGKILLed and started again empty on the same port; a second
+process started with a live node's id. In the last
 two a sender process streams numbered messages to alice throughout, and each closed
 client resumes on a live node from the last message it saw. The counts and the
 convergence times are printed (``-s``), never asserted.
@@ -21,9 +22,9 @@ import time
 
 import pytest
 
-from tests.support.clients import StompPyClient, unique
+from tests.support.clients import Closed, RawStompClient, StompPyClient, unique
 from tests.support.faults import FaultClient, log_count, take_census
-from tests.support.nodes import cli_json, server_env
+from tests.support.nodes import AsgiNode, cli_json, server_env
 from tests.support.senders import send_in_turn, stream
 from tests.support.waiting import wait_until
 
@@ -286,3 +287,50 @@ def test_redis_killed_and_restarted_empty_mid_stream_leaves_nothing_deaf_or_unan
     for c in clients:
         with contextlib.suppress(Exception):
             c.client.close()
+
+
+@pytest.mark.cluster
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_a_second_process_with_a_live_node_id_is_refused_and_the_first_loses_nothing(
+    cluster, redis_server, db_path, tokens, tmp_path
+):
+    [a] = cluster(1, node_ttl=NODE_TTL, env=HISTORY)
+    queue, topic = f"/queue/{unique('twin')}", f"/topic/{unique('twin')}"
+    clients = alice_clients([a], tokens, queue, topic, per_node=2)
+    twin = AsgiNode(
+        a.node_id,
+        db_path=db_path,
+        redis_url=redis_server.url,
+        node_ttl=NODE_TTL,
+        env=HISTORY,
+        log_dir=tmp_path / "twin",
+    )
+    twin.start()
+    try:
+        # Its first WebSocket makes it try to register: refused, and it says so.
+        probe = RawStompClient(twin.ws_url, timeout=15)
+        frame = probe.recv_frame()
+        assert frame.command == "ERROR"
+        assert frame.headers["message"].startswith("node id in use"), frame.headers
+        with pytest.raises(Closed):
+            probe.recv_frame()
+        assert "refuses to serve" in twin.log_tail(200)
+
+        # The live node kept its registration, its inbox and its sessions.
+        sender = alice_stream(
+            tmp_path, db_path, redis_server.url, queue, first=0, count=50, rate=50
+        )
+        sender.finish(timeout=60)
+        census = probe_and_count(
+            [a], clients, sender, tokens, tmp_path, db_path, redis_server.url, queue, topic, a
+        )
+        print(census.line("a second process with node-a's id"))
+        assert census.closed == 0 and census.deaf == 0, census.line("closed")
+        assert census.lost_silently == 0 and census.lost_announced == 0, census.line("lost")
+        assert census.delivered == len(clients) * (50 + PROBES), census.line("delivered")
+    finally:
+        twin.terminate()
+        for c in clients:
+            with contextlib.suppress(Exception):
+                c.client.close()
