@@ -40,6 +40,7 @@ import asyncio
 import hashlib
 import json
 import time
+import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
@@ -47,6 +48,7 @@ from typing import TYPE_CHECKING, Any
 from stomp_cluster.backends import get_presence
 from stomp_cluster.conf import get_settings
 from stomp_cluster.exceptions import BackendUnavailable, DeliveryFailed
+from stomp_cluster.presence.base import PresenceBackend
 from stomp_cluster.redis_connection import Call, RedisConnection
 
 if TYPE_CHECKING:
@@ -63,9 +65,11 @@ WAIT_FOR_FIRST = 5.0
 #: What a key holds while its first send is in progress.
 _IN_PROGRESS = "-"
 
-# The keys of this process, for a registry that is not in Redis: key -> (expiry on the
-# monotonic clock, value).
-_memory: dict[str, tuple[float, str]] = {}
+# The keys of this process, for a registry that is not in Redis, kept with that registry
+# (a new one, as tests make, starts empty): key -> (expiry on the monotonic clock, value).
+_memory: weakref.WeakKeyDictionary[PresenceBackend, dict[str, tuple[float, str]]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def check_key(key: str) -> None:
@@ -173,23 +177,27 @@ class _Store:
 
     prefix = "idem:"
 
+    def __init__(self, entries: dict[str, tuple[float, str]]) -> None:
+        self.entries = entries
+
     async def claim(self, name: str, ttl: float) -> bool:
         now = time.monotonic()
-        for old in [k for k, (expires, _) in _memory.items() if expires <= now]:
-            del _memory[old]
-        if name in _memory:
+        entries = self.entries
+        for old in [k for k, (expires, _) in entries.items() if expires <= now]:
+            del entries[old]
+        if name in entries:
             return False
-        _memory[name] = (now + ttl, _IN_PROGRESS)
+        entries[name] = (now + ttl, _IN_PROGRESS)
         return True
 
     async def keep(self, name: str, value: str, ttl: float) -> None:
-        _memory[name] = (time.monotonic() + ttl, value)
+        self.entries[name] = (time.monotonic() + ttl, value)
 
     async def release(self, name: str) -> None:
-        _memory.pop(name, None)
+        self.entries.pop(name, None)
 
     async def get(self, name: str) -> str | None:
-        entry = _memory.get(name)
+        entry = self.entries.get(name)
         if entry is None or entry[0] <= time.monotonic():
             return None
         return entry[1]
@@ -197,6 +205,7 @@ class _Store:
 
 class _RedisStore(_Store):
     def __init__(self, redis: RedisConnection, prefix: str) -> None:
+        super().__init__({})
         self.redis = redis
         self.prefix = f"{prefix}:idem:"
 
@@ -227,4 +236,7 @@ def _store() -> _Store:
     redis = getattr(presence, "redis", None)
     if isinstance(redis, RedisConnection):
         return _RedisStore(redis, getattr(presence, "prefix", "stomp_cluster"))
-    return _Store()
+    entries = _memory.get(presence)
+    if entries is None:
+        entries = _memory[presence] = {}
+    return _Store(entries)

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import redis.asyncio
 from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
 from django.test import override_settings
 
 from stomp_cluster import (
@@ -169,3 +170,28 @@ def test_the_sync_twin_with_the_memory_backends_sends_once():
 async def test_an_empty_or_too_long_key_is_refused(key):
     with pytest.raises(ValueError, match="idempotency_key of"):
         await asend_to_user("ursula", "/queue/n", "x", idempotency_key=key)
+
+
+SMALL_LAYER = {
+    "default": {"BACKEND": "channels.layers.InMemoryChannelLayer", "CONFIG": {"capacity": 1}}
+}
+
+
+@pytest.mark.django_db
+@override_settings(CHANNEL_LAYERS=SMALL_LAYER)
+async def test_a_send_that_failed_frees_its_key_so_the_retry_sends():
+    # A topic without history, whose one subscriber's node has a full inbox: the send
+    # raises, since the message is kept nowhere. Once the inbox drains, the retry with
+    # the same key must send: the first attempt did not.
+    await remote_node("slow", "specific.slow!s", destination="/topic/t")
+    layer = get_channel_layer()
+    await layer.send("specific.slow!s", {"type": "stomp.publish"})
+
+    with pytest.raises(DeliveryFailed, match="its channel is full"):
+        await asend_to_destination("/topic/t", "first", idempotency_key="k")
+    await layer.receive("specific.slow!s")  # the node reads its inbox
+    retried = await asend_to_destination("/topic/t", "retried", idempotency_key="k")
+
+    assert (retried.sessions, retried.nodes) == (1, 1)
+    assert (await layer.receive("specific.slow!s"))["body"] == b"retried"
+    assert await asend_to_destination("/topic/t", "again", idempotency_key="k") == retried
