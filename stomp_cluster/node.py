@@ -526,11 +526,14 @@ class Node:
                 logger.exception("node %s: heartbeat failed", self.node_id)
                 self._resync = True
                 continue
-            if self._maintenance is not None and not self._maintenance.done():
-                continue  # a resync or sweep is still running; it saw the same state
             if not known:
+                # At once, even while a resync or sweep runs: this heartbeat refreshed
+                # the liveness, so the next one says "known" again, and a lapse passed
+                # over here would leave sockets open that senders skipped meanwhile.
                 self._fence()
                 self._resync = True
+            if self._maintenance is not None and not self._maintenance.done():
+                continue  # a resync or sweep is still running; the next one follows it
             self._maintenance = asyncio.get_running_loop().create_task(
                 self._maintain(), name="stomp_cluster.node.maintain"
             )
