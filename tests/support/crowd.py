@@ -74,6 +74,8 @@ class Crowd:
             self._call(self._stop(), timeout=60)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
+        if not self._thread.is_alive():
+            self._loop.close()
 
     def open_sessions(self) -> list[int]:
         """The indexes of the sessions subscribed now."""
