@@ -28,7 +28,10 @@ recipients it missed. Sending to nobody is not an error. What is said is what ha
   is pending, delivered on the user's next subscription;
 * :class:`DeliveryFailed` is raised only for a message truly lost: not stored anywhere and
   not handed to a node that holds recipients (a full inbox, a transport failure), or not
-  sent at all (registry or history unavailable). Nothing is dropped silently.
+  sent at all (registry or history unavailable). Nothing is dropped silently;
+* a caller that retries after ``DeliveryFailed`` or a timeout passes the first attempt's
+  ``idempotency_key``: within ``IDEMPOTENCY_TTL`` the retry sends nothing and returns the
+  first call's Delivery (:mod:`stomp_cluster.idempotency`).
 
 With the in-memory presence backend (``MemoryPresence``, the default) the registry is
 the process's own. A send from a process that runs no node — ``manage.py shell``,
