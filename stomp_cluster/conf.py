@@ -681,6 +681,13 @@ class StompSettings:
         valid=_int(0),
         doc="The most messages one SUBSCRIBE's x-rewind delivers.",
     )
+    IDEMPOTENCY_TTL: float = _setting(
+        300.0,
+        accepts=_SECONDS,
+        valid=_positive_number,
+        coerce=float,
+        doc="How long a send's idempotency_key is remembered.",
+    )
 
     # Client-visible presence (stomp_cluster.roster).
     PRESENCE_DESTINATIONS: tuple[str, ...] = _setting(

@@ -81,6 +81,10 @@ T = TypeVar("T")
 
 _PROCESS_OWNER = secrets.token_hex(16)
 
+#: The most sessions one ``stomp_sessions_reaped`` signal carries: a sweep fires one per
+#: batch, and yields to the event loop between batches.
+REAP_BATCH = 1000
+
 #: The ERROR message of a session closed because its node was fenced: messages sent
 #: while the registry had forgotten the node may not have reached it.
 FENCED_MESSAGE = (
@@ -159,10 +163,13 @@ async def sweep_lost_nodes(
     so that after a registry outage the first node back does not reap the others before
     they could heartbeat; an operator's ``stomp_cluster sweep`` passes none.
 
-    Fires ``stomp_disconnected`` (reason ``"node_lost"``, ``consumer=None``) once for each
-    removed session. Used by every node's heartbeat and by ``manage.py stomp_cluster
-    sweep``. The lock is left to expire after *ttl* (or to be released by the caller),
-    so that the nodes do not all sweep at once.
+    Fires ``stomp_sessions_reaped`` once per batch of at most 1,000 removed
+    sessions, then ``stomp_disconnected`` (reason ``"node_lost"``, ``consumer=None``) for
+    each session of the batch, and yields to the event loop between batches: reaping a
+    node of 10,000 sessions never holds the loop for more than one batch's signals. Used
+    by every node's heartbeat and by ``manage.py stomp_cluster sweep``. The lock is left
+    to expire after *ttl* (or to be released by the caller), so that the nodes do not all
+    sweep at once.
 
     Returns:
         What this call removed, or None when another process holds the lock (it sweeps
@@ -176,18 +183,28 @@ async def sweep_lost_nodes(
         # Once reaped, the node is out of routing too: sends ask the registry.
         sessions = await presence.reap_node(node_id)
         logger.info("node %s lost: reaped %d sessions", node_id, len(sessions))
-        for record in sessions:
-            await signals.fire(
-                signals.stomp_disconnected,
-                session_id=record.session_id,
-                user=None,
-                username=record.username,
-                node_id=node_id,
-                reason=signals.DisconnectReason.NODE_LOST.value,
-                consumer=None,
-            )
+        for start in range(0, len(sessions), REAP_BATCH):
+            if start:
+                # Let the sessions of this node and its heartbeat run between batches.
+                await asyncio.sleep(0)
+            await _signal_reaped(node_id, tuple(sessions[start : start + REAP_BATCH]))
         removed.extend(sessions)
     return Sweep(nodes=lost, sessions=removed)
+
+
+async def _signal_reaped(node_id: str, batch: tuple[SessionRecord, ...]) -> None:
+    """Fire the signals of one batch of reaped sessions: the bulk one, then each session's."""
+    await signals.fire(signals.stomp_sessions_reaped, node_id=node_id, sessions=batch)
+    for record in batch:
+        await signals.fire(
+            signals.stomp_disconnected,
+            session_id=record.session_id,
+            user=None,
+            username=record.username,
+            node_id=node_id,
+            reason=signals.DisconnectReason.NODE_LOST.value,
+            consumer=None,
+        )
 
 
 class Node:
@@ -509,11 +526,14 @@ class Node:
                 logger.exception("node %s: heartbeat failed", self.node_id)
                 self._resync = True
                 continue
-            if self._maintenance is not None and not self._maintenance.done():
-                continue  # a resync or sweep is still running; it saw the same state
             if not known:
+                # At once, even while a resync or sweep runs: this heartbeat refreshed
+                # the liveness, so the next one says "known" again, and a lapse passed
+                # over here would leave sockets open that senders skipped meanwhile.
                 self._fence()
                 self._resync = True
+            if self._maintenance is not None and not self._maintenance.done():
+                continue  # a resync or sweep is still running; the next one follows it
             self._maintenance = asyncio.get_running_loop().create_task(
                 self._maintain(), name="stomp_cluster.node.maintain"
             )

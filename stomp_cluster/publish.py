@@ -47,6 +47,13 @@ One message is a JSON object:
     (:data:`SERVER_OWNED_HEADERS`: ``message-id``, ``subscription``, ``ack``,
     ``x-sender``...) are refused, not stripped: a caller who sets one is told.
 
+``idempotency_key`` (optional)
+    A string of 1 to 256 bytes naming this send, as the send helpers'
+    ``idempotency_key``: a request retried with the same key (for the same recipient and
+    destination) within ``IDEMPOTENCY_TTL`` sends nothing and answers the first send's
+    delivery, with the same ``message_id``. Use it when a retry follows a timeout or a
+    5xx, so that a message that did go out is not sent twice under a new id.
+
 Any other field is refused. A batch is ``{"messages": [...]}`` with 1 to
 ``PUBLISH_MAX_BATCH`` such objects. A batch is checked whole before anything is sent (one
 malformed message: 400, nothing sent), then sent in order, one message after the other.
@@ -95,6 +102,7 @@ from django.views.decorators.csrf import csrf_exempt
 from stomp_cluster import destinations
 from stomp_cluster.conf import get_settings
 from stomp_cluster.exceptions import BackendUnavailable, DeliveryFailed
+from stomp_cluster.idempotency import check_key
 from stomp_cluster.protocol import RESERVED_MESSAGE_HEADERS
 from stomp_cluster.send import (
     SENDER_HEADER,
@@ -130,7 +138,9 @@ SERVER_OWNED_HEADERS = (
     RESERVED_MESSAGE_HEADERS | SERVER_HEADERS | {SENDER_HEADER, "user-id", "receipt", "transaction"}
 )
 
-_FIELDS = frozenset({"destination", "user", "session", "body", "body_base64", "headers"})
+_FIELDS = frozenset(
+    {"destination", "user", "session", "body", "body_base64", "headers", "idempotency_key"}
+)
 _HEADER_NAME = re.compile(r"[!-9;-~]+")  # printable ASCII but ':' and space
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _REALM = 'Bearer realm="stomp_cluster"'
@@ -152,6 +162,7 @@ class _Message:
     session: str | None
     body: Any
     headers: dict[str, str]
+    idempotency_key: str | None = None
 
 
 def _error(status: int, message: str, **extra: Any) -> JsonResponse:
@@ -262,7 +273,16 @@ def _message(data: Any, where: str = "") -> _Message:
             body = base64.b64decode(encoded, validate=True)
         except (ValueError, binascii.Error):
             raise _Invalid(where + "body_base64", "must be a string of standard base64") from None
-    return _Message(destination, user, session, body, _headers(data.get("headers"), where))
+    key = data.get("idempotency_key")
+    if key is not None:
+        try:
+            if not isinstance(key, str):
+                raise ValueError("must be a string")
+            check_key(key)
+        except ValueError as exc:
+            raise _Invalid(where + "idempotency_key", str(exc)) from None
+    headers = _headers(data.get("headers"), where)
+    return _Message(destination, user, session, body, headers, key)
 
 
 def _messages(payload: Any) -> tuple[list[_Message], bool]:
@@ -279,13 +299,18 @@ def _messages(payload: Any) -> tuple[list[_Message], bool]:
 
 
 async def _send(message: _Message) -> Delivery:
+    key = message.idempotency_key
     if message.user is not None:
-        return await asend_to_user(message.user, message.destination, message.body, message.headers)
+        return await asend_to_user(
+            message.user, message.destination, message.body, message.headers, idempotency_key=key
+        )
     if message.session is not None:
         return await asend_to_session(
-            message.session, message.destination, message.body, message.headers
+            message.session, message.destination, message.body, message.headers, idempotency_key=key
         )
-    return await asend_to_destination(message.destination, message.body, message.headers)
+    return await asend_to_destination(
+        message.destination, message.body, message.headers, idempotency_key=key
+    )
 
 
 def _delivery(delivery: Delivery) -> dict[str, Any]:

@@ -28,7 +28,10 @@ recipients it missed. Sending to nobody is not an error. What is said is what ha
   is pending, delivered on the user's next subscription;
 * :class:`DeliveryFailed` is raised only for a message truly lost: not stored anywhere and
   not handed to a node that holds recipients (a full inbox, a transport failure), or not
-  sent at all (registry or history unavailable). Nothing is dropped silently.
+  sent at all (registry or history unavailable). Nothing is dropped silently;
+* a caller that retries after ``DeliveryFailed`` or a timeout passes the first attempt's
+  ``idempotency_key``: within ``IDEMPOTENCY_TTL`` the retry sends nothing and returns the
+  first call's Delivery (:mod:`stomp_cluster.idempotency`).
 
 With the in-memory presence backend (``MemoryPresence``, the default) the registry is
 the process's own. A send from a process that runs no node — ``manage.py shell``,
@@ -57,7 +60,7 @@ from asgiref.sync import async_to_sync
 from channels.exceptions import ChannelFull
 from django.core.serializers.json import DjangoJSONEncoder
 
-from stomp_cluster import destinations
+from stomp_cluster import destinations, idempotency
 from stomp_cluster.backends import get_history, get_presence, get_transport
 from stomp_cluster.exceptions import BackendUnavailable, DeliveryFailed
 from stomp_cluster.messages import (
@@ -337,17 +340,33 @@ async def asend_to_destination(
     body: Any,
     headers: Mapping[str, str] | None = None,
     content_type: str | None = None,
+    *,
+    idempotency_key: str | None = None,
 ) -> Delivery:
     """Publish to every subscriber of *destination* (e.g. ``/topic/news``), cluster-wide.
+
+    Args:
+        idempotency_key: pass the same key when you retry a send that failed or timed
+            out: within ``IDEMPOTENCY_TTL`` of the first call with it (to the same
+            destination), nothing is sent again and the first call's Delivery is
+            returned (see :mod:`stomp_cluster.idempotency`).
 
     Raises:
         DeliveryFailed: the registry or (for a ``HISTORY_TOPICS`` destination) the
             history was unavailable; or, for a destination without a history, a node
             inbox was full or the transport failed.
-        ValueError: *destination* is a ``/user/`` one: use :func:`asend_to_user`.
+        ValueError: *destination* is a ``/user/`` one: use :func:`asend_to_user`; or
+            *idempotency_key* is empty or too long.
     """
     if destinations.is_user(destination):
         raise ValueError(f"{destination} is a user destination: use send_to_user()")
+    if idempotency_key is not None:
+        return await idempotency.once(
+            idempotency_key,
+            ("destination", destination),
+            lambda: asend_to_destination(destination, body, headers, content_type),
+            Delivery,
+        )
     payload, extra = encode_body(body, headers, content_type)
     presence = get_presence()
     _warn_if_in_process(presence)
@@ -369,6 +388,7 @@ async def asend_to_user(
     content_type: str | None = None,
     *,
     live_only: bool = False,
+    idempotency_key: str | None = None,
 ) -> Delivery:
     """Send to every session of *user*, on every node, that subscribes to *destination*.
 
@@ -384,6 +404,10 @@ async def asend_to_user(
     Args:
         user: a user object, a primary key (int) or a username (str).
         live_only: deliver to live sessions only; keep no history of it.
+        idempotency_key: pass the same key when you retry a send that failed or timed
+            out: within ``IDEMPOTENCY_TTL`` of the first call with it (to the same user
+            and destination), nothing is sent again and the first call's Delivery, with
+            its ``message_id``, is returned (see :mod:`stomp_cluster.idempotency`).
 
     Returns:
         What happened: live sessions reached, and apart from them whether the message
@@ -394,8 +418,18 @@ async def asend_to_user(
             not known to be sent); or, with *live_only* or no history, a node inbox was
             full or the transport failed.
         LookupError: *user* is a pk that matches no user.
+        ValueError: *idempotency_key* is empty or too long.
     """
     key = await auser_key(user)
+    if idempotency_key is not None:
+        return await idempotency.once(
+            idempotency_key,
+            ("user", key, destinations.user_destination(destination)),
+            lambda: asend_to_user(
+                key, destination, body, headers, content_type, live_only=live_only
+            ),
+            Delivery,
+        )
     payload, extra = encode_body(body, headers, content_type)
     full = destinations.user_destination(destination)
     message = ToUser(key, full, payload, extra)
@@ -456,16 +490,29 @@ async def asend_to_session(
     body: Any,
     headers: Mapping[str, str] | None = None,
     content_type: str | None = None,
+    *,
+    idempotency_key: str | None = None,
 ) -> Delivery:
     """Send to one session (the CONNECTED ``session`` header), on whichever node.
 
     It reaches the session's subscriptions to *destination*, or to its ``/user/`` form
     when it has none to *destination* itself.
 
+    Args:
+        idempotency_key: as for :func:`asend_to_user`, for this session and destination.
+
     Raises:
         DeliveryFailed: the node inbox was full or the transport failed, or the registry
             cannot be asked where the session is.
+        ValueError: *idempotency_key* is empty or too long.
     """
+    if idempotency_key is not None:
+        return await idempotency.once(
+            idempotency_key,
+            ("session", session_id, destination),
+            lambda: asend_to_session(session_id, destination, body, headers, content_type),
+            Delivery,
+        )
     payload, extra = encode_body(body, headers, content_type)
     message = ToSession(session_id, destination, payload, extra)
     _warn_if_in_process(get_presence())
@@ -490,9 +537,13 @@ def send_to_destination(
     body: Any,
     headers: Mapping[str, str] | None = None,
     content_type: str | None = None,
+    *,
+    idempotency_key: str | None = None,
 ) -> Delivery:
     """Sync twin of :func:`asend_to_destination`."""
-    result: Delivery = async_to_sync(asend_to_destination)(destination, body, headers, content_type)
+    result: Delivery = async_to_sync(asend_to_destination)(
+        destination, body, headers, content_type, idempotency_key=idempotency_key
+    )
     return result
 
 
@@ -504,10 +555,17 @@ def send_to_user(
     content_type: str | None = None,
     *,
     live_only: bool = False,
+    idempotency_key: str | None = None,
 ) -> Delivery:
     """Sync twin of :func:`asend_to_user`."""
     result: Delivery = async_to_sync(asend_to_user)(
-        user, destination, body, headers, content_type, live_only=live_only
+        user,
+        destination,
+        body,
+        headers,
+        content_type,
+        live_only=live_only,
+        idempotency_key=idempotency_key,
     )
     return result
 
@@ -518,10 +576,12 @@ def send_to_session(
     body: Any,
     headers: Mapping[str, str] | None = None,
     content_type: str | None = None,
+    *,
+    idempotency_key: str | None = None,
 ) -> Delivery:
     """Sync twin of :func:`asend_to_session`."""
     result: Delivery = async_to_sync(asend_to_session)(
-        session_id, destination, body, headers, content_type
+        session_id, destination, body, headers, content_type, idempotency_key=idempotency_key
     )
     return result
 

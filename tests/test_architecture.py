@@ -59,6 +59,7 @@ LAYERS: list[tuple[str, ...]] = [
         "stomp_cluster.handlers",
         "stomp_cluster.accounts",
         "stomp_cluster.roster",
+        "stomp_cluster.idempotency",
         "stomp_cluster.app_dispatch",
     ),
     # The consumer: the only WebSocket I/O; and the ASGI lifespan app beside it.

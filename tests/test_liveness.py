@@ -29,11 +29,13 @@ from stomp_cluster.node import FENCED_MESSAGE, Node, get_node
 from stomp_cluster.presence.base import SessionRecord
 from stomp_cluster.presence.redis import RedisPresence
 from stomp_cluster.protocol import Command
+from stomp_cluster.redis_connection import digest
 from stomp_cluster.testing import StompCommunicator
 from testproject.asgi import application
 from tests.support.backends import make_redis_backend
 from tests.support.procs import RedisServer, running_redis
 from tests.support.records import session
+from tests.support.waiting import await_until
 
 pytestmark = [pytest.mark.timeout(60)]
 
@@ -222,6 +224,41 @@ async def test_a_node_the_registry_forgot_closes_its_sessions_and_registers_agai
         nodes = [(n.node_id, n.alive, n.session_count) for n in await onlooker.nodes()]
         assert nodes == [("node-a", True, 0)]
     finally:
+        await stop_all(a)
+
+
+@SCALED
+async def test_a_lapse_seen_while_a_resync_runs_still_fences_the_node(
+    clean_redis, presences, raw_redis
+):
+    # The heartbeat that sees the lapse refreshes the liveness: the next one says "known"
+    # again. If that one answer were dropped because a resync or sweep was still running,
+    # the node would keep sockets open that senders skipped meanwhile: open but deaf.
+    a_presence, _, _ = presences
+    a = await start_node("node-a", a_presence)
+    a1 = await add_session(a, "a1")
+    acquire = a_presence.acquire_sweep_lock
+    held = asyncio.Event()
+
+    async def held_acquire(*args: Any, **kwargs: Any) -> bool:
+        await held.wait()
+        return await acquire(*args, **kwargs)
+
+    a_presence.acquire_sweep_lock = held_acquire  # type: ignore[method-assign]
+    try:
+        await await_until(
+            lambda: a._maintenance is not None and not a._maintenance.done(),
+            10,
+            "a sweep in progress",
+        )
+        # The liveness lapses behind the node's back (as its TTL passing would).
+        await raw_redis.delete(f"test:n:{{{digest('node-a')}}}:alive")
+        await asyncio.sleep(3 * TTL)  # several heartbeats, the sweep still held
+        held.set()
+        await await_until(lambda: a1.kicked, 10, "node-a to fence its session")
+        assert a1.kicked == [FENCED_MESSAGE]
+    finally:
+        held.set()
         await stop_all(a)
 
 

@@ -97,6 +97,29 @@ async def test_publish_to_a_user_is_stored_and_delivered_to_that_user_only():
     await client.disconnect()
 
 
+async def test_a_retried_publish_with_an_idempotency_key_is_delivered_once():
+    client = await subscriber("/user/queue/notify", await login_headers("rita"))
+    message = {
+        "user": "rita",
+        "destination": "/queue/notify",
+        "body": "invoice paid",
+        "idempotency_key": "invoice-42",
+    }
+    first = await post(message)
+    retry = await post(message)
+    other = await post({**message, "idempotency_key": "invoice-43"})
+    assert first.status_code == retry.status_code == other.status_code == 200
+    assert retry.json() == first.json()
+    assert other.json()["message_id"] != first.json()["message_id"]
+    ids = [(await client.receive_frame()).get("message-id") for _ in range(2)]
+    assert ids == [first.json()["message_id"], other.json()["message_id"]]
+    # Nothing more: a marker sent after them is the next frame.
+    end = await post({"user": "rita", "destination": "/queue/notify", "body": "end"})
+    assert end.status_code == 200
+    assert (await client.receive_frame()).body == b"end"
+    await client.disconnect()
+
+
 async def test_publish_to_a_session_with_a_binary_body():
     client = StompCommunicator(application, "/ws")
     connected = await client.connect_stomp(None)
@@ -233,9 +256,20 @@ async def test_a_body_over_the_limit_is_413():
         ([1, 2], None, "must be a JSON object"),
         ({"body": "x"}, "destination", "required"),
         (
-            {"destination": "/topic/x", "body": "x", "idempotency_key": "k"},
+            {"destination": "/topic/x", "body": "x", "priority": 9},
+            "priority",
+            "unknown field; known: body, body_base64, destination, headers, idempotency_key, "
+            "session, user",
+        ),
+        (
+            {"destination": "/topic/x", "body": "x", "idempotency_key": "k" * 257},
             "idempotency_key",
-            "unknown field; known: body, body_base64, destination, headers, session, user",
+            "idempotency_key of 257 bytes: it must have 1 to 256 bytes",
+        ),
+        (
+            {"destination": "/topic/x", "body": "x", "idempotency_key": 7},
+            "idempotency_key",
+            "must be a string",
         ),
         ({"destination": "/topic/x"}, "body", "give exactly one of body and body_base64"),
         (

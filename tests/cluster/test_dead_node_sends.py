@@ -16,8 +16,8 @@ import contextlib
 import pytest
 import redis
 
-from tests.cluster.test_recovery_faults import stream
 from tests.support.clients import Closed, RawStompClient
+from tests.support.senders import stream
 from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]

@@ -8,78 +8,16 @@ machine the sender may not even have started by then.
 from __future__ import annotations
 
 import socket
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 from tests.support.clients import RawStompClient, StompPyClient
-from tests.support.nodes import REPO_ROOT, AsgiNode, cli_json, server_env
+from tests.support.nodes import AsgiNode, cli_json
 from tests.support.procs import running_redis
+from tests.support.senders import stream
 from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.slow]
-
-
-class Sender:
-    """A sender process (a Django management command on its own, no node).
-
-    Its output goes to files, so that a test can read it while it runs (the child's
-    output is unbuffered) and a full pipe can never block it.
-    """
-
-    def __init__(
-        self, directory: Path, db_path, redis_url, user: str, count: int, rate: float, *extra: str
-    ) -> None:
-        env = server_env(
-            db_path=db_path,
-            redis_url=redis_url,
-            node_id="sender",
-            extra={"STOMP_HISTORY_MAX_LENGTH": "20000"},
-        )
-        directory.mkdir(parents=True, exist_ok=True)
-        self.out_path = directory / "sender.out"
-        self.err_path = directory / "sender.err"
-        args = ["stream_to_user", user, str(count), "--rate", str(rate), *extra]
-        with self.out_path.open("w") as out, self.err_path.open("w") as err:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "django", *args],
-                cwd=REPO_ROOT,
-                env=env,
-                stdout=out,
-                stderr=err,
-                text=True,
-            )
-
-    def output(self) -> str:
-        return self.out_path.read_text()
-
-    def acknowledged(self) -> set[int]:
-        """The sends that returned so far (with ``--report``)."""
-        return {
-            int(line.split()[1])
-            for line in self.output().splitlines()
-            if line.startswith("acknowledged ")
-        }
-
-    def finish(self, timeout: float) -> str:
-        """Wait for a clean exit and return the output."""
-        try:
-            self.proc.wait(timeout)
-        finally:
-            if self.proc.poll() is None:
-                self.proc.kill()  # ours, by its pid
-                self.proc.wait()
-        assert self.proc.returncode == 0, self.err_path.read_text()[-2000:]
-        return self.output()
-
-
-def stream(
-    tmp_path: Path, db_path, redis_url, user: str, count: int, rate: float = 0, *extra: str
-) -> Sender:
-    """Start a sender streaming *count* messages to *user* at *rate* per second."""
-    return Sender(tmp_path / "sender", db_path, redis_url, user, count, rate, *extra)
 
 
 def bodies(client: StompPyClient) -> list[int]:

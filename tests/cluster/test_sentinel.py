@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +31,8 @@ import pytest
 
 from tests.support.clients import StompPyClient
 from tests.support.cluster import live_nodes
-from tests.support.nodes import REPO_ROOT, AsgiNode, manage, server_env
+from tests.support.nodes import AsgiNode, manage, server_env
+from tests.support.senders import SenderProcess, send_in_turn
 from tests.support.sentinel import MASTER_NAME, SentinelSetup, running_sentinels
 from tests.support.waiting import wait_until
 
@@ -42,30 +41,6 @@ pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 SETTINGS = "tests.support.sentinel_settings"
 QUEUE = "/queue/failover"
 USERS = ("alice", "bob")
-
-# The sender: message n goes to USERS[n % 2]; one line per send says what the caller saw.
-SENDER = """
-import asyncio, sys, time
-import django
-django.setup()
-from stomp_cluster import asend_to_user
-
-async def main(first, count, rate, users, queue):
-    started = time.monotonic()
-    for i in range(count):
-        n = first + i
-        try:
-            await asend_to_user(users[n % len(users)], queue, str(n))
-        except Exception as exc:
-            text = f"{type(exc).__name__}: {exc}".replace(chr(10), " ")
-            print(f"failed {n} {text}", flush=True)
-        else:
-            print(f"acknowledged {n}", flush=True)
-        await asyncio.sleep(max(0.0, started + (i + 1) / rate - time.monotonic()))
-
-asyncio.run(main(int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]), sys.argv[4].split(","),
-                 sys.argv[5]))
-"""
 
 
 def sentinel_env(setup: SentinelSetup) -> dict[str, str]:
@@ -77,50 +52,14 @@ def sentinel_env(setup: SentinelSetup) -> dict[str, str]:
     }
 
 
-class Sender:
-    """The sender process; its output goes to a file the test reads while it runs."""
-
-    def __init__(
-        self,
-        directory: Path,
-        db_path: Path,
-        setup: SentinelSetup,
-        first: int,
-        count: int,
-        rate: float,
-    ) -> None:
-        env = server_env(db_path=db_path, node_id="sender", extra=sentinel_env(setup))
-        directory.mkdir(parents=True, exist_ok=True)
-        self.out_path = directory / f"sender-{first}.out"
-        self.err_path = directory / f"sender-{first}.err"
-        args = [str(first), str(count), str(rate), ",".join(USERS), QUEUE]
-        with self.out_path.open("w") as out, self.err_path.open("w") as err:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-c", SENDER, *args],
-                cwd=REPO_ROOT,
-                env=env,
-                stdout=out,
-                stderr=err,
-                text=True,
-            )
-
-    def lines(self) -> list[list[str]]:
-        return [line.split(maxsplit=2) for line in self.out_path.read_text().splitlines()]
-
-    def acknowledged(self) -> set[int]:
-        return {int(parts[1]) for parts in self.lines() if parts[0] == "acknowledged"}
-
-    def failed(self) -> dict[int, str]:
-        return {int(parts[1]): parts[2] for parts in self.lines() if parts[0] == "failed"}
-
-    def finish(self, timeout: float) -> None:
-        try:
-            self.proc.wait(timeout)
-        finally:
-            if self.proc.poll() is None:
-                self.proc.kill()  # ours, by its pid
-                self.proc.wait()
-        assert self.proc.returncode == 0, self.err_path.read_text()[-3000:]
+def start_sender(
+    tmp_path: Path, db_path: Path, setup: SentinelSetup, first: int, count: int, rate: float
+) -> SenderProcess:
+    """A sender process of its own: message n goes to USERS[n % 2] on QUEUE."""
+    env = server_env(db_path=db_path, node_id="sender", extra=sentinel_env(setup))
+    return send_in_turn(
+        tmp_path / "sender", env, first=first, count=count, rate=rate, users=USERS, queue=QUEUE
+    )
 
 
 def registry(setup: SentinelSetup, db_path: Path, action: str) -> Any:
@@ -244,7 +183,7 @@ def _failover(
     node_ids = {node.node_id for node in nodes}
     wait_until(lambda: registered(setup, db_path)[0] >= node_ids, 30, "both nodes registered")
 
-    sender = Sender(tmp_path / "sender", db_path, setup, 0, total, 150.0)
+    sender = start_sender(tmp_path, db_path, setup, 0, total, 150.0)
     # Under way, with most of it still to come: then the failover is mid-stream.
     wait_until(lambda: len(sender.acknowledged()) >= 300, 60, "300 acknowledged sends")
     assert sender.proc.poll() is None, "the stream ended before the failover"
@@ -270,7 +209,7 @@ def _failover(
     )
 
     # Sent once the cluster converged: every socket still open must receive these.
-    probe = Sender(tmp_path / "sender", db_path, setup, total, 20, 50.0)
+    probe = start_sender(tmp_path, db_path, setup, total, 20, 50.0)
     probe.finish(timeout=60)
     assert probe.failed() == {}, probe.failed()
     probes = {user: {n for n in probe.acknowledged() if USERS[n % 2] == user} for user in USERS}

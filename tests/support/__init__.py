@@ -10,6 +10,9 @@
 - ``protocol``: spec-like assertions on a bare ``StompConnection``.
 - ``communicator``: users, logins and assertions for in-process consumer tests.
 - ``nodes``, ``cluster``: real daphne/uvicorn nodes and clusters of them; the CLI.
+- ``senders``: sender processes that say what each send returned (fault tests).
+- ``faults``: the census of a fault test (delivered, closed, deaf, lost unannounced).
+- ``crowd``: thousands of STOMP sessions over raw WebSockets, on a loop of their own.
 - ``clients``, ``stompjs``, ``http``: real STOMP clients (stomp.py, raw WebSocket,
   @stomp/stompjs under Node) and a Django test-project HTTP session.
 """

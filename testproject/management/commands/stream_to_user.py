@@ -28,7 +28,9 @@ class Command(BaseCommand):
         parser.add_argument("--topic", action="store_true", help="USER is a broker destination")
         parser.add_argument("--size", type=int, default=0, help="pad bodies to this many bytes")
         parser.add_argument(
-            "--report", action="store_true", help="print the index of each send that returned"
+            "--report",
+            action="store_true",
+            help="print 'acknowledged N' or 'failed N <why>' for each send",
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -45,10 +47,12 @@ class Command(BaseCommand):
                     await asend_to_destination(options["user"], body)
                 else:
                     await asend_to_user(options["user"], options["destination"], body)
-            except DeliveryFailed:
+            except DeliveryFailed as exc:
                 # Refused before it was stored (history or registry down): not
                 # acknowledged. A stored message that missed a node does not raise.
                 failed += 1
+                if options["report"]:
+                    self.stdout.write(f"failed {n} {exc}".replace("\n", " "))
             else:
                 if options["report"]:
                     self.stdout.write(f"acknowledged {n}")
