@@ -6,9 +6,12 @@ calls, and :meth:`StompConnection.data_to_send` goes back to the socket. It hold
 connection's heart-beat timers (the protocol only computes the intervals). It parses
 nothing and decides no protocol rule itself.
 
-Outgoing frames go through the session's :class:`~stomp_cluster.outbox.Outbox`, which
-keeps them in order, bounds them in frames and bytes, and decides when a session is too
-slow; frames to ``/app/`` destinations go to :mod:`stomp_cluster.app_dispatch`.
+The rules live beside it, one home each: what a client's SEND and SUBSCRIBE may do,
+and where a SEND goes, in :mod:`stomp_cluster.client_frames` (the consumer turns a
+refusal into an ERROR); frames to ``/app/`` destinations in
+:mod:`stomp_cluster.app_dispatch`; the outgoing queue, which keeps frames in order,
+bounds them in frames and bytes and decides when a session is too slow, in
+:class:`~stomp_cluster.outbox.Outbox`.
 
 One client cannot hurt the others:
 
@@ -19,9 +22,6 @@ One client cannot hurt the others:
   delays other sessions by one batch at a time, not by the whole message.
 * Output is bounded in bytes (``MAX_OUTBOX_BYTES``) and frames (``MAX_OUTBOX``) by the
   outbox; a session over it is closed as a slow consumer with an ERROR saying so.
-* A client SEND carries the sender's login in ``x-sender`` (``STAMP_SENDER``), set by
-  the server first and a sender's own copy dropped; a ``user-id`` header other than
-  the login is refused, as RabbitMQ does.
 * Client strings (destinations, ids) are logged with ``%r``, never raw, so a line
   feed in a destination cannot forge a log line.
 
@@ -47,12 +47,11 @@ from channels.exceptions import StopConsumer
 from django.conf import settings as django_settings
 from django.http.request import split_domain_port, validate_host
 
-from stomp_cluster import __version__, app_dispatch, destinations, roster, signals
-from stomp_cluster.auth import authenticate_connect, check_permission
+from stomp_cluster import __version__, app_dispatch, client_frames, destinations, roster, signals
+from stomp_cluster.auth import authenticate_connect
 from stomp_cluster.backends import get_history
 from stomp_cluster.conf import StompSettings, get_settings
 from stomp_cluster.exceptions import DeliveryFailed, NodeIdInUse
-from stomp_cluster.history.base import is_valid_id
 from stomp_cluster.node import Node, get_node
 from stomp_cluster.outbox import Outbox, ws_message
 from stomp_cluster.presence.base import SessionRecord, SubscriptionRecord
@@ -74,11 +73,9 @@ from stomp_cluster.protocol import (
     UnsubscribeRequested,
     Version,
 )
-from stomp_cluster.recovery import RESUME_HEADER, REWIND_HEADER, SessionRecovery, parse_rewind
-from stomp_cluster.send import SENDER_HEADER, asend_to_destination, asend_to_user
+from stomp_cluster.recovery import RESUME_HEADER, SessionRecovery
 from stomp_cluster.signals import DisconnectReason
 from stomp_cluster.typing import Headers
-from stomp_cluster.users import auser_exists
 
 __all__ = ["StompConsumer"]
 
@@ -376,57 +373,26 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
     async def _on_send(self, event: SendRequested) -> None:
         destination = str(event.destination)
         frame = event.frame
-        user_id = frame.get("user-id")
-        if user_id is not None and user_id != self.username:
-            # RabbitMQ's rule: a user-id header must name the sender's own login.
-            self._refuse(f"user-id header {user_id!r} is not the login of this session", frame)
-            return
-        if not await check_permission(self.user, "send", destination):
-            self._refuse(f"permission denied: cannot send to {destination}", frame)
-            return
+        refusal = await client_frames.acheck_send(self.user, self.username, destination, frame)
         path = destinations.app_path(destination)
-        if path is not None:
-            outcome = await app_dispatch.asend(self, destination, path, frame)
-            if outcome.refusal is not None:
-                self._refuse(outcome.refusal, frame)
-            return
-        try:
-            await self._route_send(destination, frame)
-        except DeliveryFailed as exc:
-            # An outage or a full node channel: tell the client its SEND did not go
-            # through (it may retry), rather than pretend it did.
-            self.node.stats["send_failed"] += 1
-            logger.warning(
-                "SEND to %r from session %s failed: %s", destination, self.session_id, exc
-            )
-            self._refuse(f"message not delivered: {exc}", frame)
-
-    async def _route_send(self, destination: str, frame: Frame) -> None:
-        # The SEND's headers travel on; the first of a repeated one wins (STOMP 1.2), and
-        # encode_body drops those a MESSAGE reserves (destination, message-id, ...) and
-        # those recovery sets. The sender's identity comes first, set by us; a sender's
-        # own x-sender never travels.
-        headers = frame.header_map()
-        headers.pop(SENDER_HEADER, None)
-        if self.settings.STAMP_SENDER and self.username:
-            headers = {SENDER_HEADER: self.username, **headers}
-        if destinations.is_user(destination):
-            # /user/<username>/queue/x: to another user's (or our own) user destination.
-            recipient = destinations.recipient(destination)
-            if recipient is None:
-                self._refuse(f"unknown destination {destination}", frame)
-                return
-            username, tail = recipient
-            if not await auser_exists(username):
-                # No history key for a made-up name: the client learns nothing was sent.
-                self._refuse(f"unknown user {username}: message not delivered", frame)
-                return
-            await asend_to_user(username, tail, frame.body, headers)
-            return
-        if not destinations.is_broker(destination):
-            self._refuse(f"unknown destination {destination}", frame)
-            return
-        await asend_to_destination(destination, frame.body, headers)
+        if refusal is None and path is not None:
+            refusal = (await app_dispatch.asend(self, destination, path, frame)).refusal
+        elif refusal is None:
+            stamp = self.settings.STAMP_SENDER
+            try:
+                refusal = await client_frames.aroute_send(
+                    self.username, destination, frame, stamp_sender=stamp
+                )
+            except DeliveryFailed as exc:
+                # An outage or a full node channel: tell the client its SEND did not go
+                # through (it may retry), rather than pretend it did.
+                self.node.stats["send_failed"] += 1
+                logger.warning(
+                    "SEND to %r from session %s failed: %s", destination, self.session_id, exc
+                )
+                refusal = f"message not delivered: {exc}"
+        if refusal is not None:
+            self._refuse(refusal, frame)
 
     def user_destination_key(self, destination: str) -> str | None:
         """The user key that routes *destination*, when it is a ``/user/`` one.
@@ -440,46 +406,25 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
 
     async def _on_subscribe(self, sub: Subscription, frame: Frame) -> None:
         destination = str(sub.destination)
-        match destinations.kind(destination):
-            case destinations.Kind.USER | destinations.Kind.BROKER:
-                pass
-            case destinations.Kind.APP:
-                path = destinations.app_path(destination) or ""
-                outcome = await app_dispatch.asubscribe(self, destination, path, frame)
-                if outcome.refusal is not None:
-                    self._refuse(outcome.refusal, frame)
-                elif outcome.answer is not None:
-                    self._send(str(sub.id), *outcome.answer, None)
-                return
-            case destinations.Kind.PRESENCE:
-                refused = roster.refusal(destination)
-                if refused is not None:
-                    self._refuse(f"cannot subscribe to {destination}: {refused}", frame)
-                    return
-            case _ if destinations.is_user(destination):
-                # Only /user/queue/x style: a session subscribes to its own user's queue
-                # and cannot name another user (Spring resolves it the same way).
-                prefix = self.settings.USER_PREFIX
-                self._refuse(f"cannot subscribe to {destination}: use {prefix}queue/<name>", frame)
-                return
-            case _:
-                self._refuse(f"unknown destination {destination}", frame)
-                return
-        if not await check_permission(self.user, "subscribe", destination):
-            self._refuse(f"permission denied: cannot subscribe to {destination}", frame)
+        if destinations.kind(destination) is destinations.Kind.APP:
+            path = destinations.app_path(destination) or ""
+            outcome = await app_dispatch.asubscribe(self, destination, path, frame)
+            if outcome.refusal is not None:
+                self._refuse(outcome.refusal, frame)
+            elif outcome.answer is not None:
+                self._send(str(sub.id), *outcome.answer, None)
             return
         history_key = self._history_key(destination)
-        resume = frame.get(RESUME_HEADER) or self._resume_from
-        if history_key is not None and resume is not None and not is_valid_id(resume):
-            self._refuse(f"{RESUME_HEADER} must be a message-id such as 1700000000000-0", frame)
-            return
-        rewind = frame.get(REWIND_HEADER)
-        count = 0 if rewind is None else parse_rewind(rewind)
-        if count is None:
-            self._refuse(f"{REWIND_HEADER} must be a whole number of messages, such as 10", frame)
-            return
-        if rewind is not None and history_key is None:
-            self._refuse(f"{REWIND_HEADER}: {destination} keeps no history", frame)
+        asked = await client_frames.acheck_subscribe(
+            self.user,
+            destination,
+            frame,
+            history_key=history_key,
+            resume_from=self._resume_from,
+            settings=self.settings,
+        )
+        if isinstance(asked, str):
+            self._refuse(asked, frame)
             return
         if history_key is not None:
             self._recovery.state.begin(str(sub.id))  # hold live messages back until recovered
@@ -503,11 +448,11 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
                 str(sub.id),
                 history_key,
                 destination,
-                resume,
+                asked.resume,
                 sub.ack,
                 per_user=destinations.is_user(destination),
                 receipted=frame.get("receipt") is not None,
-                rewind=min(count, self.settings.MAX_REWIND),
+                rewind=asked.rewind,
                 rewind_bytes=self.settings.MAX_OUTBOX_BYTES // 2,
             )
             if receipt:

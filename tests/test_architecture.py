@@ -61,6 +61,7 @@ LAYERS: list[tuple[str, ...]] = [
         "stomp_cluster.roster",
         "stomp_cluster.idempotency",
         "stomp_cluster.app_dispatch",
+        "stomp_cluster.client_frames",
     ),
     # The consumer: the only WebSocket I/O; and the ASGI lifespan app beside it.
     (
