@@ -57,6 +57,7 @@ import os
 from collections.abc import Mapping
 from importlib import import_module
 from typing import Any
+from urllib.parse import urlsplit
 
 from django.conf import settings as django_settings
 from django.contrib.auth import (
@@ -69,6 +70,7 @@ from django.contrib.auth import (
 )
 from django.contrib.auth.models import AnonymousUser
 from django.http.cookie import parse_cookie
+from django.http.request import split_domain_port, validate_host
 from django.utils.crypto import constant_time_compare
 from django.utils.module_loading import import_string
 
@@ -80,7 +82,7 @@ from stomp_cluster.throttle import login_throttle, retry_message
 from stomp_cluster.tokens import token_claims, token_user, token_user_matches
 from stomp_cluster.workers import run_in_pool
 
-__all__ = ["authenticate_connect", "check_permission", "scope_user"]
+__all__ = ["authenticate_connect", "check_permission", "origin_allowed", "scope_user"]
 
 logger = logging.getLogger(__name__)
 
@@ -277,3 +279,25 @@ async def check_permission(user: Any, action: str, destination: str) -> bool:
     else:
         result = await run_in_pool("handlers", hook, user, action, destination)
     return bool(result)
+
+
+def origin_allowed(origin: str) -> bool:
+    """Whether a WebSocket handshake with this ``Origin`` header may open a session.
+
+    The host of *origin* is matched against ``ALLOWED_ORIGINS``, or else Django's
+    ``ALLOWED_HOSTS`` (with ``DEBUG`` and no ``ALLOWED_HOSTS``: the local host names, as
+    Django does), with the patterns of ``ALLOWED_HOSTS``; see :doc:`/topics/security`.
+    An empty *origin* (no header) is allowed.
+    """
+    # Browsers always send Origin on a WebSocket handshake; other clients (stomp.py,
+    # Node, Java) usually don't, and cross-site request forgery needs a browser, so
+    # a missing Origin is allowed.
+    if not origin:
+        return True
+    allowed = get_settings().ALLOWED_ORIGINS
+    if allowed is None:
+        allowed = tuple(django_settings.ALLOWED_HOSTS)
+        if django_settings.DEBUG and not allowed:
+            allowed = (".localhost", "127.0.0.1", "[::1]")
+    host, _ = split_domain_port(urlsplit(origin).netloc)
+    return bool(host) and validate_host(host, list(allowed))

@@ -26,6 +26,7 @@ from typing import Any
 
 from stomp_cluster import destinations, roster
 from stomp_cluster.auth import check_permission
+from stomp_cluster.backends import get_history
 from stomp_cluster.conf import StompSettings
 from stomp_cluster.history.base import is_valid_id
 from stomp_cluster.protocol import Frame
@@ -41,12 +42,16 @@ class SubscribeOptions:
     """What an accepted SUBSCRIBE asked of the history.
 
     Attributes:
+        history_key: where the destination's history is kept (the user key of a
+            ``/user/`` destination, the topic's key of a broker one), or None when it
+            keeps none: then nothing is recovered.
         resume: the message-id to resume after (the frame's ``x-resume-from``, else
             the CONNECT's), or None.
         rewind: how many past messages to replay (``x-rewind``, capped at
             ``MAX_REWIND``); 0 for none.
     """
 
+    history_key: str | None = None
     resume: str | None = None
     rewind: int = 0
 
@@ -114,7 +119,7 @@ async def acheck_subscribe(
     destination: str,
     frame: Frame,
     *,
-    history_key: str | None,
+    user_key: str | None,
     resume_from: str | None,
     settings: StompSettings,
 ) -> SubscribeOptions | str:
@@ -124,7 +129,8 @@ async def acheck_subscribe(
         user: the session's Django user, for the ``PERMISSION_HOOK``.
         destination: the SUBSCRIBE's destination.
         frame: the SUBSCRIBE frame, for ``x-resume-from`` and ``x-rewind``.
-        history_key: where the destination's history is kept, or None for none.
+        user_key: what the session's ``/user/`` destinations route by (None when
+            anonymous), which also keys their history.
         resume_from: the CONNECT's ``x-resume-from``, the default for every
             subscription of the session.
         settings: for ``USER_PREFIX`` and ``MAX_REWIND``.
@@ -148,6 +154,7 @@ async def acheck_subscribe(
             return f"unknown destination {destination}"
     if not await check_permission(user, "subscribe", destination):
         return f"permission denied: cannot subscribe to {destination}"
+    history_key = _history_key(destination, user_key)
     resume = frame.get(RESUME_HEADER) or resume_from
     if history_key is not None and resume is not None and not is_valid_id(resume):
         return f"{RESUME_HEADER} must be a message-id such as 1700000000000-0"
@@ -157,4 +164,12 @@ async def acheck_subscribe(
         return f"{REWIND_HEADER} must be a whole number of messages, such as 10"
     if rewind is not None and history_key is None:
         return f"{REWIND_HEADER}: {destination} keeps no history"
-    return SubscribeOptions(resume=resume, rewind=min(count, settings.MAX_REWIND))
+    return SubscribeOptions(history_key, resume, min(count, settings.MAX_REWIND))
+
+
+def _history_key(destination: str, user_key: str | None) -> str | None:
+    if get_history() is None:
+        return None
+    if destinations.is_user(destination):
+        return user_key
+    return destinations.topic_history_key(destination)

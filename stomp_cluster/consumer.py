@@ -40,16 +40,12 @@ import time
 import uuid
 from collections.abc import Callable
 from typing import Any, NoReturn
-from urllib.parse import urlsplit
 
 from channels.consumer import AsyncConsumer, get_handler_name
 from channels.exceptions import StopConsumer
-from django.conf import settings as django_settings
-from django.http.request import split_domain_port, validate_host
 
 from stomp_cluster import __version__, app_dispatch, client_frames, destinations, roster, signals
-from stomp_cluster.auth import authenticate_connect
-from stomp_cluster.backends import get_history
+from stomp_cluster.auth import authenticate_connect, origin_allowed
 from stomp_cluster.conf import StompSettings, get_settings
 from stomp_cluster.exceptions import DeliveryFailed, NodeIdInUse
 from stomp_cluster.node import Node, get_node
@@ -164,8 +160,9 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
 
     async def websocket_connect(self, message: dict[str, Any]) -> None:
         """Check the origin, pick the STOMP subprotocol and accept the WebSocket."""
-        if not self._origin_allowed():
-            logger.info("x refused WebSocket from origin %r", _header(self.scope, b"origin"))
+        origin = _header(self.scope, b"origin")
+        if not origin_allowed(origin):
+            logger.info("x refused WebSocket from origin %r", origin)
             await self.send({"type": "websocket.close", "code": 4003})
             raise StopConsumer
         offered = [p for p in self.scope.get("subprotocols", ()) if p in _SUBPROTOCOLS]
@@ -210,21 +207,6 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
             await self.send(ws_message(chunk))
         await self.send({"type": "websocket.close", "code": 1011})
         raise StopConsumer
-
-    def _origin_allowed(self) -> bool:
-        # Browsers always send Origin on a WebSocket handshake; other clients (stomp.py,
-        # Node, Java) usually don't, and cross-site request forgery needs a browser, so
-        # a missing Origin is allowed.
-        origin = _header(self.scope, b"origin")
-        if not origin:
-            return True
-        allowed = self.settings.ALLOWED_ORIGINS
-        if allowed is None:
-            allowed = tuple(django_settings.ALLOWED_HOSTS)
-            if django_settings.DEBUG and not allowed:
-                allowed = (".localhost", "127.0.0.1", "[::1]")
-        host, _ = split_domain_port(urlsplit(origin).netloc)
-        return bool(host) and validate_host(host, list(allowed))
 
     async def websocket_receive(self, message: dict[str, Any]) -> None:
         """Feed the bytes to the protocol and act on the events that come out."""
@@ -414,19 +396,18 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
             elif outcome.answer is not None:
                 self._send(str(sub.id), *outcome.answer, None)
             return
-        history_key = self._history_key(destination)
         asked = await client_frames.acheck_subscribe(
             self.user,
             destination,
             frame,
-            history_key=history_key,
+            user_key=self.user_key,
             resume_from=self._resume_from,
             settings=self.settings,
         )
         if isinstance(asked, str):
             self._refuse(asked, frame)
             return
-        if history_key is not None:
+        if asked.history_key is not None:
             self._recovery.state.begin(str(sub.id))  # hold live messages back until recovered
         first = not self.has_destination(destination)
         self._subs_by_destination.setdefault(destination, []).append(str(sub.id))
@@ -443,10 +424,10 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
         # After the registry recorded it: a snapshot, or this session's join.
         for body, headers in await roster.subscribed(self, destination, first=first):
             self._send(str(sub.id), body, headers, None)
-        if history_key is not None:
+        if asked.history_key is not None:
             receipt = await self._recovery.recover(
                 str(sub.id),
-                history_key,
+                asked.history_key,
                 destination,
                 asked.resume,
                 sub.ack,
@@ -457,13 +438,6 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
             )
             if receipt:
                 self._receipt_headers = receipt
-
-    def _history_key(self, destination: str) -> str | None:
-        if get_history() is None:
-            return None
-        if destinations.is_user(destination):
-            return self.user_key
-        return destinations.topic_history_key(destination)
 
     def _send(
         self,
