@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import time
 import uuid
@@ -137,9 +136,7 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
         # Only subscriptions that passed our checks are here, unlike the protocol's.
         self._subs_by_destination: dict[str, list[str]] = {}
         self._routed: dict[str, Subscription] = {}
-        self._recovery = SessionRecovery(
-            functools.partial(self._send, replay=True), self.node.stats, drain=self._drain
-        )
+        self._recovery = SessionRecovery(self._send_again, self.node.stats, drain=self._drain)
         self._resume_from: str | None = None
         self._receipt_headers: Headers = ()
 
@@ -181,6 +178,7 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
             max_bytes=s.MAX_OUTBOX_BYTES,
             is_closed=self.is_closed,
             on_slow=self._slow_consumer,
+            on_queued=self._recovery.state.record,
             on_closing=self._close,
         )
         accept: dict[str, Any] = {"type": "websocket.accept"}
@@ -394,7 +392,7 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
             if outcome.refusal is not None:
                 self._refuse(outcome.refusal, frame)
             elif outcome.answer is not None:
-                self._send(str(sub.id), *outcome.answer, None)
+                self._outbox.queue_message(str(sub.id), *outcome.answer, None)
             return
         asked = await client_frames.acheck_subscribe(
             self.user,
@@ -423,7 +421,7 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
         )
         # After the registry recorded it: a snapshot, or this session's join.
         for body, headers in await roster.subscribed(self, destination, first=first):
-            self._send(str(sub.id), body, headers, None)
+            self._outbox.queue_message(str(sub.id), body, headers, None)
         if asked.history_key is not None:
             receipt = await self._recovery.recover(
                 str(sub.id),
@@ -439,25 +437,11 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
             if receipt:
                 self._receipt_headers = receipt
 
-    def _send(
-        self,
-        sub_id: str,
-        body: bytes,
-        headers: Headers,
-        message_id: str | None,
-        prepared: PreparedMessage | None = None,
-        *,
-        live: bool = False,
-        replay: bool = False,
+    def _send_again(
+        self, sub_id: str, body: bytes, headers: Headers, message_id: str | None
     ) -> bool:
-        """Queue one MESSAGE, keeping history messages that await an ACK."""
-        if not self._outbox.queue_message(
-            sub_id, body, headers, message_id, prepared, live=live, replay=replay
-        ):
-            return False
-        if message_id is not None:
-            self._recovery.state.record(sub_id, message_id)
-        return True
+        """Queue a replayed, redelivered or held-back MESSAGE (for the recovery)."""
+        return self._outbox.queue_message(sub_id, body, headers, message_id, replay=True)
 
     async def _drain(self) -> bool:
         """Hand what is queued to the server; whether the session may take more.
@@ -560,7 +544,7 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
                     self._slow_consumer()  # held back by a recovery that does not end
                     break
                 continue
-            if self._send(sub_id, body, headers, message_id, prepared, live=True):
+            if self._outbox.queue_message(sub_id, body, headers, message_id, prepared, live=True):
                 count += 1
         if count or self.connection.state is State.CLOSING:
             self._schedule_flush()

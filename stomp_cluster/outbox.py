@@ -61,6 +61,8 @@ class Outbox:
         is_closed: whether the session has ended; a flush stops writing then.
         on_slow: called when a queued message takes the session over a budget (it
             must be idempotent: it may be called again before the session ends).
+        on_queued: called with the subscription and message-id of each queued message
+            that has an id (from a history), so that it can await its ACK.
         on_closing: awaited after a flush that leaves the protocol closing (an
             ERROR went out): the consumer closes the socket.
     """
@@ -75,6 +77,7 @@ class Outbox:
         max_bytes: int,
         is_closed: Callable[[], bool],
         on_slow: Callable[[], None],
+        on_queued: Callable[[str, str], None],
         on_closing: Callable[[], Awaitable[None]],
     ) -> None:
         self._connection = connection
@@ -84,6 +87,7 @@ class Outbox:
         self.max_bytes = max_bytes
         self._is_closed = is_closed
         self._on_slow = on_slow
+        self._on_queued = on_queued
         self._on_closing = on_closing
         #: Frames handed to the protocol or taken from it but not yet written to the
         #: socket: the queue that ``MAX_OUTBOX`` bounds.
@@ -145,6 +149,8 @@ class Outbox:
         if sent is None:
             return False
         self._stats["delivered"] += 1
+        if message_id is not None:
+            self._on_queued(sub_id, message_id)
         if replay:
             self.replayed += self._connection.outgoing_bytes - before
         if self.queued_bytes > self.max_bytes or (replay and self.replayed > self.max_bytes):

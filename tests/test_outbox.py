@@ -40,6 +40,7 @@ class Session:
         #: Close the session after this many writes (as a slow-consumer close would).
         self.close_after: int | None = None
         self.stats: Counter[str] = Counter()
+        self.queued_ids: list[tuple[str, str]] = []
         self.outbox = Outbox(
             conn,
             self.write,
@@ -48,6 +49,7 @@ class Session:
             max_bytes=max_bytes,
             is_closed=lambda: self.closed,
             on_slow=self.on_slow,
+            on_queued=lambda sub_id, message_id: self.queued_ids.append((sub_id, message_id)),
             on_closing=self.on_closing,
         )
 
@@ -77,6 +79,16 @@ def test_a_queued_message_counts_its_wire_bytes_and_one_delivery():
     assert outbox.backlog == 0  # only live deliveries count against MAX_OUTBOX
     assert outbox.replayed == 0
     assert session.slow == 0
+
+
+def test_only_messages_from_a_history_are_reported_for_their_ack():
+    session = Session(subscribed("1", "2"))
+
+    session.outbox.queue_message("1", BODY, (), None)
+    session.outbox.queue_message("2", BODY, (), "1700000000000-0")
+    session.outbox.queue_message("3", BODY, (), "1700000000000-1")  # no such subscription
+
+    assert session.queued_ids == [("2", "1700000000000-0")]
 
 
 def test_a_message_for_a_gone_subscription_is_not_counted():
