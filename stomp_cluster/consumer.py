@@ -6,12 +6,12 @@ calls, and :meth:`StompConnection.data_to_send` goes back to the socket. It hold
 connection's heart-beat timers (the protocol only computes the intervals). It parses
 nothing and decides no protocol rule itself.
 
-The rules live beside it, one home each: what a client's SEND and SUBSCRIBE may do,
-and where a SEND goes, in :mod:`stomp_cluster.client_frames` (the consumer turns a
-refusal into an ERROR); frames to ``/app/`` destinations in
-:mod:`stomp_cluster.app_dispatch`; the outgoing queue, which keeps frames in order,
-bounds them in frames and bytes and decides when a session is too slow, in
-:class:`~stomp_cluster.outbox.Outbox`.
+The rules live beside it, one home each (internal modules): what a client's SEND and
+SUBSCRIBE may do, and where a SEND goes, in ``stomp_cluster.client_frames`` (the
+consumer turns a refusal into an ERROR); frames to ``/app/`` destinations in
+``stomp_cluster.app_dispatch``; the outgoing queue, which keeps frames in order, bounds
+them in frames and bytes and decides when a session is too slow, in
+``stomp_cluster.outbox``.
 
 One client cannot hurt the others:
 
