@@ -83,8 +83,6 @@ CONNECT_TIMEOUT = 30.0
 #: milliseconds; one WebSocket message may hold a hundred thousand.
 EVENTS_PER_BATCH = 100
 
-_SUBPROTOCOLS = {v.subprotocol: v for v in Version}
-
 
 def _header(scope: dict[str, Any], name: bytes) -> str:
     for key, value in scope.get("headers", ()):
@@ -162,8 +160,8 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
             logger.info("x refused WebSocket from origin %r", origin)
             await self.send({"type": "websocket.close", "code": 4003})
             raise StopConsumer
-        offered = [p for p in self.scope.get("subprotocols", ()) if p in _SUBPROTOCOLS]
-        version = max((_SUBPROTOCOLS[p] for p in offered), key=lambda v: v.value, default=None)
+        offered = map(Version.from_subprotocol, self.scope.get("subprotocols", ()))
+        version = max(filter(None, offered), key=lambda v: v.value, default=None)
         s = self.settings
         self.connection = StompConnection(
             limits=s.limits(),
@@ -225,7 +223,7 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
             )
             if self.connection.state is not State.CLOSING:
                 self._refuse(f"WebSocket message too large: {len(data)} bytes, limit is {limit}")
-            await self._flush()
+            await self._outbox.flush()
             return
         # Frames are logged at DEBUG by the protocol, with credentials hidden; raw bytes
         # are not logged here, since a CONNECT carries its passcode in clear.
@@ -264,14 +262,14 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
                     # More may be buffered: write what this batch queued (under uvicorn
                     # a reader that does not read holds us here, not in memory), and
                     # let every other session on the node have its turn.
-                    await self._flush()
+                    await self._outbox.flush()
                     await asyncio.sleep(0)
         except Exception:
             logger.exception("internal error on session %s", self.session_id or "-")
             if self.connection.state is not State.CLOSING:
                 self.connection.send_error("internal error")
             self._ending = DisconnectReason.ERROR
-        await self._flush()
+        await self._outbox.flush()
 
     async def _handle(self, event: Event) -> None:
         if self._ending is not None:
@@ -449,7 +447,7 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
         Recovery calls it between pages of the history: under uvicorn it waits while
         the socket does not drain.
         """
-        await self._flush()
+        await self._outbox.flush()
         return not self._closed and self._ending is None
 
     async def _on_unsubscribe(self, sub: Subscription, *, closing: bool = False) -> None:
@@ -547,7 +545,7 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
             if self._outbox.queue_message(sub_id, body, headers, message_id, prepared, live=True):
                 count += 1
         if count or self.connection.state is State.CLOSING:
-            self._schedule_flush()
+            self._outbox.schedule_flush()
         return count
 
     def deliver_session(self, destination: str, body: bytes, headers: Headers) -> int:
@@ -563,7 +561,7 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
             return
         self.connection.send_error(message)
         self._ending = DisconnectReason.KICKED
-        self._schedule_flush()
+        self._outbox.schedule_flush()
 
     def _slow_consumer(self) -> None:
         """Disconnect a client that does not read fast enough.
@@ -596,7 +594,7 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
             if not self._outbox.flushing:
                 # A socket that still drains (daphne's always does) takes the ERROR too.
                 with contextlib.suppress(Exception):
-                    await asyncio.wait_for(self._flush(), 5)
+                    await asyncio.wait_for(self._outbox.flush(), 5)
                 if self._closed:
                     return
             await self._cleanup()
@@ -613,19 +611,13 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
             return
         self._ending = DisconnectReason.SHUTDOWN
         self.connection.send_error("server shutting down")
-        await self._flush()
+        await self._outbox.flush()
 
     # -- output, timers and cleanup ----------------------------------------------
 
     def is_closed(self) -> bool:
         """Whether this session has ended (it may change across an ``await``)."""
         return self._closed
-
-    def _schedule_flush(self) -> None:
-        self._outbox.schedule_flush()
-
-    async def _flush(self) -> None:
-        await self._outbox.flush()
 
     async def _close(self) -> None:
         await self._cleanup()
@@ -654,7 +646,7 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
     def _connect_timeout(self) -> None:
         if not self._connected and not self._closed:
             self._refuse(f"no CONNECT frame within {CONNECT_TIMEOUT:.0f} seconds")
-            self._schedule_flush()
+            self._outbox.schedule_flush()
 
     def _heartbeat_send(self, interval: float) -> None:
         # STOMP 1.2 "Heart-beating": the server sends an EOL when it has sent nothing
@@ -664,7 +656,7 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
         idle = time.monotonic() - self._outbox.last_sent
         if idle >= interval * 0.95:
             self.connection.send_heartbeat()
-            self._schedule_flush()
+            self._outbox.schedule_flush()
             idle = 0.0
         self._call_later("send", max(interval - idle, 0.01), self._heartbeat_send, interval)
 
@@ -676,7 +668,7 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
             logger.info("x session %s silent for %.1fs: closing", self.session_id, silent)
             self.connection.send_error(f"no heart-beat from the client for {silent:.1f} seconds")
             self._ending = DisconnectReason.HEARTBEAT_TIMEOUT
-            self._schedule_flush()
+            self._outbox.schedule_flush()
             return
         self._call_later("check", limit - silent + 0.01, self._heartbeat_check, limit)
 
