@@ -55,8 +55,8 @@ in the handler.
 :class:`HandlerError` lives here, with the handlers that raise it, rather than in
 :mod:`stomp_cluster.exceptions`, though it derives from ``StompClusterError`` like the
 rest. The tables of registered handlers, ``registry`` and ``subscribe_registry``, are
-internal and not in ``__all__``: the consumer looks patterns up in them, and tests that
-register handlers restore them.
+internal and not in ``__all__``: ``stomp_cluster.app_dispatch``, which runs handlers for
+a session, looks patterns up in them, and tests that register handlers restore them.
 
 Error policy (Spring's ``@MessageExceptionHandler`` with ``@SendToUser("/queue/errors")``):
 a :class:`HandlerError` raised by a handler becomes a MESSAGE to the *sending session's*
@@ -339,7 +339,7 @@ class HandlerRegistry:
 
 
 #: The registry :func:`message_mapping` adds to. Internal, so not in ``__all__``: the
-#: consumer looks handlers up in it, and tests save and restore it.
+#: session's handler dispatch looks handlers up in it, and tests save and restore it.
 registry = HandlerRegistry()
 
 #: The registry :func:`subscribe_mapping` adds to (SUBSCRIBEs to ``/app/``). Internal.
