@@ -70,6 +70,7 @@ from channels.exceptions import ChannelFull
 from channels.layers import get_channel_layer
 from django.core.exceptions import ImproperlyConfigured
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 
 from stomp_cluster.conf import get_settings
 from stomp_cluster.exceptions import TransportUnavailable
@@ -381,7 +382,7 @@ class RedisTransport(NodeTransport):
         # An inbox key is <prefix>:inbox:{<digest of the node id>}, in Python and in Lua.
         self._inbox_head, self._inbox_tail = f"{prefix}:inbox:{{", "}"
         # A blocking pop holds its connection, so receivers get one of their own.
-        self._receivers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Redis]
+        self._receivers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Redis | RedisCluster]
         self._receivers = weakref.WeakKeyDictionary()
         self._blmpop: bool | None = None  # whether the server has BLMPOP (Redis 7)
         self._shared: dict[tuple[int, ...], tuple[tuple[Any, ...], bool]] = {}
@@ -404,7 +405,7 @@ class RedisTransport(NodeTransport):
         if length == -1:
             raise ChannelFull(f"inbox {address} holds {self.capacity} messages")
 
-    def _receiver(self) -> Redis:
+    def _receiver(self) -> Redis | RedisCluster:
         loop = asyncio.get_running_loop()
         client = self._receivers.get(loop)
         if client is None:
@@ -416,11 +417,14 @@ class RedisTransport(NodeTransport):
         raws: list[bytes]
         try:
             if self._blmpop is None:
-                info = await client.info("server")
+                if isinstance(client, RedisCluster):  # one node's answer, not every node's
+                    info = await client.info("server", target_nodes=RedisCluster.RANDOM)
+                else:
+                    info = await client.info("server")
                 self._blmpop = int(str(info.get("redis_version", "0")).split(".")[0]) >= 7
             if self._blmpop:
                 # Redis 7: wait and take up to a batch in one command.
-                reply = await client.execute_command(  # type: ignore[no-untyped-call]
+                reply = await client.execute_command(
                     "BLMPOP", self.block, 1, address, "LEFT", "COUNT", self.batch
                 )
                 return () if reply is None else [_unpack(raw) for raw in reply[1]]
@@ -434,6 +438,8 @@ class RedisTransport(NodeTransport):
                     return ()
                 raws = [cast(bytes, popped[1])]
         except OUTAGES as exc:
+            if isinstance(client, RedisCluster):  # the inbox's slot may have a new primary
+                await self.redis.after_outage(client)
             raise self.redis.unreachable(exc) from exc
         return [_unpack(raw) for raw in raws]
 
