@@ -414,10 +414,15 @@ def check_hosts_and_prefix(owner: str, hosts: Sequence[Host], prefix: str) -> No
     """Refuse what no Redis backend of ours can work with, naming *owner* in the message.
 
     Raises:
-        ImproperlyConfigured: *hosts* is empty, or *prefix* is empty or has braces.
+        ImproperlyConfigured: *hosts* is empty or names a Redis Cluster wrongly (see
+            :func:`cluster_nodes`), or *prefix* is empty or has braces.
     """
     if not hosts:
         raise ImproperlyConfigured(f"{owner} needs at least one entry in 'hosts'.")
+    try:
+        cluster_nodes(hosts[0])
+    except ImproperlyConfigured as exc:
+        raise ImproperlyConfigured(f"{owner} 'hosts': {exc}") from None
     if not prefix or "{" in prefix or "}" in prefix:
         raise ImproperlyConfigured(
             f"{owner} 'prefix' must be non-empty and without braces, got {prefix!r}: "

@@ -453,7 +453,9 @@ class RedisTransport(NodeTransport):
         known = self._shared.get(key)
         if known is not None and known[0] == backends:
             return known[1]
-        shared = all(
+        # Never on a Redis Cluster: the script derives keys of other slots from what it
+        # reads (the user's nodes, their inboxes), which a cluster node refuses.
+        shared = self.redis.cluster is None and all(
             backend is None
             or (isinstance(backend, RedisPresence | RedisHistory) and backend.host == self.host)
             for backend in backends

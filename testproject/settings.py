@@ -12,6 +12,10 @@ Read from the environment, so that the same project runs as any node of a cluste
   :class:`stomp_cluster.transport.RedisTransport`) or ``layer`` (the channel layer).
 * ``STOMP_CHANNEL_LAYER=pubsub``: channels_redis's pub/sub layer instead of the core one.
 * ``STOMP_HISTORY_MAX_LENGTH``: messages kept per user for recovery (default 1000).
+* ``REDIS_CLUSTER_NODES=host:port,host:port,...``: every backend on that Redis Cluster
+  (it wins over ``REDIS_URL``); nodes reach each other through ``RedisTransport`` on the
+  cluster, and the channel layer is in memory (channels_redis has no cluster support,
+  and with ``RedisTransport`` nodes never use the layer to reach each other).
 """
 
 from __future__ import annotations
@@ -92,6 +96,9 @@ LOGIN_URL = "/login/"
 LOGIN_REDIRECT_URL = "/"
 
 REDIS_URL = os.environ.get("REDIS_URL", "")
+REDIS_CLUSTER_NODES = os.environ.get("REDIS_CLUSTER_NODES", "")
+if REDIS_CLUSTER_NODES:
+    REDIS_URL = ""  # the cluster below wins
 
 if REDIS_URL and os.environ.get("STOMP_CHANNEL_LAYER") == "pubsub":
     # channels_redis's pub/sub layer: nothing queues in Redis, so a node channel never
@@ -133,6 +140,8 @@ STOMP_CLUSTER: dict[str, object] = {
     # The demo lets scripts log in with a password; tokens are the scalable way.
     "PASSWORD_LOGIN": True,
 }
+if REDIS_CLUSTER_NODES:
+    STOMP_CLUSTER["REDIS"] = f"redis+cluster://{REDIS_CLUSTER_NODES}/"
 if REDIS_URL and os.environ.get("STOMP_TRANSPORT", "redis") != "redis":
     # The channel layer instead of RedisTransport: a key set here wins over REDIS.
     STOMP_CLUSTER["TRANSPORT_BACKEND"] = "stomp_cluster.transport.ChannelLayerTransport"

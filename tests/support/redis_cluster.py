@@ -217,6 +217,16 @@ class RedisCluster:
         self.wait_ok(timeout)
         return victim
 
+    def restore(self) -> None:
+        """Start again every node a test killed; each rejoins as a replica (its own
+        config file names the cluster), then wait until the cluster is whole."""
+        dead = [node for node in self.nodes if not node.alive()]
+        for node in dead:
+            self._start_node(node)
+        if dead:
+            self.wait_ok()
+            self._wait(self._replicas_synced, "replicas to sync")
+
     def flush(self) -> None:
         """Empty every primary (replicas follow)."""
         for node in self.primaries():
