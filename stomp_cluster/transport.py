@@ -492,6 +492,14 @@ class RedisTransport(NodeTransport):
                 unknown.
         """
         if not self.shares_redis_with(presence, history):
+            if self.shares_cluster_with(presence, history):
+                return await self._send_to_user_on_cluster(
+                    cast(RedisPresence, presence),
+                    cast(RedisHistory | None, history),
+                    user_key,
+                    message,
+                    local_node,
+                )
             return None
         # Checked just now by shares_redis_with (cached, so a cast rather than isinstance).
         registry = cast(RedisPresence, presence)
@@ -529,6 +537,98 @@ class RedisTransport(NodeTransport):
                 full.add(node_id)
             elif parts[i + 2] == b"-2":
                 dead.add(node_id)
+        return UserSend(message_id, nodes, frozenset(full), frozenset(dead))
+
+    def shares_cluster_with(self, *backends: Any) -> bool:
+        """Whether this transport and each of *backends* use the same Redis Cluster.
+
+        Then :meth:`send_to_user` takes two round trips (see
+        :meth:`_send_to_user_on_cluster`). A backend given as None does not count.
+        """
+        nodes = self.redis.cluster
+        return nodes is not None and all(
+            backend is None
+            or (
+                isinstance(backend, RedisPresence | RedisHistory) and backend.redis.cluster == nodes
+            )
+            for backend in backends
+        )
+
+    async def _send_to_user_on_cluster(
+        self,
+        registry: RedisPresence,
+        store: RedisHistory | None,
+        user_key: str,
+        message: Message,
+        local_node: str,
+    ) -> UserSend:
+        """:meth:`send_to_user` on a Redis Cluster: two round trips, whatever the sockets.
+
+        The one-script send cannot run there: it reads which nodes hold the user, then
+        writes their inboxes, keys of other slots. So:
+
+        1. one pipeline (one per primary, sent concurrently): the node list, and for
+           every node its count of the user's sessions, its liveness key and its inbox
+           length (all in the node's slot), with the history append (the user's slot);
+        2. one pipeline: the message, with its history id, pushed to the inbox of each
+           live node holding the user (a script per inbox, which checks the capacity
+           again); or, when no live node holds the user, the pending mark set in the
+           user's slot, as the append would have set it.
+
+        Unlike the one-script send, the lookup and the append are not atomic: a session
+        that appears between them is found by the next send, and recovers this message
+        from the history when its client resumes.
+        """
+        uh = digest(user_key)
+
+        def per_node(node_id: str) -> list[Call]:
+            return [
+                Call(("SCARD", registry.node_key(node_id, "u:" + uh))),
+                Call(("EXISTS", registry.node_key(node_id, "alive"))),
+                Call(("LLEN", self.address(node_id))),
+            ]
+
+        extra: list[Call] = []
+        if store is not None:
+            extra.append(
+                store.append_call(
+                    user_key,
+                    message["destination"],
+                    message["body"],
+                    message["headers"],
+                    pending=False,
+                )
+            )
+        found, appended = await registry.fanout(per_node, extra=extra, redis=self.redis)
+        message_id = appended[0].decode("ascii") if appended else None
+        packed = _pack(message)
+        element = packed if message_id is None else b"\xc1%s\0%s" % (message_id.encode(), packed)
+        nodes: dict[str, int] = {}
+        dead: set[str] = set()
+        push: list[str] = []
+        full: set[str] = set()
+        for node_id, (count, alive, length) in found.items():
+            if not count:
+                continue
+            nodes[node_id] = int(count)
+            if node_id == local_node:
+                continue
+            if not alive:
+                dead.add(node_id)
+            elif int(length) >= self.capacity:
+                full.add(node_id)
+            else:
+                push.append(node_id)
+        calls = [
+            Call.lua(_PUSH, (self.address(node_id),), self.capacity, self.expiry_ms, element)
+            for node_id in push
+        ]
+        if store is not None and message_id is not None and len(dead) == len(nodes):
+            # No live node holds the user: the message waits for the next subscription.
+            calls.append(store.mark_pending_call(user_key, message["destination"], message_id))
+        if calls:
+            replies = await self.redis.run(calls)
+            full.update(node_id for node_id, n in zip(push, replies, strict=False) if n == -1)
         return UserSend(message_id, nodes, frozenset(full), frozenset(dead))
 
     async def close(self) -> None:

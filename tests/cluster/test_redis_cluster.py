@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -26,17 +27,20 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.management import call_command
 from django.test import override_settings
 
-from stomp_cluster import backends
+from stomp_cluster import asend_to_user, backends
 from stomp_cluster.checks import check_channel_layer
 from stomp_cluster.conf import validate_settings
 from stomp_cluster.exceptions import PresenceUnavailable
 from stomp_cluster.history.redis import RedisHistory
+from stomp_cluster.presence.base import NodeRecord, SessionRecord, SubscriptionRecord
 from stomp_cluster.presence.redis import RedisPresence
 from stomp_cluster.redis_connection import cluster_nodes
+from stomp_cluster.send import Delivery
 from stomp_cluster.transport import RedisTransport
 from tests.support.backends import cluster_url, make_cluster_backend, make_cluster_history
 from tests.support.clients import StompPyClient, unique
 from tests.support.cluster import ClusterFactory, live_nodes
+from tests.support.counting import count_round_trips
 from tests.support.nodes import REPO_ROOT, AsgiNode, server_env
 from tests.support.records import node as node_record
 from tests.support.records import session
@@ -44,6 +48,8 @@ from tests.support.redis_cluster import RedisCluster
 from tests.support.waiting import await_until, wait_until
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
+
+BEFORE_FIRST = "0-0"
 
 
 # -- configuration ---------------------------------------------------------------------
@@ -111,6 +117,74 @@ def test_every_backend_takes_the_cluster_from_one_setting():
     assert isinstance(transport, RedisTransport)
     for backend in (presence, transport) + ((history,) if history else ()):
         assert backend.redis.cluster == [("127.0.0.1", 7000)]
+
+
+# -- sends on a cluster: two round trips ------------------------------------------------
+
+USER_QUEUE = "/user/queue/n"
+
+
+def on_cluster(rc: RedisCluster, node_id: str = "sender") -> override_settings:
+    return override_settings(
+        STOMP_CLUSTER={
+            "NODE_ID": node_id,
+            "REDIS": cluster_url(rc),
+            "PRESENCE_OPTIONS": {"socket_timeout": 1.0},
+        }
+    )
+
+
+async def hold_user(sessions: dict[str, int], user: str = "ursula") -> None:
+    """Nodes with *user*'s sessions subscribed to /user/queue/n, as far nodes write them."""
+    presence, transport = backends.get_presence(), backends.get_transport()
+    assert isinstance(transport, RedisTransport)
+    now = time.time()
+    for node_id, count in sessions.items():
+        inbox = transport.address(node_id)
+        await presence.register_node(NodeRecord(node_id, inbox, now, now, 0, True), 30)
+        for n in range(count):
+            sid = f"{node_id}-{user}-{n}"
+            await presence.add_session(
+                SessionRecord(sid, node_id, inbox, user, user, "", "", "1.2", now, now)
+            )
+            subscription = SubscriptionRecord("0", USER_QUEUE, "auto")
+            await presence.add_subscription(sid, node_id, subscription)
+
+
+async def test_a_user_send_on_a_cluster_takes_two_round_trips_whatever_the_sockets(
+    clean_redis_cluster, monkeypatch
+):
+    with on_cluster(clean_redis_cluster):
+        await hold_user({"far-0": 2, "far-1": 3, "far-2": 1})
+        transport, history = backends.get_transport(), backends.get_history()
+        assert isinstance(transport, RedisTransport) and history is not None
+        await asend_to_user("ursula", "/queue/n", "warm-up")  # slot map, scripts loaded
+        for node_id in ("far-0", "far-1", "far-2"):
+            await transport.receive(transport.address(node_id))
+        trips = count_round_trips(transport, monkeypatch)
+        lookups = count_round_trips(backends.get_presence(), monkeypatch)
+
+        delivery = await asend_to_user("ursula", "/queue/n", "hi")
+
+        assert delivery == Delivery(6, 3, stored=True, message_id=delivery.message_id)
+        assert len(trips) == 2 and lookups == []
+        [entry] = (await history.read("ursula", BEFORE_FIRST)).entries[1:]
+        assert (entry.id, entry.body) == (delivery.message_id, b"hi")
+        for node_id in ("far-0", "far-1", "far-2"):
+            [got] = await transport.receive(transport.address(node_id))
+            assert (got["body"], got["id"]) == (b"hi", delivery.message_id)
+        assert await history.take_pending("ursula", USER_QUEUE) is None
+
+
+async def test_a_user_send_on_a_cluster_to_an_offline_user_waits_in_the_history(
+    clean_redis_cluster,
+):
+    with on_cluster(clean_redis_cluster):
+        history = backends.get_history()
+        assert history is not None
+        delivery = await asend_to_user("olga", "/queue/n", "later")
+        assert delivery.sessions == 0 and delivery.stored
+        assert await history.take_pending("olga", USER_QUEUE) == delivery.message_id
 
 
 # -- slots moving and primaries failing under a backend ---------------------------------
