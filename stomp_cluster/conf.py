@@ -304,10 +304,7 @@ def _redis_problem(v: Any) -> str | None:
             return _cluster_problem(v)
         parts = urlsplit(v)
         if parts.scheme not in _REDIS_SCHEMES:
-            return (
-                "a URL must start with redis://, rediss:// or unix:// (or redis+cluster:// "
-                "for a Redis Cluster)"
-            )
+            return "a URL must start with redis://, rediss:// or unix://"
         if parts.scheme == "unix" and not parts.path:
             return "a unix:// URL needs the path of the socket"
         try:

@@ -126,7 +126,7 @@ __all__ = [
 Host = str | tuple[str, int] | Mapping[str, Any]
 
 #: URL schemes of a Redis Cluster: the startup nodes, comma-separated, as the host part.
-CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
+_CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
 
 #: One Redis command: its name and arguments (bytes for binary values).
 Command = tuple[str | int | bytes, ...]
@@ -380,7 +380,7 @@ def cluster_nodes(host: Host) -> list[tuple[str, int]] | None:
     """
     if isinstance(host, str):
         scheme, sep, rest = host.partition("://")
-        if not sep or scheme.lower() not in CLUSTER_SCHEMES:
+        if not sep or scheme.lower() not in _CLUSTER_SCHEMES:
             return None
         netloc, _, path = rest.partition("/")
         netloc = netloc.rpartition("@")[2]

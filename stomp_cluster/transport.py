@@ -481,15 +481,18 @@ class RedisTransport(NodeTransport):
 
         It needs *presence* (a :class:`~stomp_cluster.presence.redis.RedisPresence`),
         *history* (a :class:`~stomp_cluster.history.redis.RedisHistory`, or None) and this
-        transport in one standalone (or Sentinel) Redis (see :meth:`shares_redis_with`),
-        and returns None otherwise: the script reaches keys it derives itself, which
-        Redis Cluster refuses.
+        transport in one standalone (or Sentinel) Redis (see :meth:`shares_redis_with`).
+        On one Redis Cluster shared by the three (:meth:`shares_cluster_with`), where the
+        script cannot run (it reaches keys of other slots), it takes two round trips
+        instead (see ``_send_to_user_on_cluster``). Otherwise it returns None, and the
+        caller asks each backend in turn.
 
         Args: as :meth:`NodeTransport.send_to_user`.
 
         Raises:
             TransportUnavailable: Redis cannot be reached; whether the script ran is
-                unknown.
+                unknown (on a cluster: whether the message was stored, and pushed to
+                the nodes whose slots answered).
         """
         if not self.shares_redis_with(presence, history):
             if self.shares_cluster_with(presence, history):

@@ -76,9 +76,10 @@ nodes                                                    ZRANGE + 4 per node    
 =======================================================  ========================  =======
 
 ``reap_node`` takes a second trip to unlist the node when it reaped it. A script the server
-does not know yet (first use, or after a restart) costs one more trip, once. The layout is
-ready for Redis Cluster, but the fan-out pipeline needs a cluster-aware client, which this
-backend does not create yet: use a standalone Redis or Sentinel.
+does not know yet (first use, or after a restart) costs one more trip, once. On a Redis
+Cluster (a ``redis+cluster://`` URL or a ``startup_nodes`` dict in ``hosts``) the same
+calls run unchanged: each script stays in its node's slot, and a fan-out pipeline is split
+per primary and sent concurrently, still one round trip of wall time.
 
 Connections
 ===========
