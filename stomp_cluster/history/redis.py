@@ -288,7 +288,7 @@ def _headers_json(headers: Headers) -> str:
 
 
 class RedisHistory(HistoryBackend):
-    """Histories in Redis (standalone or Sentinel), laid out for Redis Cluster.
+    """Histories in Redis: standalone, Sentinel or Redis Cluster.
 
     Args:
         hosts: Where Redis is, in any form :class:`~stomp_cluster.presence.redis.RedisPresence`

@@ -462,14 +462,16 @@ def _sessions(raws: Iterable[Sequence[str]]) -> list[SessionRecord]:
 
 
 class RedisPresence(PresenceBackend):
-    """Presence in Redis (standalone or Sentinel), laid out for Redis Cluster.
+    """Presence in Redis: standalone, Sentinel or Redis Cluster.
 
     Args:
         hosts: Where Redis is, like channels_redis's ``hosts``; the first entry is used. A
             ``redis://``/``rediss://``/``unix://`` URL, a ``(host, port)`` pair, a dict of
             connection keyword arguments (with an optional ``"address"`` URL), or a Sentinel
             dict ``{"sentinels": [(host, port)], "master_name": ..., "sentinel_kwargs":
-            {...}}`` plus connection keyword arguments. Default ``[("localhost", 6379)]``.
+            {...}}`` plus connection keyword arguments, or a Redis Cluster: a
+            ``redis+cluster://host:port,host:port/`` URL or a dict with
+            ``"startup_nodes"``. Default ``[("localhost", 6379)]``.
         prefix: Prefix of every key; no braces. Default ``"stomp_cluster"``.
         socket_timeout: Seconds to wait for Redis to connect or reply before raising
             :class:`~stomp_cluster.exceptions.PresenceUnavailable`. Default 3.

@@ -240,6 +240,26 @@ async def test_a_slot_migrated_under_a_running_backend_is_followed(clean_redis_c
         await history.close()
 
 
+async def test_primaries_that_forgot_the_scripts_still_run_every_call(clean_redis_cluster):
+    # A promoted replica has no scripts cached (scripts replicate as their effects): the
+    # EVALSHA fails with NOSCRIPT without running, and the call is sent again as EVAL.
+    rc = clean_redis_cluster
+    presence, history = make_cluster_backend(rc), make_cluster_history(rc)
+    try:
+        await presence.register_node(node_record("n1"), ttl=60)
+        await history.append("alice", "/queue/a", b"one", ())
+        for primary in rc.primaries():
+            with primary.client() as client:
+                client.script_flush()
+        await presence.add_session(session("s1", node_id="n1", user="alice"))
+        second = await history.append("alice", "/queue/a", b"two", ())
+        assert [s.session_id for s in await presence.sessions_of("alice")] == ["s1"]
+        assert (await history.read("alice", BEFORE_FIRST)).entries[-1].id == second
+    finally:
+        await presence.close()
+        await history.close()
+
+
 # -- real nodes on the cluster ---------------------------------------------------------
 
 
