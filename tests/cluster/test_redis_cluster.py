@@ -376,8 +376,9 @@ def gap_announced(client: StompPyClient) -> bool:
 
 
 @pytest.mark.timeout(240)
+@pytest.mark.parametrize("slot_of", ["user", "node"])
 def test_a_primary_killed_mid_stream_leaves_no_deaf_socket_and_no_silent_loss(
-    redis_cluster: RedisCluster, db_path: Path, tokens, tmp_path: Path
+    slot_of: str, redis_cluster: RedisCluster, db_path: Path, tokens, tmp_path: Path
 ):
     rc = redis_cluster
     rc.wait_ok()
@@ -410,9 +411,13 @@ def test_a_primary_killed_mid_stream_leaves_no_deaf_socket_and_no_silent_loss(
         wait_until(lambda: len(sender.acknowledged()) >= 200, 60, "200 acknowledged sends")
         assert sender.proc.poll() is None, "the stream ended before the failover"
         killed_after = max(sender.acknowledged())
-        # The primary that holds alice's history (her user slot): sends to her must move to
-        # the promoted replica.
-        victim = rc.kill_primary_of(make_cluster_history(rc).keys("alice")[0])
+        # The primary that holds alice's history (her user slot), or node-rc-b's keys and
+        # inbox (its node slot): that slot's traffic must move to the promoted replica.
+        if slot_of == "user":
+            key = make_cluster_history(rc).keys("alice")[0]
+        else:
+            key = RedisTransport(hosts=[cluster_url(rc)]).address("node-rc-b")
+        victim = rc.kill_primary_of(key)
         sender.finish(timeout=120)
         acknowledged, failed = sender.acknowledged(), sender.failed()
         report = (
