@@ -187,6 +187,25 @@ async def test_a_user_send_on_a_cluster_to_an_offline_user_waits_in_the_history(
         assert await history.take_pending("olga", USER_QUEUE) == delivery.message_id
 
 
+async def test_a_user_send_on_a_cluster_skips_a_lapsed_node_and_waits_for_the_user(
+    clean_redis_cluster,
+):
+    with on_cluster(clean_redis_cluster):
+        await hold_user({"gone": 1})
+        presence, transport = backends.get_presence(), backends.get_transport()
+        history = backends.get_history()
+        assert isinstance(presence, RedisPresence) and isinstance(transport, RedisTransport)
+        assert history is not None
+        # Its heartbeat lapsed (not reaped yet): nobody reads its inbox.
+        await presence.redis.client().delete(presence.node_key("gone", "alive"))
+
+        delivery = await asend_to_user("ursula", "/queue/n", "later")
+
+        assert (delivery.sessions, delivery.missed_nodes, delivery.stored) == (0, 1, True)
+        assert await transport.redis.client().llen(transport.address("gone")) == 0
+        assert await history.take_pending("ursula", USER_QUEUE) == delivery.message_id
+
+
 # -- slots moving and primaries failing under a backend ---------------------------------
 
 
