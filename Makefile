@@ -2,7 +2,7 @@
 #
 #   make venv             .venv with the package (editable) and the locked test/docs/demo tools
 #   make lock             regenerate requirements/dev.txt (the lock) with the newest allowed versions
-#   make deps             redis-server, nginx, Node packages of tests/js, Chromium (apt/npm, when missing)
+#   make deps             redis-server and redis-cli, nginx, Node packages of tests/js, Chromium (apt/npm, when missing)
 #   make lint             ruff check + ruff format --check
 #   make style            ruff format + ruff check --fix (rewrites files)
 #   make types            mypy (strict on stomp_cluster/, see setup.cfg)
@@ -85,6 +85,7 @@ lock: venv
 deps: $(JS_STAMP)
 	@missing=""; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	command -v redis-cli >/dev/null || missing="$$missing redis-tools"; \
 	command -v nginx >/dev/null || test -x /usr/sbin/nginx || missing="$$missing nginx"; \
 	command -v node >/dev/null || missing="$$missing nodejs npm"; \
 	test -x $(CHROMIUM) || missing="$$missing chromium"; \

@@ -38,6 +38,9 @@ in ``docs/reference/checks.rst``:
 * ``stomp_cluster.W004`` an in-memory history with a shared presence registry.
 * ``stomp_cluster.W005`` the in-memory presence registry where several processes are
   expected: ``RedisTransport`` (meant to connect nodes), or a multi-worker server.
+* ``stomp_cluster.W006`` a Redis Cluster with the channel-layer transport: channels_redis
+  has no cluster support, so the layer cannot share the cluster (or a channels_redis
+  host names a cluster, which cannot work).
 
 What a check can see of the server is the environment of ``manage.py check``: the
 ``WEB_CONCURRENCY`` variable, which gunicorn and uvicorn both take as their number of
@@ -64,6 +67,7 @@ from django.utils.module_loading import import_string
 from stomp_cluster.conf import get_settings, validate_settings
 from stomp_cluster.history.memory import MemoryHistory
 from stomp_cluster.presence.memory import MemoryPresence
+from stomp_cluster.redis_connection import cluster_nodes
 from stomp_cluster.transport import ChannelLayerTransport, RedisTransport
 
 __all__ = ["check_channel_layer", "check_settings"]
@@ -120,6 +124,19 @@ def check_channel_layer(
         return messages  # the nodes do not use the channel layer
     name = stomp.CHANNEL_LAYER
     layers = getattr(settings, "CHANNEL_LAYERS", {}) or {}
+    layer_hosts = ((layers.get(name) or {}).get("CONFIG") or {}).get("hosts") or []
+    if _is_cluster(stomp.REDIS) or any(_is_cluster(host) for host in layer_hosts):
+        messages.append(
+            Warning(
+                "A Redis Cluster is configured with the channel-layer transport, but "
+                "channels_redis has no Redis Cluster support: its layer cannot run on the "
+                "cluster, and nodes would reach each other only through a separate Redis.",
+                hint="Leave STOMP_CLUSTER['TRANSPORT_BACKEND'] at its default with REDIS set "
+                "('stomp_cluster.transport.RedisTransport', which runs on the cluster), or "
+                "give the channel layer a standalone Redis of its own.",
+                id="stomp_cluster.W006",
+            )
+        )
     if name not in layers:
         return messages + [
             Error(
@@ -169,6 +186,16 @@ def check_channel_layer(
                 )
             )
     return messages
+
+
+def _is_cluster(host: Any) -> bool:
+    """Whether *host* (a ``REDIS`` value or a hosts entry) names a Redis Cluster."""
+    if host is None or not isinstance(host, str | Mapping):
+        return False
+    try:
+        return cluster_nodes(host) is not None
+    except ImproperlyConfigured:
+        return True  # a cluster, named wrongly: reported by the settings check
 
 
 def _several_processes(environ: Mapping[str, str]) -> list[str]:

@@ -258,6 +258,45 @@ def _or_none(valid: Callable[[Any], bool]) -> Callable[[Any], bool]:
 
 
 _REDIS_SCHEMES = ("redis", "rediss", "unix")
+_CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
+
+
+def _node_problem(node: Any) -> str | None:
+    """What is wrong with *node* as a Redis Cluster startup node, or None."""
+    if isinstance(node, str):
+        host, sep, port = node.rpartition(":")
+        if sep and host and port.isdigit():
+            return None
+    elif (
+        isinstance(node, list | tuple)
+        and len(node) == 2
+        and _non_empty_str(node[0])
+        and _int(1)(node[1])
+    ):
+        return None
+    return f"a Redis Cluster startup node must be 'host:port' or (host, port), not {node!r}"
+
+
+def _cluster_problem(v: Any) -> str | None:
+    """What is wrong with a Redis Cluster URL or ``startup_nodes`` dict, or None."""
+    if isinstance(v, str):
+        rest = v.partition("://")[2]
+        netloc, _, path = rest.partition("/")
+        nodes: Any = [node for node in netloc.rpartition("@")[2].split(",") if node]
+        db = path.partition("?")[0] or "0"
+    else:
+        nodes, db = v["startup_nodes"], v.get("db", 0)
+        if isinstance(nodes, str) or not isinstance(nodes, list | tuple):
+            return "'startup_nodes' must be a list of 'host:port' strings or (host, port) pairs"
+    if str(db) != "0":
+        return "a Redis Cluster has only database 0: share one with another key prefix"
+    if not nodes:
+        return "a Redis Cluster needs at least one startup node"
+    for node in nodes:
+        problem = _node_problem(node)
+        if problem:
+            return problem
+    return None
 
 
 def _redis_problem(v: Any) -> str | None:
@@ -265,11 +304,14 @@ def _redis_problem(v: Any) -> str | None:
 
     The forms are those of a ``hosts`` entry of the Redis backends: a URL, a
     ``(host, port)`` pair, or a dict of connection arguments (with an optional
-    ``"address"`` URL, or a Sentinel's ``"sentinels"`` and ``"master_name"``).
+    ``"address"`` URL, or a Sentinel's ``"sentinels"`` and ``"master_name"``). A Redis
+    Cluster is a ``redis+cluster://h1:p1,h2:p2/`` URL or a dict with ``"startup_nodes"``.
     """
     if v is None:
         return None
     if isinstance(v, str):
+        if v.partition("://")[0].lower() in _CLUSTER_SCHEMES:
+            return _cluster_problem(v)
         parts = urlsplit(v)
         if parts.scheme not in _REDIS_SCHEMES:
             return "a URL must start with redis://, rediss:// or unix://"
@@ -291,6 +333,8 @@ def _redis_problem(v: Any) -> str | None:
             if not isinstance(v["address"], str):
                 return "its 'address' must be a redis://, rediss:// or unix:// URL"
             return _redis_problem(v["address"])
+        if "startup_nodes" in v:
+            return _cluster_problem(v)
         if "sentinels" in v:
             sentinels = v["sentinels"]
             if not isinstance(sentinels, list | tuple) or not sentinels:
@@ -602,7 +646,8 @@ class StompSettings:
         None,
         accepts="a redis://, rediss:// or unix:// URL, a (host, port) pair, a dict of "
         "connection arguments (with an 'address' URL, or a Sentinel's 'sentinels' and "
-        "'master_name'), or None",
+        "'master_name'), a Redis Cluster as a redis+cluster://host:port,host:port/ URL or "
+        "a dict with 'startup_nodes', or None",
         valid=_redis,
         coerce=_copy_host,
         check_id="stomp_cluster.E011",

@@ -86,10 +86,12 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
+from urllib.parse import unquote
 
 from django.core.exceptions import ImproperlyConfigured
 from redis import exceptions as redis_errors
 from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
@@ -109,6 +111,7 @@ __all__ = [
     "RoundTrips",
     "Script",
     "check_hosts_and_prefix",
+    "cluster_nodes",
     "digest",
     "lua_string",
     "round_trips",
@@ -116,14 +119,31 @@ __all__ = [
 
 #: Where Redis is: a ``redis://``/``rediss://``/``unix://`` URL, a ``(host, port)`` pair,
 #: or a dict of connection keyword arguments (with an optional ``"address"`` URL, or a
-#: Sentinel's ``"sentinels"``, ``"master_name"`` and ``"sentinel_kwargs"``).
+#: Sentinel's ``"sentinels"``, ``"master_name"`` and ``"sentinel_kwargs"``). A Redis
+#: Cluster is a ``redis+cluster://host:port,host:port/`` URL (``rediss+cluster://`` for
+#: TLS) or a dict with ``"startup_nodes"`` (``"host:port"`` strings or pairs) and any
+#: other keyword arguments of redis-py's ``RedisCluster``; see :func:`cluster_nodes`.
 Host = str | tuple[str, int] | Mapping[str, Any]
+
+#: URL schemes of a Redis Cluster: the startup nodes, comma-separated, as the host part.
+_CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
 
 #: One Redis command: its name and arguments (bytes for binary values).
 Command = tuple[str | int | bytes, ...]
 
-#: The errors that mean Redis cannot be reached (rather than a bug in a command).
-OUTAGES = (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError)
+#: The errors that mean Redis cannot be reached (rather than a bug in a command). The
+#: cluster ones: the cluster is down or a slot has no primary (during a failover), a
+#: slot is being migrated (TRYAGAIN), redirections that did not settle, no node reachable.
+OUTAGES = (
+    redis_errors.ConnectionError,
+    redis_errors.TimeoutError,
+    OSError,
+    redis_errors.ClusterDownError,
+    redis_errors.TryAgainError,
+    redis_errors.AskError,
+    redis_errors.SlotNotCoveredError,
+    redis_errors.RedisClusterUnreachableError,
+)
 
 #: The argument types redis-py packs (it refuses bool, None and the rest).
 _ENCODABLE = frozenset({str, bytes, int, float})
@@ -327,14 +347,82 @@ class Batcher:
                 start = end
 
 
+def _split_node(node: Any) -> tuple[str, int]:
+    if isinstance(node, str):
+        host, sep, port = node.rpartition(":")
+        if sep and host and port.isdigit():
+            return host.strip("[]"), int(port)
+    elif (
+        isinstance(node, list | tuple)
+        and len(node) == 2
+        and isinstance(node[0], str)
+        and node[0]
+        and isinstance(node[1], int)
+        and not isinstance(node[1], bool)
+    ):
+        return node[0], node[1]
+    raise ImproperlyConfigured(
+        f"a Redis Cluster startup node must be 'host:port' or (host, port), got {node!r}."
+    )
+
+
+def cluster_nodes(host: Host) -> list[tuple[str, int]] | None:
+    """The startup nodes of *host* when it names a Redis Cluster, else None.
+
+    A cluster is a ``redis+cluster://h1:p1,h2:p2/`` URL (``rediss+cluster://`` for TLS;
+    user and password as in any Redis URL; no database number other than 0) or a dict
+    with ``"startup_nodes"``: a non-empty list of ``"host:port"`` strings or
+    ``(host, port)`` pairs. Any one reachable node is enough for the client to find the
+    others.
+
+    Raises:
+        ImproperlyConfigured: it names a cluster, but a node or the database is wrong.
+    """
+    if isinstance(host, str):
+        scheme, sep, rest = host.partition("://")
+        if not sep or scheme.lower() not in _CLUSTER_SCHEMES:
+            return None
+        netloc, _, path = rest.partition("/")
+        netloc = netloc.rpartition("@")[2]
+        path = path.partition("?")[0]
+        if path not in ("", "0"):
+            raise ImproperlyConfigured(
+                f"a Redis Cluster has only database 0, but the URL names {path!r}: "
+                "use another key prefix to share a cluster."
+            )
+        nodes = [_split_node(node) for node in netloc.split(",") if node]
+    elif isinstance(host, Mapping) and "startup_nodes" in host:
+        given = host["startup_nodes"]
+        if isinstance(given, str) or not isinstance(given, Sequence):
+            raise ImproperlyConfigured(
+                "'startup_nodes' must be a list of 'host:port' strings or (host, port) "
+                f"pairs, got {given!r}."
+            )
+        nodes = [_split_node(node) for node in given]
+        if host.get("db", 0) not in (0, None, "0"):
+            raise ImproperlyConfigured(
+                f"a Redis Cluster has only database 0, got db={host['db']!r}."
+            )
+    else:
+        return None
+    if not nodes:
+        raise ImproperlyConfigured("a Redis Cluster needs at least one startup node.")
+    return nodes
+
+
 def check_hosts_and_prefix(owner: str, hosts: Sequence[Host], prefix: str) -> None:
     """Refuse what no Redis backend of ours can work with, naming *owner* in the message.
 
     Raises:
-        ImproperlyConfigured: *hosts* is empty, or *prefix* is empty or has braces.
+        ImproperlyConfigured: *hosts* is empty or names a Redis Cluster wrongly (see
+            :func:`cluster_nodes`), or *prefix* is empty or has braces.
     """
     if not hosts:
         raise ImproperlyConfigured(f"{owner} needs at least one entry in 'hosts'.")
+    try:
+        cluster_nodes(hosts[0])
+    except ImproperlyConfigured as exc:
+        raise ImproperlyConfigured(f"{owner} 'hosts': {exc}") from None
     if not prefix or "{" in prefix or "}" in prefix:
         raise ImproperlyConfigured(
             f"{owner} 'prefix' must be non-empty and without braces, got {prefix!r}: "
@@ -378,7 +466,7 @@ class RedisConnection:
         self.max_connections = max_connections
         self.pool_timeout = pool_timeout
         self.decode_responses = decode_responses
-        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Redis]
+        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Redis | RedisCluster]
         self._clients = weakref.WeakKeyDictionary()
         self._batchers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Batcher]
         self._batchers = weakref.WeakKeyDictionary()
@@ -386,9 +474,19 @@ class RedisConnection:
         self._last_batcher: tuple[asyncio.AbstractEventLoop, Batcher] | None = None
         self.round_trips = _round_trips.setdefault(name, RoundTrips())
 
-    def make_client(self) -> Redis:
+    @functools.cached_property
+    def cluster(self) -> list[tuple[str, int]] | None:
+        """The startup nodes when :attr:`host` is a Redis Cluster, else None."""
+        return cluster_nodes(self.host)
+
+    def make_client(self) -> Redis | RedisCluster:
         """A new client with its own pool, for a caller that holds connections itself
-        (the transport's blocking reads); everything else uses :meth:`client`."""
+        (the transport's blocking reads); everything else uses :meth:`client`.
+
+        On a Redis Cluster it is a ``RedisCluster``: it learns the slot map from any
+        startup node, routes each command (a script by its first key) to the primary of
+        its slot, follows MOVED and ASK redirections, and keeps a pool per node.
+        """
         common: dict[str, Any] = {
             "socket_timeout": self.socket_timeout,
             "socket_connect_timeout": self.socket_timeout,
@@ -399,6 +497,8 @@ class RedisConnection:
             "protocol": 2,
         }
         host = self.host
+        if self.cluster is not None:
+            return self._make_cluster_client(self.cluster, common)
         if isinstance(host, str):
             kwargs = {**common, "address": host}
         elif isinstance(host, Mapping):
@@ -430,7 +530,34 @@ class RedisConnection:
             pool = BlockingConnectionPool(**pool_kwargs, **kwargs)
         return Redis.from_pool(pool)
 
-    def client(self) -> Redis:
+    def _make_cluster_client(
+        self, nodes: list[tuple[str, int]], common: dict[str, Any]
+    ) -> RedisCluster:
+        kwargs: dict[str, Any] = {**common}
+        if isinstance(self.host, str):
+            scheme, _, rest = self.host.partition("://")
+            userinfo, at, _ = rest.partition("/")[0].rpartition("@")
+            if at:
+                user, colon, password = userinfo.partition(":")
+                kwargs["username"] = unquote(user) or None
+                if colon:
+                    kwargs["password"] = unquote(password)
+            if scheme.lower() == "rediss+cluster":
+                kwargs["ssl"] = True
+        elif isinstance(self.host, Mapping):
+            kwargs.update({k: v for k, v in self.host.items() if k not in ("startup_nodes", "db")})
+        kwargs["decode_responses"] = self.decode_responses
+        # No retries (as for a single Redis, a script whose reply was lost may have run),
+        # but redirections are not retries: MOVED and ASK are followed by the client.
+        # Its pools do not wait for a free connection; the batcher needs two per node.
+        return RedisCluster(
+            startup_nodes=[ClusterNode(host, port) for host, port in nodes],
+            max_connections=self.max_connections,
+            require_full_coverage=True,
+            **kwargs,
+        )
+
+    def client(self) -> Redis | RedisCluster:
         """This event loop's client, made on first use."""
         loop = asyncio.get_running_loop()
         client = self._clients.get(loop)
@@ -472,17 +599,30 @@ class RedisConnection:
                 for i, reply in zip(retry, again, strict=True):
                     replies[i] = reply
         except OUTAGES as exc:
-            # Idle connections are likely dead too (Redis restarted or failed over):
-            # drop them, so that the next call connects afresh instead of failing again.
-            with contextlib.suppress(Exception):
-                await self.client().connection_pool.disconnect(inuse_connections=False)
+            await self.after_outage(self.client())
             raise self.unreachable(exc) from exc
         for reply in replies:
             if isinstance(reply, redis_errors.ReadOnlyError):  # a replica, after a failover
                 raise self.unavailable(f"{self.name} read-only: {reply}") from reply
+            if isinstance(reply, OUTAGES):  # a cluster slot down or moving, per command
+                await self.after_outage(self.client())
+                raise self.unreachable(reply) from reply
             if isinstance(reply, Exception):
                 raise reply
         return replies
+
+    async def after_outage(self, client: Redis | RedisCluster) -> None:
+        """Forget what an outage made stale, so that the next call starts afresh.
+
+        A single Redis's idle connections are likely dead too (it restarted or failed
+        over): they are dropped. A cluster client is asked to read the slot map again
+        on its next call, since a failover moves slots to a promoted replica.
+        """
+        with contextlib.suppress(Exception):
+            if isinstance(client, RedisCluster):
+                client._request_refresh()
+            else:
+                await client.connection_pool.disconnect(inuse_connections=False)
 
     def _batcher(self) -> Batcher:
         loop = asyncio.get_running_loop()

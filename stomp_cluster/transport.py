@@ -70,6 +70,7 @@ from channels.exceptions import ChannelFull
 from channels.layers import get_channel_layer
 from django.core.exceptions import ImproperlyConfigured
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 
 from stomp_cluster.conf import get_settings
 from stomp_cluster.exceptions import TransportUnavailable
@@ -381,7 +382,7 @@ class RedisTransport(NodeTransport):
         # An inbox key is <prefix>:inbox:{<digest of the node id>}, in Python and in Lua.
         self._inbox_head, self._inbox_tail = f"{prefix}:inbox:{{", "}"
         # A blocking pop holds its connection, so receivers get one of their own.
-        self._receivers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Redis]
+        self._receivers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Redis | RedisCluster]
         self._receivers = weakref.WeakKeyDictionary()
         self._blmpop: bool | None = None  # whether the server has BLMPOP (Redis 7)
         self._shared: dict[tuple[int, ...], tuple[tuple[Any, ...], bool]] = {}
@@ -404,7 +405,7 @@ class RedisTransport(NodeTransport):
         if length == -1:
             raise ChannelFull(f"inbox {address} holds {self.capacity} messages")
 
-    def _receiver(self) -> Redis:
+    def _receiver(self) -> Redis | RedisCluster:
         loop = asyncio.get_running_loop()
         client = self._receivers.get(loop)
         if client is None:
@@ -416,11 +417,14 @@ class RedisTransport(NodeTransport):
         raws: list[bytes]
         try:
             if self._blmpop is None:
-                info = await client.info("server")
+                if isinstance(client, RedisCluster):  # one node's answer, not every node's
+                    info = await client.info("server", target_nodes=RedisCluster.RANDOM)
+                else:
+                    info = await client.info("server")
                 self._blmpop = int(str(info.get("redis_version", "0")).split(".")[0]) >= 7
             if self._blmpop:
                 # Redis 7: wait and take up to a batch in one command.
-                reply = await client.execute_command(  # type: ignore[no-untyped-call]
+                reply = await client.execute_command(
                     "BLMPOP", self.block, 1, address, "LEFT", "COUNT", self.batch
                 )
                 return () if reply is None else [_unpack(raw) for raw in reply[1]]
@@ -434,6 +438,8 @@ class RedisTransport(NodeTransport):
                     return ()
                 raws = [cast(bytes, popped[1])]
         except OUTAGES as exc:
+            if isinstance(client, RedisCluster):  # the inbox's slot may have a new primary
+                await self.redis.after_outage(client)
             raise self.redis.unreachable(exc) from exc
         return [_unpack(raw) for raw in raws]
 
@@ -447,7 +453,9 @@ class RedisTransport(NodeTransport):
         known = self._shared.get(key)
         if known is not None and known[0] == backends:
             return known[1]
-        shared = all(
+        # Never on a Redis Cluster: the script derives keys of other slots from what it
+        # reads (the user's nodes, their inboxes), which a cluster node refuses.
+        shared = self.redis.cluster is None and all(
             backend is None
             or (isinstance(backend, RedisPresence | RedisHistory) and backend.host == self.host)
             for backend in backends
@@ -473,17 +481,28 @@ class RedisTransport(NodeTransport):
 
         It needs *presence* (a :class:`~stomp_cluster.presence.redis.RedisPresence`),
         *history* (a :class:`~stomp_cluster.history.redis.RedisHistory`, or None) and this
-        transport in one standalone (or Sentinel) Redis (see :meth:`shares_redis_with`),
-        and returns None otherwise: the script reaches keys it derives itself, which
-        Redis Cluster refuses.
+        transport in one standalone (or Sentinel) Redis (see :meth:`shares_redis_with`).
+        On one Redis Cluster shared by the three (:meth:`shares_cluster_with`), where the
+        script cannot run (it reaches keys of other slots), it takes two round trips
+        instead (see ``_send_to_user_on_cluster``). Otherwise it returns None, and the
+        caller asks each backend in turn.
 
         Args: as :meth:`NodeTransport.send_to_user`.
 
         Raises:
             TransportUnavailable: Redis cannot be reached; whether the script ran is
-                unknown.
+                unknown (on a cluster: whether the message was stored, and pushed to
+                the nodes whose slots answered).
         """
         if not self.shares_redis_with(presence, history):
+            if self.shares_cluster_with(presence, history):
+                return await self._send_to_user_on_cluster(
+                    cast(RedisPresence, presence),
+                    cast(RedisHistory | None, history),
+                    user_key,
+                    message,
+                    local_node,
+                )
             return None
         # Checked just now by shares_redis_with (cached, so a cast rather than isinstance).
         registry = cast(RedisPresence, presence)
@@ -521,6 +540,98 @@ class RedisTransport(NodeTransport):
                 full.add(node_id)
             elif parts[i + 2] == b"-2":
                 dead.add(node_id)
+        return UserSend(message_id, nodes, frozenset(full), frozenset(dead))
+
+    def shares_cluster_with(self, *backends: Any) -> bool:
+        """Whether this transport and each of *backends* use the same Redis Cluster.
+
+        Then :meth:`send_to_user` takes two round trips (see
+        :meth:`_send_to_user_on_cluster`). A backend given as None does not count.
+        """
+        nodes = self.redis.cluster
+        return nodes is not None and all(
+            backend is None
+            or (
+                isinstance(backend, RedisPresence | RedisHistory) and backend.redis.cluster == nodes
+            )
+            for backend in backends
+        )
+
+    async def _send_to_user_on_cluster(
+        self,
+        registry: RedisPresence,
+        store: RedisHistory | None,
+        user_key: str,
+        message: Message,
+        local_node: str,
+    ) -> UserSend:
+        """:meth:`send_to_user` on a Redis Cluster: two round trips, whatever the sockets.
+
+        The one-script send cannot run there: it reads which nodes hold the user, then
+        writes their inboxes, keys of other slots. So:
+
+        1. one pipeline (one per primary, sent concurrently): the node list, and for
+           every node its count of the user's sessions, its liveness key and its inbox
+           length (all in the node's slot), with the history append (the user's slot);
+        2. one pipeline: the message, with its history id, pushed to the inbox of each
+           live node holding the user (a script per inbox, which checks the capacity
+           again); or, when no live node holds the user, the pending mark set in the
+           user's slot, as the append would have set it.
+
+        Unlike the one-script send, the lookup and the append are not atomic: a session
+        that appears between them is found by the next send, and recovers this message
+        from the history when its client resumes.
+        """
+        uh = digest(user_key)
+
+        def per_node(node_id: str) -> list[Call]:
+            return [
+                Call(("SCARD", registry.node_key(node_id, "u:" + uh))),
+                Call(("EXISTS", registry.node_key(node_id, "alive"))),
+                Call(("LLEN", self.address(node_id))),
+            ]
+
+        extra: list[Call] = []
+        if store is not None:
+            extra.append(
+                store.append_call(
+                    user_key,
+                    message["destination"],
+                    message["body"],
+                    message["headers"],
+                    pending=False,
+                )
+            )
+        found, appended = await registry.fanout(per_node, extra=extra, redis=self.redis)
+        message_id = appended[0].decode("ascii") if appended else None
+        packed = _pack(message)
+        element = packed if message_id is None else b"\xc1%s\0%s" % (message_id.encode(), packed)
+        nodes: dict[str, int] = {}
+        dead: set[str] = set()
+        push: list[str] = []
+        full: set[str] = set()
+        for node_id, (count, alive, length) in found.items():
+            if not count:
+                continue
+            nodes[node_id] = int(count)
+            if node_id == local_node:
+                continue
+            if not alive:
+                dead.add(node_id)
+            elif int(length) >= self.capacity:
+                full.add(node_id)
+            else:
+                push.append(node_id)
+        calls = [
+            Call.lua(_PUSH, (self.address(node_id),), self.capacity, self.expiry_ms, element)
+            for node_id in push
+        ]
+        if store is not None and message_id is not None and len(dead) == len(nodes):
+            # No live node holds the user: the message waits for the next subscription.
+            calls.append(store.mark_pending_call(user_key, message["destination"], message_id))
+        if calls:
+            replies = await self.redis.run(calls)
+            full.update(node_id for node_id, n in zip(push, replies, strict=False) if n == -1)
         return UserSend(message_id, nodes, frozenset(full), frozenset(dead))
 
     async def close(self) -> None:

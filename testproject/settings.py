@@ -14,6 +14,10 @@ Read from the environment, so that the same project runs as any node of a cluste
 * ``STOMP_HISTORY_MAX_LENGTH``: messages kept per user for recovery (default 1000).
 * ``STOMP_PUBLISH_KEY``: the API key of the HTTP publish API at ``/stomp/publish/``
   (at least 16 characters); unset, the API is off (404).
+* ``REDIS_CLUSTER_NODES=host:port,host:port,...``: every backend on that Redis Cluster
+  (it wins over ``REDIS_URL``); nodes reach each other through ``RedisTransport`` on the
+  cluster, and the channel layer is in memory (channels_redis has no cluster support,
+  and with ``RedisTransport`` nodes never use the layer to reach each other).
 """
 
 from __future__ import annotations
@@ -94,6 +98,9 @@ LOGIN_URL = "/login/"
 LOGIN_REDIRECT_URL = "/"
 
 REDIS_URL = os.environ.get("REDIS_URL", "")
+REDIS_CLUSTER_NODES = os.environ.get("REDIS_CLUSTER_NODES", "")
+if REDIS_CLUSTER_NODES:
+    REDIS_URL = ""  # the cluster below wins
 
 if REDIS_URL and os.environ.get("STOMP_CHANNEL_LAYER") == "pubsub":
     # channels_redis's pub/sub layer: nothing queues in Redis, so a node channel never
@@ -139,6 +146,8 @@ STOMP_CLUSTER: dict[str, object] = {
 }
 if os.environ.get("STOMP_PUBLISH_KEY"):
     STOMP_CLUSTER["PUBLISH_API_KEYS"] = [os.environ["STOMP_PUBLISH_KEY"]]
+if REDIS_CLUSTER_NODES:
+    STOMP_CLUSTER["REDIS"] = f"redis+cluster://{REDIS_CLUSTER_NODES}/"
 if REDIS_URL and os.environ.get("STOMP_TRANSPORT", "redis") != "redis":
     # The channel layer instead of RedisTransport: a key set here wins over REDIS.
     STOMP_CLUSTER["TRANSPORT_BACKEND"] = "stomp_cluster.transport.ChannelLayerTransport"

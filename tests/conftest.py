@@ -45,6 +45,7 @@ from stomp_cluster.throttle import login_throttle
 from tests.support.cluster import ClusterFactory, live_nodes, node_log_sections
 from tests.support.nodes import AsgiNode, prepare_database, token_for
 from tests.support.procs import RedisServer
+from tests.support.redis_cluster import RedisCluster
 
 
 @pytest.fixture(autouse=True)
@@ -143,3 +144,28 @@ def cluster(redis_server: RedisServer, db_path: Path, tmp_path: Path) -> Iterato
 def single_node(cluster: ClusterFactory) -> AsgiNode:
     """One daphne node (node-a) on the shared Redis."""
     return cluster(1)[0]
+
+
+# -- a real Redis Cluster ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[RedisCluster]:
+    """A Redis Cluster of our own for the session: 3 primaries, 3 replicas, free ports.
+
+    Tests may kill primaries (:meth:`RedisCluster.kill_primary_of`); a replica takes over.
+    """
+    rc = RedisCluster()
+    try:
+        rc.start()
+        yield rc
+    finally:
+        rc.close()
+
+
+@pytest.fixture
+def clean_redis_cluster(redis_cluster: RedisCluster) -> RedisCluster:
+    """The session's Redis Cluster, serving every slot and empty."""
+    redis_cluster.wait_ok()
+    redis_cluster.flush()
+    return redis_cluster

@@ -172,7 +172,8 @@ def test_a_class_named_like_memory_presence_counts_as_shared():
 _REDIS_ACCEPTS = (
     "Set it to a redis://, rediss:// or unix:// URL, a (host, port) pair, a dict of "
     "connection arguments (with an 'address' URL, or a Sentinel's 'sentinels' and "
-    "'master_name'), or None."
+    "'master_name'), a Redis Cluster as a redis+cluster://host:port,host:port/ URL or a dict "
+    "with 'startup_nodes', or None."
 )
 
 

@@ -33,8 +33,10 @@ from stomp_cluster.exceptions import (
 )
 from stomp_cluster.node import get_node
 from stomp_cluster.presence.base import NodeRecord, SessionRecord, SubscriptionRecord
+from stomp_cluster.redis_connection import cluster_nodes
 from stomp_cluster.send import Delivery
 from stomp_cluster.transport import ChannelLayerTransport, RedisTransport
+from tests.support.backends import cluster_url
 from tests.support.counting import count_round_trips
 from tests.support.procs import free_port
 from tests.support.waiting import await_until as eventually
@@ -44,13 +46,23 @@ pytestmark = pytest.mark.timeout(60)
 USER_DESTINATION = "/user/queue/n"
 
 
+@pytest.fixture(
+    params=["redis", pytest.param("cluster", marks=[pytest.mark.cluster, pytest.mark.slow])]
+)
+def transport_host(request) -> str:
+    """Where the transports of a test run: our redis-server, then our Redis Cluster."""
+    if request.param == "cluster":
+        return cluster_url(request.getfixturevalue("clean_redis_cluster"))
+    return request.getfixturevalue("clean_redis").url
+
+
 @pytest.fixture
-async def make_transport(clean_redis) -> AsyncIterator[Callable[..., RedisTransport]]:
-    """RedisTransports on the test server, closed after the test."""
+async def make_transport(transport_host) -> AsyncIterator[Callable[..., RedisTransport]]:
+    """RedisTransports on the test server (or cluster), closed after the test."""
     made: list[RedisTransport] = []
 
     def make(**options: Any) -> RedisTransport:
-        transport = RedisTransport(hosts=[clean_redis.url], **options)
+        transport = RedisTransport(hosts=[transport_host], **options)
         made.append(transport)
         return transport
 
@@ -67,6 +79,19 @@ async def raw(clean_redis) -> AsyncIterator[redis.asyncio.Redis]:
     await client.aclose()
 
 
+@pytest.fixture
+async def raw_inbox(transport_host) -> AsyncIterator[Any]:
+    """A plain binary client where ``make_transport``'s transports are (server or
+    cluster), to look at inboxes behind their back."""
+    if transport_host.startswith("redis+cluster://"):
+        host, port = cluster_nodes(transport_host)[0]
+        client: Any = redis.asyncio.RedisCluster(host=host, port=port)
+    else:
+        client = redis.asyncio.Redis.from_url(transport_host)
+    yield client
+    await client.aclose()
+
+
 def message(n: int = 0, **extra: Any) -> dict[str, Any]:
     return {
         "type": "stomp.user",
@@ -78,11 +103,16 @@ def message(n: int = 0, **extra: Any) -> dict[str, Any]:
     }
 
 
-async def blocked_clients(transport: RedisTransport, count: int) -> None:
-    """Wait until *count* clients wait in a blocking pop on *transport*'s Redis."""
-    client = transport.redis.client()
+async def blocked_clients(transport: RedisTransport, count: int, address: str) -> None:
+    """Wait until *count* clients wait in a blocking pop on the Redis of *address*."""
+    client: Any = transport.redis.client()
+    # On a cluster, ask the primary of the inbox's slot only.
+    target = {}
+    if isinstance(client, redis.asyncio.RedisCluster):
+        await client.initialize()  # learn the slot map
+        target = {"target_nodes": client.get_node_from_key(address)}
     deadline = time.monotonic() + 10
-    while (await client.info("clients"))["blocked_clients"] != count:
+    while (await client.info("clients", **target))["blocked_clients"] != count:
         assert time.monotonic() < deadline, "no receive waits in Redis"
         await asyncio.sleep(0.01)
 
@@ -134,7 +164,7 @@ async def test_a_waiting_receive_wakes_up_on_a_push(make_transport):
     sender = make_transport()  # another process's view of the same inbox
     await transport.receive(address)  # connect and learn the server version first
     receiving = asyncio.ensure_future(transport.receive(address))
-    await blocked_clients(sender, 1)  # the receive waits in Redis now
+    await blocked_clients(sender, 1, address)  # the receive waits in Redis now
     await sender.send(address, message(0))
     await sender.send(address, message(1))
     got = list(await receiving)
@@ -179,7 +209,8 @@ async def test_a_cancelled_receive_leaves_the_inbox_usable(make_transport):
     assert got["body"] == b"m7"
 
 
-async def test_a_full_inbox_refuses_sends_until_it_is_read(make_transport, raw):
+async def test_a_full_inbox_refuses_sends_until_it_is_read(make_transport, raw_inbox):
+    raw = raw_inbox
     transport = make_transport(capacity=3)
     address = await transport.open("n1")
     for n in range(3):
@@ -193,8 +224,9 @@ async def test_a_full_inbox_refuses_sends_until_it_is_read(make_transport, raw):
 
 
 async def test_open_returns_the_node_inbox_and_empties_what_an_earlier_process_left(
-    make_transport, raw
+    make_transport, raw_inbox
 ):
+    raw = raw_inbox
     earlier = make_transport()
     old_address = await earlier.open("n1")
     await earlier.send(old_address, message(0))
@@ -212,7 +244,8 @@ async def test_open_returns_the_node_inbox_and_empties_what_an_earlier_process_l
     assert make_transport(prefix="other").address("n1").startswith("other:inbox:{")
 
 
-async def test_an_inbox_expires_after_its_last_push(make_transport, raw):
+async def test_an_inbox_expires_after_its_last_push(make_transport, raw_inbox):
+    raw = raw_inbox
     transport = make_transport(expiry=5)
     address = await transport.open("n1")
     await transport.send(address, message(0))

@@ -208,6 +208,15 @@ out[4] = table.concat(parts)
 return out
 """
 
+# KEYS: pending. ARGV: destination hash, id, max_age ms. The pending mark that the append
+# script sets when asked, set afterwards instead (the transport's cluster send learns only
+# after the append whether any live node holds the user).
+_MARK_PENDING = r"""
+local set = redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return set
+"""
+
 # KEYS: pending. ARGV: destination hash.
 _TAKE_PENDING = r"""
 local id = redis.call('HGET', KEYS[1], ARGV[1])
@@ -274,6 +283,7 @@ _S_APPEND = Script.from_source(_APPEND)
 _S_REWIND = Script.from_source(_REWIND)
 _S_READ = Script.from_source(_READ)
 _S_TAKE_PENDING = Script.from_source(_TAKE_PENDING)
+_S_MARK_PENDING = Script.from_source(_MARK_PENDING)
 _S_LAST_ID = Script.from_source(_LAST_ID)
 _S_SET_ACKED = Script.from_source(_SET_ACKED)
 
@@ -313,7 +323,7 @@ def _headers_json(headers: Headers) -> str:
 
 
 class RedisHistory(HistoryBackend):
-    """Histories in Redis (standalone or Sentinel), laid out for Redis Cluster.
+    """Histories in Redis: standalone, Sentinel or Redis Cluster.
 
     Args:
         hosts: Where Redis is, in any form :class:`~stomp_cluster.presence.redis.RedisPresence`
@@ -384,12 +394,23 @@ class RedisHistory(HistoryBackend):
             digest(destination) if pending else "",
         )
 
-    def _append_call(
+    def append_call(
         self, user_key: str, destination: str, body: bytes, headers: Headers, pending: bool
     ) -> Call:
-        """Return the script call of :meth:`append` (tests pipeline many of them)."""
+        """The script call of :meth:`append`, for a caller that pipelines it with others
+        (the transport's send on a Redis Cluster; tests that append many)."""
         args = self.append_args(destination, body, headers, pending)
         return Call.lua(_S_APPEND, self._keys(user_key), *args)
+
+    _append_call = append_call
+
+    def mark_pending_call(self, user_key: str, destination: str, message_id: str) -> Call:
+        """The call that makes *message_id* wait for *user_key*'s next subscription to
+        *destination*, unless a message already waits there: what :meth:`append` does
+        with ``pending=True``, as a separate call."""
+        pending = self._keys(user_key)[1]
+        args = (digest(destination), message_id, self.max_age_ms)
+        return Call.lua(_S_MARK_PENDING, (pending,), *args)
 
     async def append(
         self,

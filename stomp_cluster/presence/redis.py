@@ -76,9 +76,10 @@ nodes                                                    ZRANGE + 4 per node    
 =======================================================  ========================  =======
 
 ``reap_node`` takes a second trip to unlist the node when it reaped it. A script the server
-does not know yet (first use, or after a restart) costs one more trip, once. The layout is
-ready for Redis Cluster, but the fan-out pipeline needs a cluster-aware client, which this
-backend does not create yet: use a standalone Redis or Sentinel.
+does not know yet (first use, or after a restart) costs one more trip, once. On a Redis
+Cluster (a ``redis+cluster://`` URL or a ``startup_nodes`` dict in ``hosts``) the same
+calls run unchanged: each script stays in its node's slot, and a fan-out pipeline is split
+per primary and sent concurrently, still one round trip of wall time.
 
 Connections
 ===========
@@ -461,14 +462,16 @@ def _sessions(raws: Iterable[Sequence[str]]) -> list[SessionRecord]:
 
 
 class RedisPresence(PresenceBackend):
-    """Presence in Redis (standalone or Sentinel), laid out for Redis Cluster.
+    """Presence in Redis: standalone, Sentinel or Redis Cluster.
 
     Args:
         hosts: Where Redis is, like channels_redis's ``hosts``; the first entry is used. A
             ``redis://``/``rediss://``/``unix://`` URL, a ``(host, port)`` pair, a dict of
             connection keyword arguments (with an optional ``"address"`` URL), or a Sentinel
             dict ``{"sentinels": [(host, port)], "master_name": ..., "sentinel_kwargs":
-            {...}}`` plus connection keyword arguments. Default ``[("localhost", 6379)]``.
+            {...}}`` plus connection keyword arguments, or a Redis Cluster: a
+            ``redis+cluster://host:port,host:port/`` URL or a dict with
+            ``"startup_nodes"``. Default ``[("localhost", 6379)]``.
         prefix: Prefix of every key; no braces. Default ``"stomp_cluster"``.
         socket_timeout: Seconds to wait for Redis to connect or reply before raising
             :class:`~stomp_cluster.exceptions.PresenceUnavailable`. Default 3.
@@ -557,29 +560,56 @@ class RedisPresence(PresenceBackend):
     ) -> dict[str, list[Any]]:
         """Run *per_node*'s commands for every listed node (or just *node*), in one trip.
 
-        The pipeline starts with ``ZRANGE P:nodes`` and continues with the commands of the
-        nodes we listed last time, so the steady state is one round trip. Replies of nodes
-        no longer listed are dropped; nodes listed for the first time get a second trip.
-
-        Returns:
-            ``{node_id: replies}``, in ``P:nodes`` order (by last heartbeat). *per_node*
-            must return the same number of calls for every node.
+        See :meth:`fanout`, which this is without extra calls.
         """
         if node is not None:
             return {node: await self.redis.run(per_node(node))}
+        out, _ = await self.fanout(per_node)
+        return out
+
+    async def fanout(
+        self,
+        per_node: Callable[[str], list[Call]],
+        *,
+        extra: Sequence[Call] = (),
+        redis: RedisConnection | None = None,
+    ) -> tuple[dict[str, list[Any]], list[Any]]:
+        """Run *per_node*'s commands for every listed node, and *extra*, in one trip.
+
+        The pipeline starts with ``ZRANGE P:nodes`` and continues with *extra* and the
+        commands of the nodes we listed last time, so the steady state is one round trip
+        (on a Redis Cluster, one pipeline per primary, sent concurrently). Replies of nodes
+        no longer listed are dropped; nodes listed for the first time get a second trip.
+
+        Args:
+            per_node: the calls for one node id; the same number for every node.
+            extra: calls to send in the first pipeline too (the transport's cluster
+                send appends to the history there).
+            redis: the connection to send them on (default: this backend's own).
+
+        Returns:
+            ``({node_id: replies}, replies of extra)``, nodes in ``P:nodes`` order (by
+            last heartbeat).
+        """
+        redis = self.redis if redis is None else redis
         guess = self._known_nodes
         width = len(per_node(""))
         calls = [c for node_id in guess for c in per_node(node_id)]
-        replies = await self.redis.run([Call(("ZRANGE", self._nodes_key, 0, -1)), *calls])
-        listed: list[str] = replies.pop(0)
+        replies = await redis.run([Call(("ZRANGE", self._nodes_key, 0, -1)), *extra, *calls])
+        listed = [n.decode() if isinstance(n, bytes) else n for n in replies.pop(0)]
+        extra_replies, replies = replies[: len(extra)], replies[len(extra) :]
         out = {node_id: replies[i * width : (i + 1) * width] for i, node_id in enumerate(guess)}
         missing = [node_id for node_id in listed if node_id not in out]
         if missing:
-            replies = await self.redis.run([c for node_id in missing for c in per_node(node_id)])
+            replies = await redis.run([c for node_id in missing for c in per_node(node_id)])
             for i, node_id in enumerate(missing):
                 out[node_id] = replies[i * width : (i + 1) * width]
         self._known_nodes = listed
-        return {node_id: out[node_id] for node_id in listed}
+        return {node_id: out[node_id] for node_id in listed}, extra_replies
+
+    def node_key(self, node_id: str, suffix: str) -> str:
+        """The key ``P:n:{N}:<suffix>`` of *node_id* (``"alive"``, ``"u:" + digest``...)."""
+        return self._base(node_id) + suffix
 
     # -- nodes -------------------------------------------------------------------------
 

@@ -145,6 +145,15 @@ def test_chat_notify_and_admin_across_two_nodes(cluster, new_context, screenshot
     expect(bob.locator("#status")).to_have_text("closed by the server: removed by the browser test")
     expect(bob.locator("#reconnect")).to_be_visible()
     assert bob_sockets and all(socket.is_closed() for socket in bob_sockets)
+
+    # -- bob reconnects: x-rewind gives him the chat's last lines before live ones ----------
+    bob.locator("#reconnect").click()
+    expect(bob.locator("#status")).to_contain_text("connected, session")
+    expect(bob.locator("#chat li.earlier")).to_have_text(
+        ["alice: hello bob, alice on A here", "bob: hi alice, bob on B", "alice: still here"]
+    )
+    expect(bob.locator("#chat li.refused")).to_have_count(0)
+    bob.close()
     expect(admin.locator(f'tr[data-key="{bob_session}"]')).to_have_count(0, timeout=15_000)
     expect(admin.locator("[data-live-empty]")).to_be_visible()
 

@@ -14,23 +14,30 @@ import pytest
 from stomp_cluster.history.base import HistoryBackend
 from stomp_cluster.history.memory import MemoryHistory
 from stomp_cluster.history.redis import RedisHistory
-from tests.support.backends import make_redis_history
+from tests.support.backends import make_cluster_history, make_redis_history
 from tests.support.procs import RedisServer
 
 MakeHistory = Callable[..., Awaitable[HistoryBackend]]
 
+#: The Redis Cluster runs of the contract suite are slow (six redis-servers), so marked.
+ON_CLUSTER = pytest.param("cluster", marks=[pytest.mark.cluster, pytest.mark.slow])
 
-@pytest.fixture(params=["memory", "redis"])
+
+@pytest.fixture(params=["memory", "redis", ON_CLUSTER])
 async def make_history(request) -> AsyncIterator[MakeHistory]:
     """Build backends of one kind (each kind in turn) with options; closed after the test.
 
-    Memory backends are separate stores; Redis ones are separate clients of one store.
+    Memory backends are separate stores; Redis ones (one Redis, or a Redis Cluster) are
+    separate clients of one store.
     """
     made: list[HistoryBackend] = []
 
     async def make(**options: Any) -> HistoryBackend:
         if request.param == "memory":
             backend: HistoryBackend = MemoryHistory(**options)
+        elif request.param == "cluster":
+            cluster = request.getfixturevalue("clean_redis_cluster")
+            backend = make_cluster_history(cluster, **options)
         else:
             backend = make_redis_history(request.getfixturevalue("clean_redis"), **options)
         made.append(backend)

@@ -13,17 +13,26 @@ import pytest
 
 from stomp_cluster.presence.memory import MemoryPresence
 from stomp_cluster.presence.redis import RedisPresence
-from tests.support.backends import make_redis_backend
+from tests.support.backends import make_cluster_backend, make_redis_backend
 from tests.support.procs import RedisServer
 
+#: The Redis Cluster runs of the contract suites are slow (six redis-servers), so marked.
+ON_CLUSTER = pytest.param("cluster", marks=[pytest.mark.cluster, pytest.mark.slow])
 
-@pytest.fixture(params=["memory", "redis"])
+
+def _make(request) -> RedisPresence:
+    if request.param == "cluster":
+        return make_cluster_backend(request.getfixturevalue("clean_redis_cluster"))
+    return make_redis_backend(request.getfixturevalue("clean_redis"))
+
+
+@pytest.fixture(params=["memory", "redis", ON_CLUSTER])
 async def backend(request) -> AsyncIterator[MemoryPresence | RedisPresence]:
-    """Each backend in turn, empty; closed after the test."""
+    """Each backend in turn (memory, one Redis, a Redis Cluster), empty; closed after."""
     if request.param == "memory":
         presence: MemoryPresence | RedisPresence = MemoryPresence()
     else:
-        presence = make_redis_backend(request.getfixturevalue("clean_redis"))
+        presence = _make(request)
     yield presence
     await presence.close()
 
@@ -34,7 +43,10 @@ async def peer(request, backend) -> AsyncIterator[MemoryPresence | RedisPresence
     if isinstance(backend, MemoryPresence):
         yield backend
         return
-    other = make_redis_backend(request.getfixturevalue("clean_redis"))
+    if backend.redis.cluster is not None:
+        other = make_cluster_backend(request.getfixturevalue("clean_redis_cluster"))
+    else:
+        other = make_redis_backend(request.getfixturevalue("clean_redis"))
     yield other
     await other.close()
 

@@ -3,6 +3,8 @@
 ``conftest.py`` files define fixtures only; anything a test module imports lives here:
 
 - ``procs``: our own redis-server processes (start, stop, kill, restart) on free ports.
+- ``redis_cluster``: a Redis Cluster of our own (3 primaries, 3 replicas) that can lose
+  a primary.
 - ``backends``: Redis backends on a test server, and their key names.
 - ``records``: presence records, and a fake remote node in this process's registry.
 - ``counting``: what reaches Redis (MONITOR, INFO commandstats, round trips).

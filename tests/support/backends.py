@@ -12,8 +12,18 @@ from typing import Any
 from stomp_cluster.history.redis import RedisHistory
 from stomp_cluster.presence.redis import RedisPresence
 from tests.support.procs import RedisServer
+from tests.support.redis_cluster import RedisCluster
 
-__all__ = ["PREFIX", "digest", "make_redis_backend", "make_redis_history", "stream_key"]
+__all__ = [
+    "PREFIX",
+    "cluster_url",
+    "digest",
+    "make_cluster_backend",
+    "make_cluster_history",
+    "make_redis_backend",
+    "make_redis_history",
+    "stream_key",
+]
 
 PREFIX = "test"
 
@@ -29,6 +39,22 @@ def make_redis_backend(server: RedisServer, **options: Any) -> RedisPresence:
 def make_redis_history(server: RedisServer, **options: Any) -> RedisHistory:
     """A Redis history backend on *server*; *options* override the test defaults."""
     return RedisHistory(hosts=[server.url], **{**_OPTIONS, **options})
+
+
+def cluster_url(cluster: RedisCluster) -> str:
+    """*cluster* as a ``redis+cluster://`` URL, the form of the ``REDIS`` setting."""
+    return "redis+cluster://" + ",".join(cluster.startup_nodes) + "/"
+
+
+def make_cluster_backend(cluster: RedisCluster, **options: Any) -> RedisPresence:
+    """A Redis presence backend on the Redis Cluster *cluster* (given as a URL)."""
+    return RedisPresence(hosts=[cluster_url(cluster)], **{**_OPTIONS, **options})
+
+
+def make_cluster_history(cluster: RedisCluster, **options: Any) -> RedisHistory:
+    """A Redis history backend on *cluster* (given as a ``startup_nodes`` dict)."""
+    hosts = [{"startup_nodes": cluster.startup_nodes}]
+    return RedisHistory(hosts=hosts, **{**_OPTIONS, **options})
 
 
 def digest(value: str) -> str:
