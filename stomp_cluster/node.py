@@ -535,6 +535,10 @@ class Node:
                 if isinstance(missed, BaseException):
                     # The store may have cleared the marks and lost the reply.
                     self._retake_missed = True
+                    if not isinstance(missed, PresenceUnavailable):
+                        logger.error(
+                            "node %s: taking missed marks failed", self.node_id, exc_info=missed
+                        )
                 else:
                     self._retake_missed = False
                     if beat is not False:  # False: fenced below, every session closed

@@ -12,7 +12,8 @@ node serving in-process STOMP clients:
   ERROR (never silence), and resuming from its last message-id gives it the message;
 * for a topic with a history, only the sessions subscribed to that topic are closed;
 * when the mark cannot be written (the registry refuses writes), the send raises
-  ``DeliveryFailed``; once the registry is back, a send leaves the mark.
+  ``DeliveryFailed``; once the registry is back, a send leaves the mark;
+* with the channel-layer transport too, a full inbox leaves the node its mark.
 
 The sender runs in a thread of its own, with its own event loop and no node, as a view or
 a task in another process would: a send from the node's own loop skips the transport.
@@ -26,10 +27,11 @@ from typing import Any
 
 import pytest
 import redis.asyncio
+from channels.layers import get_channel_layer
 from django.conf import settings
 from django.test import override_settings
 
-from stomp_cluster import send_to_destination, send_to_user
+from stomp_cluster import asend_to_user, send_to_destination, send_to_user
 from stomp_cluster.backends import get_presence, get_transport
 from stomp_cluster.exceptions import DeliveryFailed
 from stomp_cluster.node import MISSED_MESSAGE, get_node
@@ -40,6 +42,7 @@ from stomp_cluster.transport import RedisTransport
 from testproject.asgi import application
 from tests.support.communicator import login_headers
 from tests.support.procs import RedisServer
+from tests.support.records import remote_node
 from tests.support.waiting import await_until
 from tests.test_transport import USER_DESTINATION, paths, register
 
@@ -237,3 +240,23 @@ async def test_a_miss_the_registry_cannot_note_raises_delivery_failed(clean_redi
     finally:
         await raw.aclose()
         registry.close()
+
+
+# -- the channel-layer transport ---------------------------------------------------------
+
+SMALL_LAYER = {
+    "default": {"BACKEND": "channels.layers.InMemoryChannelLayer", "CONFIG": {"capacity": 1}}
+}
+
+
+@override_settings(CHANNEL_LAYERS=SMALL_LAYER)
+@pytest.mark.filterwarnings("ignore:stomp_cluster sends with the in-memory")
+async def test_a_full_channel_layer_inbox_leaves_the_node_a_mark_for_the_user():
+    await remote_node("slow", "specific.slow!s", user="amy", destination=USER_DESTINATION)
+    await get_channel_layer().send("specific.slow!s", {"type": "stomp.publish"})  # now full
+
+    delivery = await asend_to_user("amy", "/queue/n", "kept")
+
+    assert delivery.stored and delivery.missed_nodes == 1
+    # What node "slow" takes with its next heartbeat: close amy's sessions.
+    assert await get_presence().take_missed("slow", 10) == MissedMarks(users=frozenset({"amy"}))
