@@ -4,10 +4,13 @@ the node takes with its heartbeat (see "Missed marks" in stomp_cluster.presence.
 from __future__ import annotations
 
 import asyncio
+from types import SimpleNamespace
 
 import pytest
 
 from stomp_cluster.presence.base import MISSED_CAP, MissedMarks
+from tests.support.counting import count_round_trips
+from tests.support.records import node
 
 HOSTILE = ["a}b{c", "*", "\n", "", "u:x", "d:/topic/x", "é\r\nü", "a" * 300]
 
@@ -75,3 +78,21 @@ async def test_marks_expire_with_their_ttl(backend):
 async def test_a_non_positive_ttl_is_refused(backend, ttl):
     with pytest.raises(ValueError, match="ttl must be positive"):
         await backend.mark_missed("node-a", users("amy"), ttl)
+
+
+async def test_a_heartbeat_and_a_take_of_marks_share_one_round_trip(redis_backend, monkeypatch):
+    # As the node calls them: gathered, on the heartbeat's own connection.
+    await redis_backend.register_node(node("node-a"), 30)
+    await redis_backend.heartbeat_node("node-a", 30)  # the scripts are loaded
+    await redis_backend.take_missed("node-a", 30)
+    await redis_backend.mark_missed("node-a", users("amy"), 30)
+    shared = count_round_trips(redis_backend, monkeypatch)
+    trips = count_round_trips(SimpleNamespace(redis=redis_backend.heartbeat_redis), monkeypatch)
+
+    known, marks = await asyncio.gather(
+        redis_backend.heartbeat_node("node-a", 30), redis_backend.take_missed("node-a", 30)
+    )
+
+    assert known is True and marks == users("amy")
+    assert trips == [3]  # heartbeat script, ZADD, take script
+    assert shared == []
