@@ -62,11 +62,12 @@ from stomp_cluster.backends import get_presence, get_transport
 from stomp_cluster.conf import get_settings
 from stomp_cluster.exceptions import NodeIdInUse, PresenceUnavailable
 from stomp_cluster.messages import Kick, NodeMessage, Publish, ToSession, ToUser, from_wire
-from stomp_cluster.presence.base import NodeRecord, PresenceBackend, SessionRecord
+from stomp_cluster.presence.base import MissedMarks, NodeRecord, PresenceBackend, SessionRecord
 from stomp_cluster.protocol import PreparedMessage
 from stomp_cluster.typing import Headers
 
 __all__ = [
+    "MISSED_MESSAGE",
     "LocalSession",
     "Node",
     "Sweep",
@@ -89,6 +90,13 @@ REAP_BATCH = 1000
 #: while the registry had forgotten the node may not have reached it.
 FENCED_MESSAGE = (
     "node fenced: messages may have been missed; reconnect and resume with x-resume-from"
+)
+
+#: The ERROR message of a session closed because a stored message meant for it was not
+#: pushed to this node (its inbox was full, or the transport failed): the sender left
+#: the node a missed mark in the registry. The message is in the history.
+MISSED_MESSAGE = (
+    "a message for this session did not reach its server; reconnect and resume with x-resume-from"
 )
 
 #: The counters of ``Node.stats`` that each heartbeat publishes to the registry: those of
@@ -257,6 +265,8 @@ class Node:
         self._started = False
         self._resync = False
         self._maintenance: asyncio.Task[None] | None = None
+        # The reply of the last take_missed was lost: take those marks again.
+        self._retake_missed = False
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -508,13 +518,34 @@ class Node:
         while True:
             await asyncio.sleep(settings.NODE_HEARTBEAT_INTERVAL)
             try:
-                known = await self.presence.heartbeat_node(
-                    self.node_id,
-                    settings.NODE_TTL,
-                    session_ids=list(self.sessions),
-                    stats={k: v for k, v in self.stats.items() if k in _PUBLISHED_STATS},
-                    owner=self.owner,
+                # Both calls share one pipeline (the heartbeat's connection): one trip.
+                beat, missed = await asyncio.gather(
+                    self.presence.heartbeat_node(
+                        self.node_id,
+                        settings.NODE_TTL,
+                        session_ids=list(self.sessions),
+                        stats={k: v for k, v in self.stats.items() if k in _PUBLISHED_STATS},
+                        owner=self.owner,
+                    ),
+                    self.presence.take_missed(
+                        self.node_id, settings.NODE_TTL * 3, again=self._retake_missed
+                    ),
+                    return_exceptions=True,
                 )
+                if isinstance(missed, BaseException):
+                    # The store may have cleared the marks and lost the reply.
+                    self._retake_missed = True
+                    if not isinstance(missed, PresenceUnavailable):
+                        logger.error(
+                            "node %s: taking missed marks failed", self.node_id, exc_info=missed
+                        )
+                else:
+                    self._retake_missed = False
+                    if beat is not False:  # False: fenced below, every session closed
+                        self._close_missed(missed)
+                if isinstance(beat, BaseException):
+                    raise beat
+                known = beat
             except asyncio.CancelledError:
                 raise
             except PresenceUnavailable:
@@ -580,6 +611,39 @@ class Node:
             consumer.kick(FENCED_MESSAGE)
             # Closing, not to be registered again by the resync that follows.
             self.sessions.pop(consumer.session_id, None)
+
+    def _close_missed(self, missed: MissedMarks) -> None:
+        """Close the sessions that may have missed a stored message (:mod:`~stomp_cluster.send`).
+
+        A sender could not push a stored message to this node (its inbox was full, or the
+        transport failed) and left a missed mark naming the user or the topic. The
+        sessions concerned stay open otherwise, and would go on receiving later messages
+        without ever learning of the gap; closed with :data:`MISSED_MESSAGE`, their
+        clients reconnect and resume from the history. We close rather than replay here:
+        a replay would need the client's position in every subscription, which the resume
+        handshake already gathers. A session subscribed since the miss is closed too (the
+        mark does not say when): a needless reconnect, never a loss.
+        """
+        if not missed:
+            return
+        if missed.everything:
+            targets = set(self.sessions.values())
+        else:
+            targets = set()
+            for user in missed.users:
+                targets.update(self._user_sessions.get(user, ()))
+            for destination in missed.destinations:
+                targets.update(self._topic_sessions.get(destination, ()))
+        logger.warning(
+            "node %s missed stored messages (%s): closing %d sessions so that they resume",
+            self.node_id,
+            "all"
+            if missed.everything
+            else f"{len(missed.users)} users, {len(missed.destinations)} destinations",
+            len(targets),
+        )
+        for consumer in targets:
+            consumer.kick(MISSED_MESSAGE)
 
     def _refuse(self, reason: str) -> None:
         """Stop serving for good: another live process holds this node's id."""

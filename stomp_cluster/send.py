@@ -19,16 +19,24 @@ according to the presence registry at the time of sending, and apart from that w
 message was kept in a history (its id) for clients that resume, and how many nodes holding
 recipients it missed. Sending to nobody is not an error. What is said is what happened:
 
-* a message kept in a history is not reported as failed because a node's inbox was full,
-  or the transport to it failed: it is recoverable (``x-resume-from``), and a caller that
-  retried would store a duplicate under a new id. The Delivery counts the node in
-  ``missed_nodes`` and a warning is logged;
+* a message kept in a history is not reported as failed because a live node's inbox was
+  full, or the transport to it failed: it is recoverable (``x-resume-from``), and a caller
+  that retried would store a duplicate under a new id. But that node's sockets stay open
+  and would never resume, so the sender leaves the node a *missed mark* in the presence
+  registry (:meth:`PresenceBackend.mark_missed
+  <stomp_cluster.presence.base.PresenceBackend.mark_missed>`: the user key, or the topic):
+  at its next heartbeat the node closes the sessions concerned with an ERROR telling them
+  to reconnect and resume (:data:`stomp_cluster.node.MISSED_MESSAGE`). The Delivery counts
+  the node in ``missed_nodes`` and a warning is logged. If the mark cannot be written
+  (registry unavailable), nobody would tell those clients: the send raises
+  :class:`DeliveryFailed`, and a caller retries with its ``idempotency_key``;
 * a node known to be dead (its heartbeat lapsed, not reaped yet) gets no push: nobody
   reads its inbox. It counts in ``missed_nodes``; a user message whose holders are all dead
   is pending, delivered on the user's next subscription;
 * :class:`DeliveryFailed` is raised only for a message truly lost: not stored anywhere and
   not handed to a node that holds recipients (a full inbox, a transport failure), or not
-  sent at all (registry or history unavailable). Nothing is dropped silently;
+  sent at all (registry or history unavailable), or stored but missed by a live node that
+  cannot be told (above). Nothing is dropped silently;
 * a caller that retries after ``DeliveryFailed`` or a timeout passes the first attempt's
   ``idempotency_key``: within ``IDEMPOTENCY_TTL`` the retry sends nothing and returns the
   first call's Delivery (:mod:`stomp_cluster.idempotency`).
@@ -62,6 +70,7 @@ from django.core.serializers.json import DjangoJSONEncoder
 
 from stomp_cluster import destinations, idempotency
 from stomp_cluster.backends import get_history, get_presence, get_transport
+from stomp_cluster.conf import get_settings
 from stomp_cluster.exceptions import BackendUnavailable, DeliveryFailed
 from stomp_cluster.messages import (
     DEFAULT_KICK_MESSAGE,
@@ -72,7 +81,7 @@ from stomp_cluster.messages import (
     ToUser,
 )
 from stomp_cluster.node import current_node
-from stomp_cluster.presence.base import PresenceBackend
+from stomp_cluster.presence.base import MissedMarks, PresenceBackend
 from stomp_cluster.presence.memory import MemoryPresence
 from stomp_cluster.protocol import RESERVED_MESSAGE_HEADERS
 from stomp_cluster.typing import Headers
@@ -126,7 +135,10 @@ class Delivery:
         message_id: its history id (the MESSAGE ``message-id``), or None when not stored.
         missed_nodes: nodes that hold recipients but did not get it: dead (heartbeat
             lapsed), gone meanwhile, or, for a stored message, a full inbox or a failed
-            transport. Their clients recover a stored message when they resume.
+            transport. Their clients recover a stored message when they resume: a dead
+            node closes its sessions when it comes back (fenced), and a live one was left
+            a missed mark, on which it closes the sessions concerned at its next
+            heartbeat, telling them to resume.
     """
 
     sessions: int
@@ -257,25 +269,43 @@ async def _route(
         for node_id, result in zip(targets, results, strict=True)
         if isinstance(result, BaseException)
     }
-    return _outcome(
-        getattr(message, "destination", None), by_node, failures, gone, message_id=message_id
+    match message:
+        case ToUser():
+            marks = MissedMarks(users=frozenset({message.user}))
+        case Publish():
+            marks = MissedMarks(destinations=frozenset({message.destination}))
+        case _:
+            marks = MissedMarks(everything=True)  # never stored: no mark is written
+    return await _outcome(
+        getattr(message, "destination", None),
+        by_node,
+        failures,
+        gone,
+        message_id=message_id,
+        marks=marks,
     )
 
 
-def _outcome(
+async def _outcome(
     destination: str | None,
     by_node: dict[str, int],
     failures: dict[str, BaseException],
     gone: set[str] | frozenset[str] = frozenset(),
     *,
     message_id: str | None = None,
+    marks: MissedMarks,
 ) -> Delivery:
     """What a routed message reached, or DeliveryFailed naming the first node it missed.
 
     *failures* maps the nodes the transport refused to its exception; *gone* are nodes
     skipped because they are dead or left the cluster meanwhile (not failures, not
     reached). A message with a *message_id* is stored: failures are missed nodes, not an
-    error, since its clients recover it from the history.
+    error, since its clients recover it from the history, once each failed node has been
+    left *marks* (what its sessions missed) telling it to close them.
+
+    Raises:
+        DeliveryFailed: a node was missed and the message is not stored, or a failed
+            node's mark cannot be written.
     """
     reached = {n: c for n, c in by_node.items() if n not in failures and n not in gone}
     delivery = Delivery(
@@ -294,13 +324,14 @@ def _outcome(
     if message_id is not None:
         logger.warning(
             "message %s to %r not pushed to %d node(s) (first %s: %s); "
-            "kept in the history for its clients to recover",
+            "kept in the history, and the node(s) told to close the sessions concerned",
             message_id,
             destination,
             len(failures),
             node_id,
             reason,
         )
+        await _mark_missed(failures, marks, message_id, sum(reached.values()))
         return delivery
     logger.warning(
         "message to %r not delivered to %d node(s): %s", destination, len(failures), reason
@@ -308,6 +339,30 @@ def _outcome(
     raise DeliveryFailed(
         f"not delivered to node {node_id}: {reason}", reached=sum(reached.values())
     ) from exc
+
+
+async def _mark_missed(
+    failures: dict[str, BaseException], marks: MissedMarks, message_id: str, reached: int
+) -> None:
+    """Leave each node of *failures* a missed mark, or raise DeliveryFailed."""
+    presence = get_presence()
+    # Three TTLs: a live node takes its marks within one; one that stops heartbeating is
+    # fenced when it comes back, which closes every session anyway.
+    ttl = get_settings().NODE_TTL * 3
+    results = await asyncio.gather(
+        *(presence.mark_missed(node_id, marks, ttl) for node_id in failures),
+        return_exceptions=True,
+    )
+    for node_id, result in zip(failures, results, strict=True):
+        if isinstance(result, BaseException):
+            if not isinstance(result, BackendUnavailable):
+                raise result
+            raise DeliveryFailed(
+                f"message {message_id} was stored but not pushed to node {node_id}, and the "
+                "presence registry is unavailable to tell that node's sessions: retry with "
+                "the same idempotency_key",
+                reached=reached,
+            ) from result
 
 
 #: The warning of a send that nothing outside this process can receive.
@@ -451,7 +506,14 @@ async def asend_to_user(
             node_id: ChannelFull(f"the inbox of node {node_id} is full")
             for node_id in sorted(sent.full)
         }
-        return _outcome(full, sent.nodes, failures, sent.dead, message_id=sent.message_id)
+        return await _outcome(
+            full,
+            sent.nodes,
+            failures,
+            sent.dead,
+            message_id=sent.message_id,
+            marks=MissedMarks(users=frozenset({key})),
+        )
     by_node = await _lookup(presence.user_nodes(key))
     channels = await _live_channels(by_node)
     message_id = None

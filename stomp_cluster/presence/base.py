@@ -70,6 +70,18 @@ Redis backend finds the sessions by asking each listed node: register a node bef
 its sessions. A node that is lost but not yet reaped is still listed, so its sessions stay
 visible until a sweeper reaps them, at most about one TTL plus one sweep interval.
 
+Missed marks
+============
+
+A sender whose push of a *stored* message to a live node failed (its inbox full, the
+transport down) cannot leave it there: the node's sockets stay open and never resume, so
+their clients would never learn of the gap. It calls :meth:`~PresenceBackend.mark_missed`
+with what the node missed (the user key of a user message, the destination of a topic
+one); the node takes its marks with :meth:`~PresenceBackend.take_missed` on its heartbeat
+and closes the sessions concerned with an ERROR telling them to resume. Marks are bounded
+(:data:`MISSED_CAP`; past it a node's mark says "everything") and expire after the TTL the
+sender gives, since a node that stops heartbeating is fenced anyway.
+
 Ordering
 ========
 
@@ -92,6 +104,8 @@ from typing import Any
 from django.core.exceptions import ImproperlyConfigured
 
 __all__ = [
+    "MISSED_CAP",
+    "MissedMarks",
     "NodeRecord",
     "PresenceBackend",
     "SessionPage",
@@ -180,6 +194,56 @@ class NodeRecord:
     #: ``slow_consumer``, ``dropped_<reason>``), as of its last heartbeat.
     stats: tuple[tuple[str, int], ...] = ()
     owner: str = ""
+
+
+#: The most marks one node holds (:meth:`PresenceBackend.mark_missed`); past it, the
+#: node's mark says that every session may have missed something.
+MISSED_CAP = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class MissedMarks:
+    """What a node's sessions may have missed: stored messages not pushed to the node.
+
+    Attributes:
+        everything: every session of the node may have missed a message (more marks
+            than :data:`MISSED_CAP`).
+        users: user keys of user messages the node missed.
+        destinations: destinations of topic messages (with a history) it missed.
+    """
+
+    everything: bool = False
+    users: frozenset[str] = frozenset()
+    destinations: frozenset[str] = frozenset()
+
+    def __bool__(self) -> bool:
+        return self.everything or bool(self.users) or bool(self.destinations)
+
+    def members(self) -> list[str]:
+        """The marks as a backend stores them: ``"*"``, ``"u:<key>"``, ``"d:<destination>"``.
+
+        More than :data:`MISSED_CAP` of them become ``["*"]``.
+        """
+        if self.everything or len(self.users) + len(self.destinations) > MISSED_CAP:
+            return ["*"]
+        return [f"u:{u}" for u in sorted(self.users)] + [
+            f"d:{d}" for d in sorted(self.destinations)
+        ]
+
+    @classmethod
+    def from_members(cls, members: Iterable[str]) -> MissedMarks:
+        """The marks :meth:`members` stored (unknown ones count as everything)."""
+        users: set[str] = set()
+        dests: set[str] = set()
+        for member in members:
+            kind, _, name = member.partition(":")
+            if kind == "u" and _:
+                users.add(name)
+            elif kind == "d" and _:
+                dests.add(name)
+            else:
+                return cls(everything=True)
+        return cls(users=frozenset(users), destinations=frozenset(dests))
 
 
 @dataclass(frozen=True, slots=True)
@@ -371,6 +435,23 @@ class PresenceBackend(abc.ABC):
 
         Returns:
             ``True`` if *owner* held the lock and released it.
+        """
+
+    @abc.abstractmethod
+    async def mark_missed(self, node_id: str, marks: MissedMarks, ttl: float) -> None:
+        """Note that *node_id*'s sessions may have missed a stored message (see "Missed
+        marks"), for *ttl* seconds, in one round trip.
+
+        Marks add up; past :data:`MISSED_CAP` the node's mark becomes "everything".
+        """
+
+    @abc.abstractmethod
+    async def take_missed(self, node_id: str, ttl: float, *, again: bool = False) -> MissedMarks:
+        """Return the marks of *node_id* and clear them, atomically, in one round trip.
+
+        What was taken is kept aside for *ttl* seconds: a caller that did not get the
+        reply of its previous call (an outage may lose a reply after the store cleared the
+        marks) passes *again* and gets those marks back too, with the new ones.
         """
 
     # -- sessions ----------------------------------------------------------------------

@@ -22,6 +22,8 @@ from typing import Any
 
 from stomp_cluster.exceptions import NodeIdInUse
 from stomp_cluster.presence.base import (
+    MISSED_CAP,
+    MissedMarks,
     NodeRecord,
     PresenceBackend,
     SessionPage,
@@ -55,6 +57,10 @@ def _check_ttl(ttl: float) -> None:
         raise ValueError(f"ttl must be positive, got {ttl!r}")
 
 
+def _capped(members: set[str]) -> set[str]:
+    return {"*"} if "*" in members or len(members) > MISSED_CAP else members
+
+
 class MemoryPresence(PresenceBackend):
     """Presence in a few dictionaries, indexed like the Redis layout.
 
@@ -76,6 +82,10 @@ class MemoryPresence(PresenceBackend):
         self._by_destination: dict[str, dict[str, int]] = {}
         self._lock: tuple[str, float] | None = None
         self._stats: dict[str, tuple[tuple[str, int], ...]] = {}
+        # node id -> (marks as MissedMarks.members() stores them, deadline); and what
+        # take_missed returned last, for a caller that takes them again.
+        self._missed: dict[str, tuple[set[str], float]] = {}
+        self._taken: dict[str, tuple[set[str], float]] = {}
 
     # -- index maintenance ---------------------------------------------------------------
 
@@ -215,6 +225,27 @@ class MemoryPresence(PresenceBackend):
             return False
         self._lock = None
         return True
+
+    async def mark_missed(self, node_id: str, marks: MissedMarks, ttl: float) -> None:
+        _check_ttl(ttl)
+        if not marks:
+            return
+        members = self._live_marks(self._missed, node_id)
+        members.update(marks.members())
+        self._missed[node_id] = (_capped(members), self.clock() + ttl)
+
+    async def take_missed(self, node_id: str, ttl: float, *, again: bool = False) -> MissedMarks:
+        _check_ttl(ttl)
+        taken = self._live_marks(self._taken, node_id) if again else set()
+        taken.update(self._live_marks(self._missed, node_id))
+        self._missed.pop(node_id, None)
+        taken = _capped(taken)
+        self._taken[node_id] = (taken, self.clock() + ttl)
+        return MissedMarks.from_members(taken)
+
+    def _live_marks(self, table: dict[str, tuple[set[str], float]], node_id: str) -> set[str]:
+        entry = table.get(node_id)
+        return set(entry[0]) if entry is not None and entry[1] > self.clock() else set()
 
     # -- sessions ------------------------------------------------------------------------
 

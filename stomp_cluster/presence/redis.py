@@ -13,6 +13,9 @@ digest of a user key and of a destination. ::
     P:n:{N}:missing        string  Redis TIME (ms) when a sweeper first saw ``alive``
                                    gone; cleared by a heartbeat or a registration
     P:n:{N}:stats          string  the node's counters (JSON), PX = 3 heartbeat TTLs
+    P:n:{N}:missed         set     missed marks ("*", "u:<user key>", "d:<destination>")
+                                   written by senders whose push to N failed, with a PX
+    P:n:{N}:missed-taken   set     the marks N took last, kept for one retake, with a PX
     P:n:{N}:sessions       zset    session_id -> connected_at (pages, node counts)
     P:n:{N}:sess:<sid>     hash    one session: sid node_id channel_name user_key username
                                    remote_addr user_agent version connected_at last_seen,
@@ -67,6 +70,7 @@ add_session, remove_session, add/remove_subscription     1 script               
 acquire_sweep_lock, release_sweep_lock                   1 script                  1
 heartbeat_node, unregister_node                          1 script + ZADD/ZREM      1
                                                          (+ SET of the counters)
+mark_missed, take_missed                                 1 script                  1
 register_node                                            1 script, then ZADD       2
 lost_nodes                                               ZRANGE + 1 script/node    1
 reap_node                                                ZSCORE + 1 script (+1)    1 (+1)
@@ -114,6 +118,8 @@ from typing import Any
 
 from stomp_cluster.exceptions import NodeIdInUse, PresenceUnavailable
 from stomp_cluster.presence.base import (
+    MISSED_CAP,
+    MissedMarks,
     NodeRecord,
     PresenceBackend,
     SessionPage,
@@ -254,6 +260,36 @@ for i = 5, #ARGV do
 end
 if lapsed then return 0 end
 return 1
+"""
+
+# KEYS: missed. ARGV: cap, ttl ms, marks... A set holding "*" stays "*".
+_MARK_MISSED = r"""
+if redis.call('SISMEMBER', KEYS[1], '*') == 0 then
+  redis.call('SADD', KEYS[1], unpack(ARGV, 3))
+  if redis.call('SCARD', KEYS[1]) > tonumber(ARGV[1]) then
+    redis.call('DEL', KEYS[1])
+    redis.call('SADD', KEYS[1], '*')
+  end
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1
+"""
+
+# KEYS: missed. ARGV: base, cap, ttl ms, "1" to add the marks taken last time. Moves the
+# marks to missed-taken (kept for a retake after a lost reply) and returns them.
+_TAKE_MISSED = r"""
+local taken = base .. 'missed-taken'
+if ARGV[4] ~= '1' then redis.call('DEL', taken) end
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  redis.call('SUNIONSTORE', taken, taken, KEYS[1])
+  redis.call('DEL', KEYS[1])
+end
+if redis.call('SCARD', taken) > tonumber(ARGV[2]) then
+  redis.call('DEL', taken)
+  redis.call('SADD', taken, '*')
+end
+if redis.call('EXISTS', taken) == 1 then redis.call('PEXPIRE', taken, ARGV[3]) end
+return redis.call('SMEMBERS', taken)
 """
 
 # KEYS: info. ARGV: base
@@ -399,6 +435,8 @@ _S_UNREGISTER = _script(_UNREGISTER)
 _S_REAP = _script(_REAP)
 _S_MISSING = _script(_MISSING)
 _S_UNLIST = _script(_UNLIST, prelude=False)
+_S_MARK_MISSED = _script(_MARK_MISSED, prelude=False)
+_S_TAKE_MISSED = _script(_TAKE_MISSED)
 _S_LOCK_ACQUIRE = _script(_LOCK_ACQUIRE, prelude=False)
 _S_LOCK_RELEASE = _script(_LOCK_RELEASE, prelude=False)
 _S_READ_USER = _script(_READ_USER)
@@ -719,6 +757,20 @@ class RedisPresence(PresenceBackend):
             # itself with a newer heartbeat, and must stay listed.
             await self.redis.run([_lua(_S_UNLIST, self._nodes_key, node_id, repr(score))])
         return _sessions(raws)
+
+    async def mark_missed(self, node_id: str, marks: MissedMarks, ttl: float) -> None:
+        if not marks:
+            return
+        key = self._base(node_id) + "missed"
+        await self.redis.run([_lua(_S_MARK_MISSED, key, MISSED_CAP, _ms(ttl), *marks.members())])
+
+    async def take_missed(self, node_id: str, ttl: float, *, again: bool = False) -> MissedMarks:
+        # On the heartbeat's connection: the node calls it with each heartbeat, and the
+        # two share one pipeline (one round trip).
+        base = self._base(node_id)
+        call = _lua(_S_TAKE_MISSED, base + "missed", base, MISSED_CAP, _ms(ttl), int(again))
+        (members,) = await self.heartbeat_redis.run([call])
+        return MissedMarks.from_members(m.decode() if isinstance(m, bytes) else m for m in members)
 
     async def acquire_sweep_lock(self, owner: str, ttl: float) -> bool:
         key = f"{self.prefix}:sweep-lock"
