@@ -15,8 +15,6 @@ fixtures are parametrised with it); this module adds what only a cluster has:
 from __future__ import annotations
 
 import contextlib
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -41,10 +39,11 @@ from tests.support.backends import cluster_url, make_cluster_backend, make_clust
 from tests.support.clients import StompPyClient, unique
 from tests.support.cluster import ClusterFactory, live_nodes
 from tests.support.counting import count_round_trips
-from tests.support.nodes import REPO_ROOT, AsgiNode, server_env
+from tests.support.nodes import AsgiNode, server_env
 from tests.support.records import node as node_record
 from tests.support.records import session
 from tests.support.redis_cluster import RedisCluster
+from tests.support.senders import send_in_turn
 from tests.support.waiting import await_until, wait_until
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
@@ -321,68 +320,7 @@ def test_a_client_on_node_b_receives_what_alice_sends_via_node_a(
     assert to_bob.headers["message-id"]  # recorded in bob's history on the cluster
 
 
-# The sender: message n goes to USERS[n % 2]; one line per send says what the caller saw.
-SENDER = """
-import asyncio, sys, time
-import django
-django.setup()
-from stomp_cluster import asend_to_user
-
-async def main(first, count, rate, users, queue):
-    started = time.monotonic()
-    for i in range(count):
-        n = first + i
-        try:
-            await asend_to_user(users[n % len(users)], queue, str(n))
-        except Exception as exc:
-            text = f"{type(exc).__name__}: {exc}".replace(chr(10), " ")
-            print(f"failed {n} {text}", flush=True)
-        else:
-            print(f"acknowledged {n}", flush=True)
-        await asyncio.sleep(max(0.0, started + (i + 1) / rate - time.monotonic()))
-
-asyncio.run(main(int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]), sys.argv[4].split(","),
-                 sys.argv[5]))
-"""
-
 USERS = ("alice", "bob")
-
-
-class Sender:
-    """A sender process of its own; its output goes to a file read while it runs."""
-
-    def __init__(self, directory: Path, db_path: Path, env: dict[str, str], *args: Any) -> None:
-        directory.mkdir(parents=True, exist_ok=True)
-        self.out_path = directory / f"sender-{args[0]}.out"
-        self.err_path = directory / f"sender-{args[0]}.err"
-        full_env = server_env(db_path=db_path, node_id=f"sender-{args[0]}", extra=env)
-        with self.out_path.open("w") as out, self.err_path.open("w") as err:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-c", SENDER, *map(str, args)],
-                cwd=REPO_ROOT,
-                env=full_env,
-                stdout=out,
-                stderr=err,
-                text=True,
-            )
-
-    def _lines(self) -> list[list[str]]:
-        return [line.split(maxsplit=2) for line in self.out_path.read_text().splitlines()]
-
-    def acknowledged(self) -> set[int]:
-        return {int(parts[1]) for parts in self._lines() if parts[0] == "acknowledged"}
-
-    def failed(self) -> dict[int, str]:
-        return {int(parts[1]): parts[2] for parts in self._lines() if parts[0] == "failed"}
-
-    def finish(self, timeout: float) -> None:
-        try:
-            self.proc.wait(timeout)
-        finally:
-            if self.proc.poll() is None:
-                self.proc.kill()  # ours, by its pid
-                self.proc.wait()
-        assert self.proc.returncode == 0, self.err_path.read_text()[-3000:]
 
 
 def numbers(frames: list[Any]) -> list[int]:
@@ -426,9 +364,18 @@ def test_a_primary_killed_mid_stream_leaves_no_deaf_socket_and_no_silent_loss(
                 clients[node.node_id, user] = c
 
         total = 1500
-        sender = Sender(tmp_path / "sender", db_path, env, 0, total, 150.0, ",".join(USERS), queue)
+        sender_env = server_env(db_path=db_path, node_id="sender", extra=env)
+        sender = send_in_turn(
+            tmp_path / "sender",
+            sender_env,
+            first=0,
+            count=total,
+            rate=150.0,
+            users=USERS,
+            queue=queue,
+        )
         wait_until(lambda: len(sender.acknowledged()) >= 200, 60, "200 acknowledged sends")
-        assert sender.proc.poll() is None, "the stream ended before the failover"
+        assert sender.running(), "the stream ended before the failover"
         killed_after = max(sender.acknowledged())
         # The primary that holds alice's history (her user slot), or node-rc-b's keys and
         # inbox (its node slot): that slot's traffic must move to the promoted replica.
@@ -448,7 +395,15 @@ def test_a_primary_killed_mid_stream_leaves_no_deaf_socket_and_no_silent_loss(
         assert max(acknowledged) > killed_after + 300, report
 
         # Sent after the failover: every socket still open must receive these.
-        probe = Sender(tmp_path / "sender", db_path, env, total, 20, 50.0, ",".join(USERS), queue)
+        probe = send_in_turn(
+            tmp_path / "sender",
+            sender_env,
+            first=total,
+            count=20,
+            rate=50.0,
+            users=USERS,
+            queue=queue,
+        )
         probe.finish(timeout=60)
         assert probe.failed() == {}, probe.failed()
         probes = {u: {n for n in probe.acknowledged() if USERS[n % 2] == u} for u in USERS}
