@@ -107,13 +107,21 @@ class Stack:
     modes: tuple[str, str] = ("group-user", "group-topic")
     #: Only a WebSocket server (W4 and W6): no Redis, no sender.
     bare: bool = False
+    #: Nodes and sender import hiredis (from ``--hiredis-path``), so redis-py parses with it.
+    hiredis: bool = False
+
+    def _env(self, ctx: Context) -> dict[str, str]:
+        env = {**self.env, "STOMP_LOG_LEVEL": "WARNING"}
+        if self.hiredis:
+            env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), str(ctx.args.hiredis_path)])
+        return env
 
     @property
     def ours(self) -> bool:
         return self.app is None and not self.bare
 
     def node(self, node_id: str, ctx: Context) -> AsgiNode:
-        env = {**self.env, "STOMP_LOG_LEVEL": "WARNING"}
+        env = self._env(ctx)
         if self.bare:
             return BareNode(node_id, db_path=ctx.db, server=self.server, env=env, log_dir=ctx.logs)
         if self.ours:
@@ -137,7 +145,7 @@ class Stack:
         )
 
     def sender_env(self, ctx: Context) -> dict[str, str]:
-        extra = {**self.env, "STOMP_LOG_LEVEL": "WARNING"}
+        extra = self._env(ctx)
         if self.settings:
             extra["DJANGO_SETTINGS_MODULE"] = self.settings
         return server_env(
@@ -162,6 +170,16 @@ STACKS = {
     for s in [
         Stack("stomp-daphne", "stomp_cluster, daphne", "daphne", "stomp", {}, modes=_OURS),
         Stack("stomp-uvicorn", "stomp_cluster, uvicorn", "uvicorn", "stomp", {}, modes=_OURS),
+        # The same with hiredis, redis-py's C reply parser, installed: side by side.
+        Stack(
+            "stomp-uvicorn-hiredis",
+            "stomp_cluster, uvicorn, with hiredis",
+            "uvicorn",
+            "stomp",
+            {},
+            modes=_OURS,
+            hiredis=True,
+        ),
         # The same with the channel-layer transport (channels_redis core layer, capacity
         # 10,000): what RedisTransport and the one-trip send bought, in the same run.
         Stack(
@@ -261,6 +279,11 @@ class Sender:
         self.proc: asyncio.subprocess.Process | None = None
 
     async def __aenter__(self) -> Sender:
+        # Its log goes to a file: a pipe nobody reads fills up (64 KiB) and blocks the
+        # sender in the middle of a run, as its warnings did in W5.
+        self.ctx.logs.mkdir(parents=True, exist_ok=True)
+        self.log = self.ctx.logs / f"sender-{self.stack.name}.log"
+        stderr = self.log.open("ab")
         self.proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
@@ -270,8 +293,9 @@ class Sender:
             env=self.stack.sender_env(self.ctx),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            stderr=stderr,
         )
+        stderr.close()
         assert self.proc.stdout is not None
         line = await asyncio.wait_for(self.proc.stdout.readline(), 60)
         if line.strip() != b"ready":
@@ -279,10 +303,10 @@ class Sender:
         return self
 
     async def _stderr(self) -> str:
-        assert self.proc is not None and self.proc.stderr is not None
+        await asyncio.sleep(0.5)
         try:
-            return (await asyncio.wait_for(self.proc.stderr.read(), 5)).decode()[-3000:]
-        except TimeoutError:
+            return self.log.read_text(errors="replace")[-3000:]
+        except OSError:
             return ""
 
     async def run(self, limit: float) -> dict[str, Any]:
@@ -361,6 +385,7 @@ async def unicast(
         "cpu_redis": after["redis"] - before["redis"],
         "cpu_sender": result["cpu"],
         "cpu_loadgen": self_cpu() - lg0,
+        "hiredis": float(bool(result.get("hiredis"))),
     }
 
 
@@ -526,7 +551,10 @@ async def w5(stack: Stack, ctx: Context) -> dict[str, float]:
         pids = [n.pid for n in survivors]
         async with Sender(stack, ctx, argv) as sender:
             sending = asyncio.create_task(sender.run(limit=900))
-            while tally.deliveries < a.w5_kill_at * count and not sending.done():  # noqa: ASYNC110
+            give_up = time.monotonic() + 600
+            while tally.deliveries < a.w5_kill_at * count and not sending.done():
+                if time.monotonic() > give_up:
+                    raise RuntimeError(f"W5: only {tally.deliveries} of {count} delivered")
                 await asyncio.sleep(0.01)
             assert b.pid is not None
             os.kill(b.pid, signal.SIGKILL)
@@ -571,6 +599,7 @@ async def w5(stack: Stack, ctx: Context) -> dict[str, float]:
             "reconnects": tally.reconnects,
             "reconnect_retries": tally.reconnect_failures,
             "send_failed": result["failed"],
+            "send_missed_nodes": result.get("missed_nodes", 0),
             "send_s": result["elapsed"],
             "cpu_ms_per_reconnect": 1000
             * (cpu_resub if cpu_resub is not None else float("nan"))
@@ -750,6 +779,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--w5-limit", type=float, default=120.0, help="W5: most seconds after the kill")
     p.add_argument("--w6-connections", type=int, default=20_000)
+    p.add_argument(
+        "--hiredis-path",
+        type=Path,
+        default=Path(tempfile.gettempdir()) / "stomp-cluster-bench-hiredis",
+        help="where hiredis is installed (pip --target) for the *-hiredis stacks",
+    )
     p.add_argument("--json", type=Path, help="also write every run's raw numbers here")
     args = p.parse_args(argv)
     if args.quick:
@@ -828,8 +863,24 @@ async def amain(args: argparse.Namespace) -> int:
     return 0
 
 
+def install_hiredis(args: argparse.Namespace) -> None:
+    """Install hiredis with pip into ``--hiredis-path`` when a *-hiredis stack needs it."""
+    stacks = [s.strip() for s in args.stacks.split(",") if s.strip()]
+    if (
+        any(STACKS[s].hiredis for s in stacks if s in STACKS)
+        and not (args.hiredis_path / "hiredis").is_dir()
+    ):
+        subprocess.run(
+            [sys.executable, "-m", "pip", "install", "-q", "--target", str(args.hiredis_path)]
+            + ["hiredis"],
+            check=True,
+        )
+
+
 def main() -> None:
-    sys.exit(asyncio.run(amain(parse_args())))
+    args = parse_args()
+    install_hiredis(args)
+    sys.exit(asyncio.run(amain(args)))
 
 
 if __name__ == "__main__":
