@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.loadgen import Recorder, close_all, connect_all, percentile
+from benchmarks.redis_cluster import LocalCluster
 from benchmarks.storm import StormClient, Tally
 from tests.support.nodes import (
     APPLICATION,
@@ -109,9 +110,18 @@ class Stack:
     bare: bool = False
     #: Nodes and sender import hiredis (from ``--hiredis-path``), so redis-py parses with it.
     hiredis: bool = False
+    #: On the 3-primary Redis Cluster: ``REDIS_CLUSTER_NODES`` set and ``REDIS_URL`` unset,
+    #: so that a testproject without cluster support fails instead of measuring one Redis.
+    cluster: bool = False
+
+    def redis_url(self, ctx: Context) -> str | None:
+        return None if self.cluster else ctx.redis.url
 
     def _env(self, ctx: Context) -> dict[str, str]:
         env = {**self.env, "STOMP_LOG_LEVEL": "WARNING"}
+        if self.cluster:
+            assert ctx.cluster is not None
+            env["REDIS_CLUSTER_NODES"] = ctx.cluster.nodes
         if self.hiredis:
             env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), str(ctx.args.hiredis_path)])
         return env
@@ -128,7 +138,7 @@ class Stack:
             return AsgiNode(
                 node_id,
                 db_path=ctx.db,
-                redis_url=ctx.redis.url,
+                redis_url=self.redis_url(ctx),
                 server=self.server,
                 env=env,
                 log_dir=ctx.logs,
@@ -136,7 +146,7 @@ class Stack:
         return AppNode(
             node_id,
             db_path=ctx.db,
-            redis_url=ctx.redis.url,
+            redis_url=self.redis_url(ctx),
             server=self.server,
             env=env,
             log_dir=ctx.logs,
@@ -149,7 +159,7 @@ class Stack:
         if self.settings:
             extra["DJANGO_SETTINGS_MODULE"] = self.settings
         return server_env(
-            db_path=ctx.db, redis_url=ctx.redis.url, node_id="bench-sender", extra=extra
+            db_path=ctx.db, redis_url=self.redis_url(ctx), node_id="bench-sender", extra=extra
         )
 
     def url(self, node: AsgiNode, user: str | None, topic: bool = False) -> str:
@@ -171,6 +181,16 @@ STACKS = {
         Stack("stomp-daphne", "stomp_cluster, daphne", "daphne", "stomp", {}, modes=_OURS),
         Stack("stomp-uvicorn", "stomp_cluster, uvicorn", "uvicorn", "stomp", {}, modes=_OURS),
         # The same with hiredis, redis-py's C reply parser, installed: side by side.
+        # On a 3-primary Redis Cluster (needs the testproject's REDIS_CLUSTER_NODES support).
+        Stack(
+            "stomp-uvicorn-cluster",
+            "stomp_cluster, uvicorn, Redis Cluster (3 primaries)",
+            "uvicorn",
+            "stomp",
+            {},
+            modes=_OURS,
+            cluster=True,
+        ),
         Stack(
             "stomp-uvicorn-hiredis",
             "stomp_cluster, uvicorn, with hiredis",
@@ -247,6 +267,19 @@ class Context:
     db: Path
     logs: Path
     tokens: dict[str, str]
+    cluster: LocalCluster | None = None
+
+    def redis_pids(self, stack: Stack) -> list[int | None]:
+        """The Redis processes *stack* uses, for their CPU seconds."""
+        if stack.cluster and self.cluster is not None:
+            return list(self.cluster.pids)
+        return [self.redis.proc.pid if self.redis.proc else None]
+
+    def flush(self, stack: Stack) -> None:
+        if stack.cluster and self.cluster is not None:
+            self.cluster.flush()
+        else:
+            self.redis.flush()
 
 
 def create_users(db: Path, count: int) -> dict[str, str]:
@@ -357,7 +390,7 @@ async def unicast(
     ]
     procs = {
         "nodes": [n.pid for n in nodes],
-        "redis": [ctx.redis.proc.pid if ctx.redis.proc else None],
+        "redis": ctx.redis_pids(stack),
     }
     async with Sender(stack, ctx, argv) as sender:
         before = {k: sum(cpu_seconds(p) for p in v) for k, v in procs.items()}
@@ -443,10 +476,10 @@ async def w3(stack: Stack, ctx: Context, nodes: list[AsgiNode]) -> dict[str, flo
         n_clients = len(clients)
         expected = n_clients * a.w3_broadcasts
         pids = [n.pid for n in nodes]
-        redis_pid = ctx.redis.proc.pid if ctx.redis.proc else None
+        redis_pids = ctx.redis_pids(stack)
         async with Sender(stack, ctx, argv) as sender:
             cpu0 = sum(cpu_seconds(p) for p in pids)
-            redis0, lg0 = cpu_seconds(redis_pid), self_cpu()
+            redis0, lg0 = sum(cpu_seconds(p) for p in redis_pids), self_cpu()
             result = await sender.run(limit=300)
             await recorder.drain(expected, idle=3.0, limit=60.0)
         span = max(recorder.last_recv - result["t0"], 1e-9)
@@ -457,7 +490,7 @@ async def w3(stack: Stack, ctx: Context, nodes: list[AsgiNode]) -> dict[str, flo
             "last_max": 1000 * max(recorder.completion.values(), default=float("nan")),
             "subscribe_failed": failed,
             "cpu_nodes": sum(cpu_seconds(p) for p in pids) - cpu0,
-            "cpu_redis": cpu_seconds(redis_pid) - redis0,
+            "cpu_redis": sum(cpu_seconds(p) for p in redis_pids) - redis0,
             "cpu_sender": result["cpu"],
             "cpu_loadgen": self_cpu() - lg0,
         }
@@ -521,7 +554,7 @@ async def w5(stack: Stack, ctx: Context) -> dict[str, float]:
     random delay up to ``--w5-jitter`` s, with ``x-resume-from`` its last message-id.
     """
     a = ctx.args
-    ctx.redis.flush()
+    ctx.flush(stack)
     nodes = [stack.node(f"bench-{x}", ctx) for x in "abc"]
     for node in nodes:
         node.spawn()
@@ -547,7 +580,7 @@ async def w5(stack: Stack, ctx: Context) -> dict[str, float]:
             raise RuntimeError(f"{len(failed)} W5 sessions failed to subscribe: {failed[0]}")
         count = a.w5_sessions * a.w5_messages
         argv = ["--mode", "user", "--users", ",".join(users), "--count", str(count)]
-        argv += ["--window", str(a.window), "--max-seconds", "600"]
+        argv += ["--window", str(a.window), "--max-seconds", "600", "--rate", str(a.w5_rate)]
         pids = [n.pid for n in survivors]
         async with Sender(stack, ctx, argv) as sender:
             sending = asyncio.create_task(sender.run(limit=900))
@@ -594,6 +627,16 @@ async def w5(stack: Stack, ctx: Context) -> dict[str, float]:
             else float("nan"),
             "resubscribed_s": resubscribed_s,
             "lost": sum(a.w5_messages - len(c.seen) for c in clients),
+            # Lost messages older than a message the same session did receive: holes
+            # that a resume from the last message-id cannot fill.
+            "lost_holes": sum(
+                sum(
+                    1
+                    for n in range(c.index, max(c.seen, default=-1), len(clients))
+                    if n not in c.seen
+                )
+                for c in clients
+            ),
             "duplicates": sum(c.duplicates for c in clients),
             "gaps_announced": sum(c.gaps for c in clients),
             "reconnects": tally.reconnects,
@@ -629,7 +672,7 @@ async def measure_stack(
         workloads = workloads & {"W4", "W6"}
     elif not stack.ours:
         workloads = workloads - {"W5"}
-    ctx.redis.flush()
+    ctx.flush(stack)
     nodes = [stack.node("bench-a", ctx), stack.node("bench-b", ctx)]
     for node in nodes:
         node.spawn()
@@ -778,6 +821,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--w5-jitter", type=float, default=1.0, help="W5: most seconds a client waits to reconnect"
     )
     p.add_argument("--w5-limit", type=float, default=120.0, help="W5: most seconds after the kill")
+    p.add_argument(
+        "--w5-rate", type=float, default=0.0, help="W5 sends/s (0: as fast as the window allows)"
+    )
     p.add_argument("--w6-connections", type=int, default=20_000)
     p.add_argument(
         "--hiredis-path",
@@ -827,11 +873,15 @@ async def amain(args: argparse.Namespace) -> int:
     work = Path(tempfile.mkdtemp(prefix="stomp-cluster-bench-"))
     redis = RedisServer()
     redis.start()
+    cluster: LocalCluster | None = None
     try:
         db = prepare_database(work / "bench.sqlite3")
         users = max(args.clients, args.w5_sessions if "W5" in workloads else 0)
         tokens = create_users(db, users)
-        ctx = Context(args, redis, db, work / "logs", tokens)
+        if any(STACKS[s].cluster for s in stacks):
+            cluster = LocalCluster().start()
+            print(f"# Redis Cluster {cluster.nodes}", flush=True)
+        ctx = Context(args, redis, db, work / "logs", tokens, cluster)
         print(
             f"# redis :{redis.port}, logs in {ctx.logs}, {args.runs} run(s) of {sorted(workloads)} "
             f"on {stacks}",
@@ -859,6 +909,8 @@ async def amain(args: argparse.Namespace) -> int:
         if args.json:
             args.json.write_text(json.dumps(results, indent=1))
     finally:
+        if cluster is not None:
+            cluster.close()
         redis.close()
     return 0
 
