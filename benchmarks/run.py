@@ -508,10 +508,11 @@ async def w4(
 ) -> dict[str, float]:
     """W4, anonymous; with *tokens* (W4T) each CONNECT logs in with a connection token,
     round-robin over the bench users, as an authenticated client fleet reconnects.
-    W6 is W4 with *connections* (20,000) instead of 5,000."""
+    W6 is W4 with *connections* (20,000) instead of 5,000, on node B, which W4 left
+    untouched: memory freed by W4's closed connections would hide W6's growth."""
     a = ctx.args
     count = connections or a.w4_connections
-    node = nodes[0]
+    node = nodes[1] if connections else nodes[0]
     recorder = Recorder()
     rss0 = rss_kib(node.pid)
     users = sorted(ctx.tokens)
