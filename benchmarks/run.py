@@ -595,6 +595,7 @@ async def w5(stack: Stack, ctx: Context) -> dict[str, float]:
             killed = time.monotonic()
             cpu0 = sum(cpu_seconds(p) for p in pids)
             delivered_at_kill = tally.deliveries
+            newest_at_kill = max((max(c.seen, default=-1) for c in clients), default=-1)
             cpu_resub: float | None = None
             resubscribed_s = float("nan")
             deadline = killed + a.w5_limit
@@ -630,6 +631,13 @@ async def w5(stack: Stack, ctx: Context) -> dict[str, float]:
             "lost": sum(a.w5_messages - len(c.seen) for c in clients),
             # Lost messages older than a message the same session did receive: holes
             # that a resume from the last message-id cannot fill.
+            "sessions_with_loss": sum(1 for c in clients if len(c.seen) < a.w5_messages),
+            "lost_sent_before_kill": sum(
+                1
+                for c in clients
+                for n in range(c.index, min(newest_at_kill + 1, count), len(clients))
+                if n not in c.seen
+            ),
             "lost_holes": sum(
                 sum(
                     1
