@@ -612,6 +612,8 @@ async def w5(stack: Stack, ctx: Context) -> dict[str, float]:
             cpu_catch_up = sum(cpu_seconds(p) for p in pids) - cpu0
             result = await sending
             await asyncio.sleep(2.0)  # anything sent twice would arrive by now
+        if tally.retry_reasons:
+            print(f"#   W5 failed reconnect attempts by reason: {tally.retry_reasons}", flush=True)
         if result["failures"]:
             print(f"#   W5 sender failures: {result['failures']}, e.g. {result['failure_samples']}")
         done = [c.done_at for c in clients if c.done_at is not None]

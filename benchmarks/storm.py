@@ -12,7 +12,6 @@ gaps announced (``x-recovered:false`` on a RECEIPT or a MESSAGE).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 import time
 from collections.abc import Sequence
@@ -31,6 +30,8 @@ class Tally:
         self.reconnect_failures = 0
         self.resubscribed = 0
         self.last_resubscribed = 0.0
+        #: Why reconnect attempts failed: exception name (or "closed") -> count.
+        self.retry_reasons: dict[str, int] = {}
 
 
 class StormClient:
@@ -119,8 +120,11 @@ class StormClient:
         """Stay connected: to *first*, then to one of *fallbacks* after each loss."""
         url, resume = first, False
         while not self.stop.is_set():
-            with contextlib.suppress(Exception):
+            reason = "closed"
+            try:
                 await self._session(url, resume)
+            except Exception as exc:  # counted, then retried
+                reason = type(exc).__name__
             if self.stop.is_set():
                 return
             if not self.subscribed.is_set() and not resume:
@@ -130,6 +134,8 @@ class StormClient:
             # Lost: reconnect to a survivor after a random delay, resuming.
             if resume:
                 self.tally.reconnect_failures += 1
+                reasons = self.tally.retry_reasons
+                reasons[reason] = reasons.get(reason, 0) + 1
             else:
                 self.tally.reconnects += 1
             url, resume = fallbacks[self.index % len(fallbacks)], True
