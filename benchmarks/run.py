@@ -192,6 +192,16 @@ STACKS = {
             cluster=True,
         ),
         Stack(
+            "stomp-uvicorn-cluster-hiredis",
+            "stomp_cluster, uvicorn, Redis Cluster (3 primaries), with hiredis",
+            "uvicorn",
+            "stomp",
+            {},
+            modes=_OURS,
+            cluster=True,
+            hiredis=True,
+        ),
+        Stack(
             "stomp-uvicorn-hiredis",
             "stomp_cluster, uvicorn, with hiredis",
             "uvicorn",
