@@ -270,6 +270,10 @@ STACKS = {
 }
 
 
+#: What ``make bench`` runs: the variants (hiredis, Redis Cluster) only when named.
+DEFAULT_STACKS = [name for name, s in STACKS.items() if not (s.hiredis or s.cluster)]
+
+
 @dataclass
 class Context:
     args: argparse.Namespace
@@ -810,7 +814,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         description="stomp_cluster benchmarks W1–W4 (see benchmarks/README.md)"
     )
     p.add_argument(
-        "--stacks", default=",".join(STACKS), help=f"comma-separated, of: {', '.join(STACKS)}"
+        "--stacks",
+        default=",".join(DEFAULT_STACKS),
+        help=f"comma-separated, of: {', '.join(STACKS)}; default all but the hiredis and "
+        "cluster variants",
     )
     p.add_argument(
         "--workloads",
