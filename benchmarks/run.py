@@ -85,7 +85,12 @@ class AppNode(AsgiNode):
         self.app = app
 
     def command(self) -> list[str]:
-        return [self.app if part == APPLICATION else part for part in super().command()]
+        parts = [self.app if part == APPLICATION else part for part in super().command()]
+        # The baselines have no lifespan handler: uvicorn's "on" (the testproject's)
+        # would refuse to start them.
+        return [
+            "auto" if i and parts[i - 1] == "--lifespan" else part for i, part in enumerate(parts)
+        ]
 
 
 class BareNode(AsgiNode):
