@@ -53,6 +53,14 @@ class LocalCluster:
         return [p.pid for p in self.procs]
 
     def start(self) -> LocalCluster:
+        """Start the primaries and create the cluster; on any failure, stop what started."""
+        try:
+            return self._start()
+        except BaseException:
+            self.close()
+            raise
+
+    def _start(self) -> LocalCluster:
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError("redis-server is not installed")
