@@ -394,7 +394,11 @@ async def amain(args: argparse.Namespace) -> None:
     names = [n.strip() for n in args.clients.split(",") if n.strip()]
     redis = RedisServer()
     redis.start()
-    cluster = LocalCluster().start()
+    try:
+        cluster = LocalCluster().start()
+    except BaseException:
+        redis.close()
+        raise
     try:
         assert redis.proc is not None
         print(
