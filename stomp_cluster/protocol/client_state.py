@@ -63,6 +63,18 @@ class ClientState:
         subscriptions: the open subscriptions by id.
     """
 
+    __slots__ = (
+        "_buffered_bytes",
+        "_by_message_id",
+        "_counter",
+        "_owners",
+        "_pending",
+        "_transaction_bytes",
+        "_transactions",
+        "limits",
+        "subscriptions",
+    )
+
     def __init__(self, limits: Limits) -> None:
         self.limits = limits
         self.subscriptions: dict[SubscriptionId, Subscription] = {}

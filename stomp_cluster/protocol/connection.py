@@ -140,6 +140,29 @@ class StompConnection:
             ``(0, 0)``; see :func:`~stomp_cluster.protocol.heartbeat.negotiate_heartbeat`.
     """
 
+    __slots__ = (
+        "_accepted",
+        "_client_heartbeat",
+        "_client_state",
+        "_debug",
+        "_error_frame",
+        "_events",
+        "_message_counter",
+        "_messages",
+        "_outgoing",
+        "_outgoing_bytes",
+        "_reader",
+        "_sealed",
+        "_server_heartbeat",
+        "_subprotocol",
+        "_subscriptions",
+        "_supported",
+        "heartbeat_intervals",
+        "limits",
+        "state",
+        "version",
+    )
+
     def __init__(
         self,
         *,
