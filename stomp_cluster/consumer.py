@@ -100,6 +100,8 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
 
     # No per-consumer channel: the node fans messages out to sockets directly, which
     # saves a channel-layer receive task per connection (see stomp_cluster.node).
+    # __call__ below never asks for a layer; the alias keeps Channels' own code paths
+    # (channel_layer_alias lookups by tools) from finding one.
     channel_layer_alias = "__stomp_cluster_consumer_has_no_channel__"
 
     #: The protocol state machine; made when the WebSocket opens, since it depends on
@@ -137,6 +139,25 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
         self._recovery = SessionRecovery(self._send_again, self.node.stats, drain=self._drain)
         self._resume_from: str | None = None
         self._receipt_headers: Headers = ()
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        """Serve one WebSocket: take its ASGI events one at a time, in order.
+
+        What Channels' ``AsyncConsumer.__call__`` does for a consumer with no channel
+        layer, without its ``await_many_dispatch``: that helper wraps every pending
+        ``receive()`` in a task of its own to wait on several sources, and this consumer
+        has one source. The task and its futures were the largest single item of an idle
+        session's memory (about 3 KB of ~30 KiB, W6 in ``docs/performance.md``). Events
+        are still handled one after the other, each before the next is read.
+        """
+        self.scope = scope
+        self.channel_layer = None
+        self.base_send = send
+        try:
+            while True:
+                await self.dispatch(await receive())
+        except StopConsumer:
+            pass
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         """Call the handler of an ASGI event, without Channels' per-event thread hop.
