@@ -12,6 +12,7 @@ Read from the environment, so that the same project runs as any node of a cluste
   :class:`stomp_cluster.transport.RedisTransport`) or ``layer`` (the channel layer).
 * ``STOMP_CHANNEL_LAYER=pubsub``: channels_redis's pub/sub layer instead of the core one.
 * ``STOMP_HISTORY_MAX_LENGTH``: messages kept per user for recovery (default 1000).
+* ``STOMP_INBOX_CAPACITY``: messages a node's inbox holds (``RedisTransport``, 10,000).
 * ``STOMP_PUBLISH_KEY``: the API key of the HTTP publish API at ``/stomp/publish/``
   (at least 16 characters); unset, the API is off (404).
 * ``REDIS_CLUSTER_NODES=host:port,host:port,...``: every backend on that Redis Cluster
@@ -153,6 +154,14 @@ if REDIS_URL and os.environ.get("STOMP_TRANSPORT", "redis") != "redis":
     STOMP_CLUSTER["TRANSPORT_BACKEND"] = "stomp_cluster.transport.ChannelLayerTransport"
 if os.environ.get("STOMP_MAX_OUTBOX"):
     STOMP_CLUSTER["MAX_OUTBOX"] = int(os.environ["STOMP_MAX_OUTBOX"])
+if (
+    os.environ.get("STOMP_INBOX_CAPACITY")
+    and STOMP_CLUSTER["REDIS"]
+    and "TRANSPORT_BACKEND" not in STOMP_CLUSTER
+):
+    # RedisTransport's node inbox size (10,000 by default): the benchmarks shrink it to
+    # make a live node refuse pushes, as a node that falls behind its senders does.
+    STOMP_CLUSTER["TRANSPORT_OPTIONS"] = {"capacity": int(os.environ["STOMP_INBOX_CAPACITY"])}
 if os.environ.get("STOMP_HEARTBEAT_GRACE_MS"):
     STOMP_CLUSTER["HEARTBEAT_GRACE_MS"] = int(os.environ["STOMP_HEARTBEAT_GRACE_MS"])
 
