@@ -576,11 +576,12 @@ class StompConsumer(AsyncConsumer):  # type: ignore[misc]  # channels is untyped
             count = self.deliver(destinations.user_destination(destination), body, headers)
         return count
 
-    def kick(self, message: str) -> None:
-        """Close this session with an ERROR frame saying *message* (admin, CLI)."""
+    def kick(self, message: str, headers: Headers = ()) -> None:
+        """Close this session with an ERROR frame saying *message*, with *headers* (admin,
+        CLI, a missed mark)."""
         if self._closed:
             return
-        self.connection.send_error(message)
+        self.connection.send_error(message, headers=headers)
         self._ending = DisconnectReason.KICKED
         self._outbox.schedule_flush()
 

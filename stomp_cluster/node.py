@@ -61,8 +61,15 @@ from stomp_cluster import destinations, signals
 from stomp_cluster.backends import get_presence, get_transport
 from stomp_cluster.conf import get_settings
 from stomp_cluster.exceptions import NodeIdInUse, PresenceUnavailable
+from stomp_cluster.history.base import previous_id
 from stomp_cluster.messages import Kick, NodeMessage, Publish, ToSession, ToUser, from_wire
-from stomp_cluster.presence.base import MissedMarks, NodeRecord, PresenceBackend, SessionRecord
+from stomp_cluster.presence.base import (
+    MissedMarks,
+    NodeRecord,
+    PresenceBackend,
+    SessionRecord,
+    earliest_id,
+)
 from stomp_cluster.protocol import PreparedMessage
 from stomp_cluster.typing import Headers
 
@@ -94,9 +101,11 @@ FENCED_MESSAGE = (
 
 #: The ERROR message of a session closed because a stored message meant for it was not
 #: pushed to this node (its inbox was full, or the transport failed): the sender left
-#: the node a missed mark in the registry. The message is in the history.
+#: the node a missed mark in the registry. The message is in the history; the ERROR's
+#: ``x-resume-from`` header holds the id just before the earliest message missed.
 MISSED_MESSAGE = (
-    "a message for this session did not reach its server; reconnect and resume with x-resume-from"
+    "a message for this session did not reach its server; reconnect and resume from this"
+    " frame's x-resume-from, skipping message-ids already received"
 )
 
 #: The counters of ``Node.stats`` that each heartbeat publishes to the registry: those of
@@ -134,8 +143,8 @@ class LocalSession(Protocol):
     def deliver_session(self, destination: str, body: bytes, headers: Headers) -> int:
         """Deliver a session-addressed message; return on how many subscriptions."""
 
-    def kick(self, message: str) -> None:
-        """Close the session with an ERROR frame saying *message*."""
+    def kick(self, message: str, headers: Headers = ()) -> None:
+        """Close the session with an ERROR frame saying *message*, with *headers*."""
 
     async def shutdown(self) -> None:
         """Close the session because the node is shutting down."""
@@ -626,14 +635,20 @@ class Node:
         """
         if not missed:
             return
+        # Each session resumes from just before the earliest message it missed: later
+        # ones may have reached it before this heartbeat read the mark.
+        targets: dict[LocalSession, str] = {}
         if missed.everything:
-            targets = set(self.sessions.values())
+            targets = dict.fromkeys(self.sessions.values(), missed.since)
         else:
-            targets = set()
-            for user in missed.users:
-                targets.update(self._user_sessions.get(user, ()))
-            for destination in missed.destinations:
-                targets.update(self._topic_sessions.get(destination, ()))
+            marked = [
+                (self._user_sessions, missed.users),
+                (self._topic_sessions, missed.destinations),
+            ]
+            for index, marks in marked:
+                for name, message_id in marks.items():
+                    for consumer in index.get(name, ()):
+                        targets[consumer] = earliest_id((targets.get(consumer, ""), message_id))
         logger.warning(
             "node %s missed stored messages (%s): closing %d sessions so that they resume",
             self.node_id,
@@ -642,8 +657,8 @@ class Node:
             else f"{len(missed.users)} users, {len(missed.destinations)} destinations",
             len(targets),
         )
-        for consumer in targets:
-            consumer.kick(MISSED_MESSAGE)
+        for consumer, message_id in targets.items():
+            consumer.kick(MISSED_MESSAGE, _resume_headers(message_id))
 
     def _refuse(self, reason: str) -> None:
         """Stop serving for good: another live process holds this node's id."""
@@ -724,3 +739,12 @@ def get_node() -> Node:
     if node is None:
         node = _nodes[loop] = Node()
     return node
+
+
+def _resume_headers(message_id: str) -> Headers:
+    """The ``x-resume-from`` of an ERROR for a session that missed *message_id*: the id
+    just before it (none if *message_id* is not a stream id past ``0-0``)."""
+    try:
+        return (("x-resume-from", previous_id(message_id)),)
+    except ValueError:
+        return ()

@@ -271,9 +271,9 @@ async def _route(
     }
     match message:
         case ToUser():
-            marks = MissedMarks(users=frozenset({message.user}))
+            marks = MissedMarks(users={message.user: message_id or ""})
         case Publish():
-            marks = MissedMarks(destinations=frozenset({message.destination}))
+            marks = MissedMarks(destinations={message.destination: message_id or ""})
         case _:
             marks = MissedMarks(everything=True)  # never stored: no mark is written
     return await _outcome(
@@ -512,7 +512,7 @@ async def asend_to_user(
             failures,
             sent.dead,
             message_id=sent.message_id,
-            marks=MissedMarks(users=frozenset({key})),
+            marks=MissedMarks(users={key: sent.message_id or ""}),
         )
     by_node = await _lookup(presence.user_nodes(key))
     channels = await _live_channels(by_node)

@@ -61,7 +61,7 @@ class FakeSession:
     def session_id(self) -> str:
         return self.record.session_id
 
-    def kick(self, message: str) -> None:
+    def kick(self, message: str, headers: tuple[tuple[str, str], ...] = ()) -> None:
         self.kicked.append(message)
 
     def session_record(self) -> SessionRecord:

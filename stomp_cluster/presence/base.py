@@ -77,8 +77,11 @@ A sender whose push of a *stored* message to a live node failed (its inbox full,
 transport down) cannot leave it there: the node's sockets stay open and never resume, so
 their clients would never learn of the gap. It calls :meth:`~PresenceBackend.mark_missed`
 with what the node missed (the user key of a user message, the destination of a topic
-one); the node takes its marks with :meth:`~PresenceBackend.take_missed` on its heartbeat
-and closes the sessions concerned with an ERROR telling them to resume. Marks are bounded
+one, with the message's id); the node takes its marks with
+:meth:`~PresenceBackend.take_missed` on its heartbeat and closes the sessions concerned with
+an ERROR telling them to resume from just before the earliest message they missed (a mark
+keeps the smallest id when marked again: later messages may have reached the session
+before its node read the mark). Marks are bounded
 (:data:`MISSED_CAP`; past it a node's mark says "everything") and expire after the TTL the
 sender gives, since a node that stops heartbeating is fenced anyway.
 
@@ -98,7 +101,7 @@ import binascii
 import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
@@ -113,6 +116,7 @@ __all__ = [
     "SubscriptionRecord",
     "check_session",
     "decode_cursor",
+    "earliest_id",
     "encode_cursor",
     "session_order",
     "unique_subscriptions",
@@ -205,45 +209,86 @@ MISSED_CAP = 1000
 class MissedMarks:
     """What a node's sessions may have missed: stored messages not pushed to the node.
 
+    Each mark keeps the id of the *earliest* message missed (a stream id, ``"<ms>-<seq>"``):
+    the sessions concerned resume from just before it, so that a message they missed is
+    not behind later ones they received meanwhile.
+
     Attributes:
         everything: every session of the node may have missed a message (more marks
             than :data:`MISSED_CAP`).
-        users: user keys of user messages the node missed.
-        destinations: destinations of topic messages (with a history) it missed.
+        users: user key -> id of the earliest user message the node missed for it.
+        destinations: destination -> id of the earliest topic message (with a history)
+            it missed there.
+        since: with *everything*, the id of the earliest message missed of all.
     """
 
     everything: bool = False
-    users: frozenset[str] = frozenset()
-    destinations: frozenset[str] = frozenset()
+    users: Mapping[str, str] = field(default_factory=dict)
+    destinations: Mapping[str, str] = field(default_factory=dict)
+    since: str = ""
 
     def __bool__(self) -> bool:
         return self.everything or bool(self.users) or bool(self.destinations)
 
-    def members(self) -> list[str]:
-        """The marks as a backend stores them: ``"*"``, ``"u:<key>"``, ``"d:<destination>"``.
+    def members(self) -> list[tuple[str, str]]:
+        """The marks as a backend stores them: ``(member, earliest id)`` pairs, members
+        being ``"*"``, ``"u:<key>"``, ``"d:<destination>"``.
 
-        More than :data:`MISSED_CAP` of them become ``["*"]``.
+        More than :data:`MISSED_CAP` of them become one ``"*"`` with the earliest id.
         """
-        if self.everything or len(self.users) + len(self.destinations) > MISSED_CAP:
-            return ["*"]
-        return [f"u:{u}" for u in sorted(self.users)] + [
-            f"d:{d}" for d in sorted(self.destinations)
+        pairs = [(f"u:{u}", i) for u, i in sorted(self.users.items())] + [
+            (f"d:{d}", i) for d, i in sorted(self.destinations.items())
         ]
+        if self.everything or len(pairs) > MISSED_CAP:
+            ids = [i for _, i in pairs] + ([self.since] if self.since else [])
+            return [("*", earliest_id(ids))]
+        return pairs
 
     @classmethod
-    def from_members(cls, members: Iterable[str]) -> MissedMarks:
-        """The marks :meth:`members` stored (unknown ones count as everything)."""
-        users: set[str] = set()
-        dests: set[str] = set()
-        for member in members:
-            kind, _, name = member.partition(":")
-            if kind == "u" and _:
-                users.add(name)
-            elif kind == "d" and _:
-                dests.add(name)
+    def from_members(cls, members: Iterable[tuple[str, str]]) -> MissedMarks:
+        """The marks :meth:`members` stored, the earliest id of each member kept (unknown
+        members count as everything)."""
+        users: dict[str, str] = {}
+        dests: dict[str, str] = {}
+        ids: list[str] = []
+        everything = False
+        for member, message_id in members:
+            ids.append(message_id)
+            kind, colon, name = member.partition(":")
+            table = users if kind == "u" and colon else dests if kind == "d" and colon else None
+            if table is None:
+                everything = True
             else:
-                return cls(everything=True)
-        return cls(users=frozenset(users), destinations=frozenset(dests))
+                table[name] = earliest_id((table.get(name, message_id), message_id))
+        if everything or len(users) + len(dests) > MISSED_CAP:
+            return cls(everything=True, since=earliest_id(ids))
+        return cls(users=users, destinations=dests)
+
+    def merged(self, other: MissedMarks) -> MissedMarks:
+        """These marks and *other*'s, keeping the earliest id of a member marked twice."""
+        return MissedMarks.from_members(self.members() + other.members())
+
+    def resume_from(self, users: Iterable[str], destinations: Iterable[str]) -> str:
+        """The earliest missed id concerning a session of *users* subscribed to
+        *destinations* (:attr:`since` for everything; ``""`` if none concerns it)."""
+        if self.everything:
+            return self.since
+        ids = [self.users[u] for u in users if u in self.users]
+        ids += [self.destinations[d] for d in destinations if d in self.destinations]
+        return earliest_id(ids)
+
+
+def _id_key(message_id: str) -> tuple[int, int]:
+    ms, dash, seq = message_id.partition("-")
+    try:
+        return int(ms), int(seq) if dash else 0
+    except ValueError:
+        return (-1, -1)  # not a stream id: sorts first, the safe side of a resume
+
+
+def earliest_id(ids: Iterable[str]) -> str:
+    """The smallest of stream ids *ids*, compared numerically (``""`` if none)."""
+    return min((i for i in ids if i), key=_id_key, default="")
 
 
 @dataclass(frozen=True, slots=True)
@@ -442,7 +487,8 @@ class PresenceBackend(abc.ABC):
         """Note that *node_id*'s sessions may have missed a stored message (see "Missed
         marks"), for *ttl* seconds, in one round trip.
 
-        Marks add up; past :data:`MISSED_CAP` the node's mark becomes "everything".
+        Marks add up, keeping for each member the earliest id; past :data:`MISSED_CAP`
+        the node's mark becomes "everything", with the earliest id of all.
         """
 
     @abc.abstractmethod
@@ -451,7 +497,8 @@ class PresenceBackend(abc.ABC):
 
         What was taken is kept aside for *ttl* seconds: a caller that did not get the
         reply of its previous call (an outage may lose a reply after the store cleared the
-        marks) passes *again* and gets those marks back too, with the new ones.
+        marks) passes *again* and gets those marks back too, with the new ones (the
+        earliest id of a member kept).
         """
 
     # -- sessions ----------------------------------------------------------------------

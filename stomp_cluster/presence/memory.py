@@ -22,7 +22,6 @@ from typing import Any
 
 from stomp_cluster.exceptions import NodeIdInUse
 from stomp_cluster.presence.base import (
-    MISSED_CAP,
     MissedMarks,
     NodeRecord,
     PresenceBackend,
@@ -57,10 +56,6 @@ def _check_ttl(ttl: float) -> None:
         raise ValueError(f"ttl must be positive, got {ttl!r}")
 
 
-def _capped(members: set[str]) -> set[str]:
-    return {"*"} if "*" in members or len(members) > MISSED_CAP else members
-
-
 class MemoryPresence(PresenceBackend):
     """Presence in a few dictionaries, indexed like the Redis layout.
 
@@ -82,10 +77,10 @@ class MemoryPresence(PresenceBackend):
         self._by_destination: dict[str, dict[str, int]] = {}
         self._lock: tuple[str, float] | None = None
         self._stats: dict[str, tuple[tuple[str, int], ...]] = {}
-        # node id -> (marks as MissedMarks.members() stores them, deadline); and what
-        # take_missed returned last, for a caller that takes them again.
-        self._missed: dict[str, tuple[set[str], float]] = {}
-        self._taken: dict[str, tuple[set[str], float]] = {}
+        # node id -> (marks, deadline); and what take_missed returned last, for a
+        # caller that takes them again.
+        self._missed: dict[str, tuple[MissedMarks, float]] = {}
+        self._taken: dict[str, tuple[MissedMarks, float]] = {}
 
     # -- index maintenance ---------------------------------------------------------------
 
@@ -230,22 +225,20 @@ class MemoryPresence(PresenceBackend):
         _check_ttl(ttl)
         if not marks:
             return
-        members = self._live_marks(self._missed, node_id)
-        members.update(marks.members())
-        self._missed[node_id] = (_capped(members), self.clock() + ttl)
+        members = self._live_marks(self._missed, node_id).merged(marks)
+        self._missed[node_id] = (members, self.clock() + ttl)
 
     async def take_missed(self, node_id: str, ttl: float, *, again: bool = False) -> MissedMarks:
         _check_ttl(ttl)
-        taken = self._live_marks(self._taken, node_id) if again else set()
-        taken.update(self._live_marks(self._missed, node_id))
+        taken = self._live_marks(self._taken, node_id) if again else MissedMarks()
+        taken = taken.merged(self._live_marks(self._missed, node_id))
         self._missed.pop(node_id, None)
-        taken = _capped(taken)
         self._taken[node_id] = (taken, self.clock() + ttl)
-        return MissedMarks.from_members(taken)
+        return taken
 
-    def _live_marks(self, table: dict[str, tuple[set[str], float]], node_id: str) -> set[str]:
+    def _live_marks(self, table: dict[str, tuple[MissedMarks, float]], node_id: str) -> MissedMarks:
         entry = table.get(node_id)
-        return set(entry[0]) if entry is not None and entry[1] > self.clock() else set()
+        return entry[0] if entry is not None and entry[1] > self.clock() else MissedMarks()
 
     # -- sessions ------------------------------------------------------------------------
 

@@ -13,9 +13,10 @@ digest of a user key and of a destination. ::
     P:n:{N}:missing        string  Redis TIME (ms) when a sweeper first saw ``alive``
                                    gone; cleared by a heartbeat or a registration
     P:n:{N}:stats          string  the node's counters (JSON), PX = 3 heartbeat TTLs
-    P:n:{N}:missed         set     missed marks ("*", "u:<user key>", "d:<destination>")
-                                   written by senders whose push to N failed, with a PX
-    P:n:{N}:missed-taken   set     the marks N took last, kept for one retake, with a PX
+    P:n:{N}:missed-at      hash    missed marks ("*", "u:<user key>", "d:<destination>") ->
+                                   id of the earliest message missed, written by senders
+                                   whose push to N failed, with a PX
+    P:n:{N}:missed-at-taken hash   the marks N took last, kept for one retake, with a PX
     P:n:{N}:sessions       zset    session_id -> connected_at (pages, node counts)
     P:n:{N}:sess:<sid>     hash    one session: sid node_id channel_name user_key username
                                    remote_addr user_agent version connected_at last_seen,
@@ -262,35 +263,63 @@ if lapsed then return 0 end
 return 1
 """
 
-# KEYS: missed. ARGV: cap, ttl ms, marks... A set holding "*" stays "*".
-_MARK_MISSED = r"""
-if redis.call('SISMEMBER', KEYS[1], '*') == 0 then
-  redis.call('SADD', KEYS[1], unpack(ARGV, 3))
-  if redis.call('SCARD', KEYS[1]) > tonumber(ARGV[1]) then
-    redis.call('DEL', KEYS[1])
-    redis.call('SADD', KEYS[1], '*')
-  end
+# Missed marks: a hash member -> id of the earliest message missed (a stream id). Ids
+# compare as two decimal numbers without leading zeros: by length, then as strings (Lua
+# numbers are doubles, too small for 64-bit parts). A hash past the cap, or holding "*",
+# becomes one "*" with the earliest id of all.
+_MISSED_LIB = r"""
+local function older(a, b)
+  local am, as = string.match(a, '^(%d+)-(%d+)$')
+  local bm, bs = string.match(b, '^(%d+)-(%d+)$')
+  if not am then return true end
+  if not bm then return false end
+  if #am ~= #bm then return #am < #bm end
+  if am ~= bm then return am < bm end
+  if #as ~= #bs then return #as < #bs end
+  return as < bs
 end
+local function keep(key, member, id)
+  local old = redis.call('HGET', key, member)
+  if not old or older(id, old) then redis.call('HSET', key, member, id) end
+end
+local function cap(key, limit)
+  if redis.call('HEXISTS', key, '*') == 0 and redis.call('HLEN', key) <= limit then return end
+  local first = nil
+  for _, id in ipairs(redis.call('HVALS', key)) do
+    if first == nil or older(id, first) then first = id end
+  end
+  redis.call('DEL', key)
+  redis.call('HSET', key, '*', first)
+end
+"""
+
+# KEYS: missed. ARGV: cap, ttl ms, member, id, member, id...
+_MARK_MISSED = (
+    _MISSED_LIB
+    + r"""
+for i = 3, #ARGV, 2 do keep(KEYS[1], ARGV[i], ARGV[i + 1]) end
+cap(KEYS[1], tonumber(ARGV[1]))
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return 1
 """
+)
 
 # KEYS: missed. ARGV: base, cap, ttl ms, "1" to add the marks taken last time. Moves the
 # marks to missed-taken (kept for a retake after a lost reply) and returns them.
-_TAKE_MISSED = r"""
-local taken = base .. 'missed-taken'
+_TAKE_MISSED = (
+    _MISSED_LIB
+    + r"""
+local taken = base .. 'missed-at-taken'
 if ARGV[4] ~= '1' then redis.call('DEL', taken) end
-if redis.call('EXISTS', KEYS[1]) == 1 then
-  redis.call('SUNIONSTORE', taken, taken, KEYS[1])
-  redis.call('DEL', KEYS[1])
-end
-if redis.call('SCARD', taken) > tonumber(ARGV[2]) then
-  redis.call('DEL', taken)
-  redis.call('SADD', taken, '*')
-end
-if redis.call('EXISTS', taken) == 1 then redis.call('PEXPIRE', taken, ARGV[3]) end
-return redis.call('SMEMBERS', taken)
+local marks = redis.call('HGETALL', KEYS[1])
+for i = 1, #marks, 2 do keep(taken, marks[i], marks[i + 1]) end
+redis.call('DEL', KEYS[1])
+if redis.call('EXISTS', taken) == 0 then return {} end
+cap(taken, tonumber(ARGV[2]))
+redis.call('PEXPIRE', taken, ARGV[3])
+return redis.call('HGETALL', taken)
 """
+)
 
 # KEYS: info. ARGV: base
 _UNREGISTER = r"""
@@ -761,16 +790,18 @@ class RedisPresence(PresenceBackend):
     async def mark_missed(self, node_id: str, marks: MissedMarks, ttl: float) -> None:
         if not marks:
             return
-        key = self._base(node_id) + "missed"
-        await self.redis.run([_lua(_S_MARK_MISSED, key, MISSED_CAP, _ms(ttl), *marks.members())])
+        key = self._base(node_id) + "missed-at"
+        pairs = [part for pair in marks.members() for part in pair]
+        await self.redis.run([_lua(_S_MARK_MISSED, key, MISSED_CAP, _ms(ttl), *pairs)])
 
     async def take_missed(self, node_id: str, ttl: float, *, again: bool = False) -> MissedMarks:
         # On the heartbeat's connection: the node calls it with each heartbeat, and the
         # two share one pipeline (one round trip).
         base = self._base(node_id)
-        call = _lua(_S_TAKE_MISSED, base + "missed", base, MISSED_CAP, _ms(ttl), int(again))
-        (members,) = await self.heartbeat_redis.run([call])
-        return MissedMarks.from_members(m.decode() if isinstance(m, bytes) else m for m in members)
+        call = _lua(_S_TAKE_MISSED, base + "missed-at", base, MISSED_CAP, _ms(ttl), int(again))
+        (flat,) = await self.heartbeat_redis.run([call])
+        parts = [m.decode() if isinstance(m, bytes) else m for m in flat]
+        return MissedMarks.from_members(zip(parts[::2], parts[1::2], strict=True))
 
     async def acquire_sweep_lock(self, owner: str, ttl: float) -> bool:
         key = f"{self.prefix}:sweep-lock"
