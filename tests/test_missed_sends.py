@@ -9,7 +9,9 @@ ERROR telling them to resume. What is proven here, with a real redis-server and 
 node serving in-process STOMP clients:
 
 * a user session whose node's inbox was full when a message for it was sent gets that
-  ERROR (never silence), and resuming from its last message-id gives it the message;
+  ERROR (never silence), and resuming from its ``x-resume-from`` gives it the message,
+  even when later messages reached the session before its node read the mark (then the
+  client's own last message-id is past the missed one);
 * for a topic with a history, only the sessions subscribed to that topic are closed;
 * when the mark cannot be written (the registry refuses writes), the send raises
   ``DeliveryFailed``; once the registry is back, a send leaves the mark;
@@ -34,8 +36,10 @@ from django.test import override_settings
 from stomp_cluster import asend_to_user, send_to_destination, send_to_user
 from stomp_cluster.backends import get_presence, get_transport
 from stomp_cluster.exceptions import DeliveryFailed
+from stomp_cluster.history.base import previous_id
 from stomp_cluster.node import MISSED_MESSAGE, get_node
 from stomp_cluster.presence.base import MissedMarks
+from stomp_cluster.presence.redis import RedisPresence
 from stomp_cluster.protocol import Command, Frame
 from stomp_cluster.testing import StompCommunicator
 from stomp_cluster.transport import RedisTransport
@@ -47,6 +51,18 @@ from tests.support.waiting import await_until
 from tests.test_transport import USER_DESTINATION, paths, register
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(60)]
+
+
+class HeldPresence(RedisPresence):
+    """A Redis registry whose node takes no missed marks while ``held`` (they stay stored),
+    as a node whose heartbeat comes after later messages reached its sessions."""
+
+    held = False
+
+    async def take_missed(self, node_id: str, ttl: float, *, again: bool = False) -> MissedMarks:
+        if type(self).held:
+            return MissedMarks()
+        return await super().take_missed(node_id, ttl, again=again)
 
 
 class HeldTransport(RedisTransport):
@@ -72,7 +88,7 @@ def node_settings(server: RedisServer, path: str = "one_trip") -> override_setti
     return override_settings(
         STOMP_CLUSTER={
             **settings.STOMP_CLUSTER,
-            "PRESENCE_BACKEND": "stomp_cluster.presence.redis.RedisPresence",
+            "PRESENCE_BACKEND": f"{__name__}.HeldPresence",
             "PRESENCE_OPTIONS": {"hosts": [server.url]},
             "HISTORY_BACKEND": "stomp_cluster.history.redis.RedisHistory",
             "HISTORY_OPTIONS": {"hosts": [server.url]},
@@ -94,11 +110,11 @@ async def node_on(clean_redis) -> AsyncIterator[Any]:
         entered.append(node_settings(clean_redis, path))
         entered[-1].enable()
 
-    HeldTransport.held = HeldTransport.parked = False
+    HeldTransport.held = HeldTransport.parked = HeldPresence.held = False
     try:
         yield enter
     finally:
-        HeldTransport.held = False
+        HeldTransport.held = HeldPresence.held = False
         if entered:
             await get_node().stop()
             await get_transport().close()
@@ -168,6 +184,7 @@ async def test_a_session_whose_node_missed_a_stored_message_is_told_to_resume(pa
     frames = await next_frames_until_close(client)
     assert [f.command for f in frames] == [Command.ERROR]
     assert frames[0].get("message") == MISSED_MESSAGE
+    assert frames[0].get("x-resume-from") == previous_id(missed.message_id)
 
     back = await client_of(amy)
     resumed = await subscribe(back, USER_DESTINATION, **{"x-resume-from": one.get("message-id")})
@@ -175,6 +192,61 @@ async def test_a_session_whose_node_missed_a_stored_message_is_told_to_resume(pa
     later = await elsewhere(send_to_user, "amy", "/queue/n", "three")
     assert later.sessions == 1
     assert (await back.receive_frame(timeout=5)).body == b"three"
+    await back.disconnect()
+
+
+@paths
+async def test_a_miss_behind_later_deliveries_resumes_from_the_errors_header(
+    path, node_on, clean_redis
+):
+    node_on(path)
+    amy = await login_headers("amy")
+    client = await client_of(amy, "/user/queue/n")
+    HeldPresence.held = True  # the node will read its mark only after later messages
+
+    await fill_inbox()
+    missed = await elsewhere(send_to_user, "amy", "/queue/n", "two")
+    assert missed.stored and missed.missed_nodes == 1
+    HeldTransport.held = False
+    inbox = get_node().channel_name
+    raw = redis.asyncio.Redis.from_url(clean_redis.url)
+
+    async def drained() -> bool:
+        return await raw.llen(inbox) == 0
+
+    try:
+        await await_until(drained, 10, "the node to drain its inbox")
+    finally:
+        await raw.aclose()
+    later = [await elsewhere(send_to_user, "amy", "/queue/n", body) for body in ("3", "4")]
+    assert [d.sessions for d in later] == [1, 1]
+    got = [await client.receive_frame(timeout=5) for _ in later]
+    assert [(f.body, f.get("message-id")) for f in got] == [
+        (b"3", later[0].message_id),
+        (b"4", later[1].message_id),
+    ]
+
+    HeldPresence.held = False
+    frames = await next_frames_until_close(client)
+    assert [(f.command, f.get("message")) for f in frames] == [(Command.ERROR, MISSED_MESSAGE)]
+    resume_from = frames[0].get("x-resume-from")
+    assert resume_from == previous_id(missed.message_id)
+
+    # From the last message-id it saw, the client would never see "two" again...
+    back = await client_of(amy)
+    after_last = await subscribe(
+        back, USER_DESTINATION, **{"x-resume-from": got[-1].get("message-id")}
+    )
+    assert after_last == []
+    await back.disconnect()
+    # ...from the header's id it gets "two", and the two it has already, to skip.
+    back = await client_of(amy)
+    resumed = await subscribe(back, USER_DESTINATION, **{"x-resume-from": resume_from})
+    assert [(f.body, f.get("message-id")) for f in resumed] == [
+        (b"two", missed.message_id),
+        (b"3", later[0].message_id),
+        (b"4", later[1].message_id),
+    ]
     await back.disconnect()
 
 
@@ -190,6 +262,7 @@ async def test_a_topic_miss_closes_only_that_topics_subscribers(node_on):
     assert missed.stored and missed.missed_nodes == 1
     frames = await next_frames_until_close(kept)
     assert [(f.command, f.get("message")) for f in frames] == [(Command.ERROR, MISSED_MESSAGE)]
+    assert frames[0].get("x-resume-from") == previous_id(missed.message_id)
     # The subscriber of another topic on the same node stays open and served.
     news = await elsewhere(send_to_destination, "/topic/other", "still here")
     assert news.sessions == 1
@@ -234,7 +307,7 @@ async def test_a_miss_the_registry_cannot_note_raises_delivery_failed(clean_redi
             again = await elsewhere(send_to_user, "ursula", "/queue/n", "x")
             assert again.stored and again.missed_nodes == 1
             marks = await get_presence().take_missed("far-0", 10)
-            assert marks == MissedMarks(users=frozenset({"ursula"}))
+            assert marks == MissedMarks(users={"ursula": again.message_id})
             await get_presence().close()
             await transport.close()
     finally:
@@ -259,4 +332,5 @@ async def test_a_full_channel_layer_inbox_leaves_the_node_a_mark_for_the_user():
 
     assert delivery.stored and delivery.missed_nodes == 1
     # What node "slow" takes with its next heartbeat: close amy's sessions.
-    assert await get_presence().take_missed("slow", 10) == MissedMarks(users=frozenset({"amy"}))
+    marks = await get_presence().take_missed("slow", 10)
+    assert marks == MissedMarks(users={"amy": delivery.message_id})
