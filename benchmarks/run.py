@@ -668,6 +668,7 @@ async def w5(stack: Stack, ctx: Context) -> dict[str, float]:
                 for c in clients
             ),
             "duplicates": sum(c.duplicates for c in clients),
+            "replayed": sum(c.replayed for c in clients),
             "gaps_announced": sum(c.gaps for c in clients),
             "reconnects": tally.reconnects,
             "reconnect_retries": tally.reconnect_failures,
@@ -756,7 +757,7 @@ def table(results: dict[str, list[dict[str, dict[str, float]]]], workloads: set[
             "W5 sessions/messages",
             "W5 catch-up s (after last send)",
             "W5 all resubscribed s",
-            "W5 lost/dup/gaps",
+            "W5 lost/dup/gaps/replayed",
             "W5 CPU ms/reconnect",
         ]
     if "W6" in workloads:
@@ -805,7 +806,9 @@ def table(results: dict[str, list[dict[str, dict[str, float]]]], workloads: set[
                 summarise(get("W5", "catch_up_s"), "{:.1f}")
                 + f" ({med('W5', 'after_last_send_s', '{:.1f}')})",
                 summarise(get("W5", "resubscribed_s"), "{:.1f}"),
-                "/".join(med("W5", k) for k in ("lost", "duplicates", "gaps_announced")),
+                "/".join(
+                    med("W5", k) for k in ("lost", "duplicates", "gaps_announced", "replayed")
+                ),
                 summarise(get("W5", "cpu_ms_per_reconnect"), "{:.2f}"),
             ]
         if "W6" in workloads:

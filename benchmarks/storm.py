@@ -7,6 +7,12 @@ as a real client's reconnect delay would, and connects to one of the surviving n
 ``x-resume-from`` set to that id, until it is subscribed again. It counts what the user
 sees: the distinct messages (by the sequence number in the body), the duplicates, and the
 gaps announced (``x-recovered:false`` on a RECEIPT or a MESSAGE).
+
+An ERROR with ``x-resume-from`` (its node missed a message for it: a missed mark) says
+where to resume instead: just before the earliest message missed, which may be before the
+last one received. The client resumes from there and counts the messages it gets again, at
+or before its previous last id, as ``replayed`` (the replay the ERROR asked for), not as
+duplicates.
 """
 
 from __future__ import annotations
@@ -19,6 +25,12 @@ from collections.abc import Sequence
 from websockets.asyncio.client import connect
 
 __all__ = ["StormClient", "Tally"]
+
+
+def _id_key(message_id: str) -> tuple[int, int]:
+    """A stream id ``"<ms>-<seq>"`` as numbers, to compare."""
+    ms, _, seq = message_id.partition("-")
+    return int(ms), int(seq or 0)
 
 
 class Tally:
@@ -54,6 +66,11 @@ class StormClient:
         self.duplicates = 0
         self.gaps = 0
         self.last_id: str | None = None
+        #: From an ERROR's x-resume-from: where the next subscription resumes; and the
+        #: last id received when it came (re-received ids up to it are ``replayed``).
+        self.resume_from: str | None = None
+        self.replay_until: tuple[int, int] | None = None
+        self.replayed = 0
         self.done_at: float | None = None
         self.subscribed = asyncio.Event()
         self.stop = asyncio.Event()
@@ -78,8 +95,9 @@ class StormClient:
             ]
             await ws.send("CONNECT\n" + "\n".join(headers) + "\n\n\x00")
             sub = "SUBSCRIBE\nid:0\ndestination:/user/queue/bench\nreceipt:sub-0\n"
-            if resume and self.last_id is not None:
-                sub += f"x-resume-from:{self.last_id}\n"
+            start = self.resume_from or self.last_id
+            if resume and start is not None:
+                sub += f"x-resume-from:{start}\n"
             await ws.send(sub + "\n\x00")
             async for message in ws:
                 text = message.decode() if isinstance(message, bytes) else message
@@ -95,13 +113,21 @@ class StormClient:
             headers = dict(line.split(":", 1) for line in lines[1:] if ":" in line)
             if headers.get("x-recovered") == "false":
                 self.gaps += 1
-            self.last_id = headers.get("message-id", self.last_id)
+            message_id = headers.get("message-id")
+            if message_id is not None and (
+                self.last_id is None or _id_key(message_id) > _id_key(self.last_id)
+            ):
+                self.last_id = message_id
             if not body:
                 return  # a gap MESSAGE (x-gap:true): counted above
             seq = int(body.split(" ", 1)[0])
             self.tally.deliveries += 1
             if seq in self.seen:
-                self.duplicates += 1
+                replay = self.replay_until is not None and message_id is not None
+                if replay and _id_key(message_id or "") <= (self.replay_until or (0, 0)):
+                    self.replayed += 1
+                else:
+                    self.duplicates += 1
             else:
                 self.seen.add(seq)
                 if len(self.seen) >= self.expected and self.done_at is None:
@@ -112,9 +138,16 @@ class StormClient:
             if resume:
                 self.tally.resubscribed += 1
                 self.tally.last_resubscribed = time.monotonic()
+                self.resume_from = None  # resumed: next time, from the last id again
             self.subscribed.set()
         elif lines[0] == "ERROR":
-            self.failed = frame[:300]
+            headers = dict(line.split(":", 1) for line in lines[1:] if ":" in line)
+            if "x-resume-from" in headers:
+                self.resume_from = headers["x-resume-from"]
+                if self.last_id is not None:
+                    self.replay_until = _id_key(self.last_id)
+            else:
+                self.failed = frame[:300]
 
     async def run(self, first: str, fallbacks: Sequence[str], jitter: float) -> None:
         """Stay connected: to *first*, then to one of *fallbacks* after each loss."""
