@@ -13,10 +13,10 @@ digest of a user key and of a destination. ::
     P:n:{N}:missing        string  Redis TIME (ms) when a sweeper first saw ``alive``
                                    gone; cleared by a heartbeat or a registration
     P:n:{N}:stats          string  the node's counters (JSON), PX = 3 heartbeat TTLs
-    P:n:{N}:missed-at      hash    missed marks ("*", "u:<user key>", "d:<destination>") ->
+    P:n:{N}:marks          hash    missed marks ("*", "u:<user key>", "d:<destination>") ->
                                    id of the earliest message missed, written by senders
                                    whose push to N failed, with a PX
-    P:n:{N}:missed-at-taken hash   the marks N took last, kept for one retake, with a PX
+    P:n:{N}:marks-taken    hash    the marks N took last, kept for one retake, with a PX
     P:n:{N}:sessions       zset    session_id -> connected_at (pages, node counts)
     P:n:{N}:sess:<sid>     hash    one session: sid node_id channel_name user_key username
                                    remote_addr user_agent version connected_at last_seen,
@@ -305,11 +305,11 @@ return 1
 )
 
 # KEYS: missed. ARGV: base, cap, ttl ms, "1" to add the marks taken last time. Moves the
-# marks to missed-taken (kept for a retake after a lost reply) and returns them.
+# marks to marks-taken (kept for a retake after a lost reply) and returns them.
 _TAKE_MISSED = (
     _MISSED_LIB
     + r"""
-local taken = base .. 'missed-at-taken'
+local taken = base .. 'marks-taken'
 if ARGV[4] ~= '1' then redis.call('DEL', taken) end
 local marks = redis.call('HGETALL', KEYS[1])
 for i = 1, #marks, 2 do keep(taken, marks[i], marks[i + 1]) end
@@ -790,7 +790,7 @@ class RedisPresence(PresenceBackend):
     async def mark_missed(self, node_id: str, marks: MissedMarks, ttl: float) -> None:
         if not marks:
             return
-        key = self._base(node_id) + "missed-at"
+        key = self._base(node_id) + "marks"
         pairs = [part for pair in marks.members() for part in pair]
         await self.redis.run([_lua(_S_MARK_MISSED, key, MISSED_CAP, _ms(ttl), *pairs)])
 
@@ -798,7 +798,7 @@ class RedisPresence(PresenceBackend):
         # On the heartbeat's connection: the node calls it with each heartbeat, and the
         # two share one pipeline (one round trip).
         base = self._base(node_id)
-        call = _lua(_S_TAKE_MISSED, base + "missed-at", base, MISSED_CAP, _ms(ttl), int(again))
+        call = _lua(_S_TAKE_MISSED, base + "marks", base, MISSED_CAP, _ms(ttl), int(again))
         (flat,) = await self.heartbeat_redis.run([call])
         parts = [m.decode() if isinstance(m, bytes) else m for m in flat]
         return MissedMarks.from_members(zip(parts[::2], parts[1::2], strict=True))
