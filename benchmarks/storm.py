@@ -10,9 +10,10 @@ gaps announced (``x-recovered:false`` on a RECEIPT or a MESSAGE).
 
 An ERROR with ``x-resume-from`` (its node missed a message for it: a missed mark) says
 where to resume instead: just before the earliest message missed, which may be before the
-last one received. The client resumes from there and counts the messages it gets again, at
-or before its previous last id, as ``replayed`` (the replay the ERROR asked for), not as
-duplicates.
+last one received. The client resumes from there (or from its own position, the last id
+received, if that is earlier: a replay the ERROR cut short) and counts the messages it
+gets again, at or before the newest id it had, as ``replayed`` (the replay the ERROR
+asked for), not as duplicates.
 """
 
 from __future__ import annotations
@@ -71,6 +72,7 @@ class StormClient:
         self.resume_from: str | None = None
         self.replay_until: tuple[int, int] | None = None
         self.replayed = 0
+        self.newest: tuple[int, int] | None = None
         self.done_at: float | None = None
         self.subscribed = asyncio.Event()
         self.stop = asyncio.Event()
@@ -114,10 +116,10 @@ class StormClient:
             if headers.get("x-recovered") == "false":
                 self.gaps += 1
             message_id = headers.get("message-id")
-            if message_id is not None and (
-                self.last_id is None or _id_key(message_id) > _id_key(self.last_id)
-            ):
-                self.last_id = message_id
+            if message_id is not None:
+                self.last_id = message_id  # the position in the stream, replays included
+                if self.newest is None or _id_key(message_id) > self.newest:
+                    self.newest = _id_key(message_id)
             if not body:
                 return  # a gap MESSAGE (x-gap:true): counted above
             seq = int(body.split(" ", 1)[0])
@@ -143,9 +145,13 @@ class StormClient:
         elif lines[0] == "ERROR":
             headers = dict(line.split(":", 1) for line in lines[1:] if ":" in line)
             if "x-resume-from" in headers:
-                self.resume_from = headers["x-resume-from"]
-                if self.last_id is not None:
-                    self.replay_until = _id_key(self.last_id)
+                # From the header's id, or from our own position if it is earlier: a
+                # replay cut short by this ERROR has not reached the header's id yet.
+                start = headers["x-resume-from"]
+                if self.last_id is not None and _id_key(self.last_id) < _id_key(start):
+                    start = self.last_id
+                self.resume_from = start
+                self.replay_until = self.newest
             else:
                 self.failed = frame[:300]
 
