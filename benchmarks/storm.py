@@ -10,8 +10,10 @@ gaps announced (``x-recovered:false`` on a RECEIPT or a MESSAGE).
 
 An ERROR with ``x-resume-from`` (its node missed a message for it: a missed mark) says
 where to resume instead: just before the earliest message missed, which may be before the
-last one received. The client resumes from there (or from its own position, the last id
-received, if that is earlier: a replay the ERROR cut short) and counts the messages it
+last one received. The client resumes from there (or from its own position, if that is
+earlier: a replay the ERROR cut short), and that becomes its position, so that a second
+ERROR before the replay got back there cannot move it past the first hole. It counts the
+messages it
 gets again, at or before the newest id it had, as ``replayed`` (the replay the ERROR
 asked for), not as duplicates.
 """
@@ -150,8 +152,12 @@ class StormClient:
                 start = headers["x-resume-from"]
                 if self.last_id is not None and _id_key(self.last_id) < _id_key(start):
                     start = self.last_id
-                self.resume_from = start
-                self.replay_until = self.newest
+                # That is the session's position from now on: what came after it is sent
+                # again. An ERROR that comes before the resumed replay reached the old
+                # last id must not move the position back past this one.
+                self.resume_from = self.last_id = start
+                if self.replay_until is None or (self.newest or (0, 0)) > self.replay_until:
+                    self.replay_until = self.newest
             else:
                 self.failed = frame[:300]
 
