@@ -18,7 +18,6 @@ import contextlib
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from django.core.exceptions import ImproperlyConfigured
@@ -39,6 +38,7 @@ from tests.support.backends import cluster_url, make_cluster_backend, make_clust
 from tests.support.clients import StompPyClient, unique
 from tests.support.cluster import ClusterFactory, live_nodes
 from tests.support.counting import count_round_trips
+from tests.support.faults import gap_announced, numbers
 from tests.support.nodes import AsgiNode, server_env
 from tests.support.records import node as node_record
 from tests.support.records import session
@@ -321,15 +321,6 @@ def test_a_client_on_node_b_receives_what_alice_sends_via_node_a(
 
 
 USERS = ("alice", "bob")
-
-
-def numbers(frames: list[Any]) -> list[int]:
-    return [int(frame.body) for frame in frames]
-
-
-def gap_announced(client: StompPyClient) -> bool:
-    frames = [*client.listener.receipts, *client.listener.messages]
-    return any(frame.headers.get("x-recovered") == "false" for frame in frames)
 
 
 @pytest.mark.timeout(240)

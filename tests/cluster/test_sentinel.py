@@ -31,6 +31,7 @@ import pytest
 
 from tests.support.clients import StompPyClient
 from tests.support.cluster import live_nodes
+from tests.support.faults import gap_announced, numbers
 from tests.support.nodes import AsgiNode, manage, server_env
 from tests.support.senders import SenderProcess, send_in_turn
 from tests.support.sentinel import MASTER_NAME, SentinelSetup, running_sentinels
@@ -76,16 +77,6 @@ def registered(setup: SentinelSetup, db_path: Path) -> tuple[set[str], set[str]]
     except Exception:
         return set(), set()
     return nodes, sessions
-
-
-def numbers(frames: list[Any]) -> list[int]:
-    return [int(frame.body) for frame in frames]
-
-
-def gap_announced(client: StompPyClient) -> bool:
-    """Whether the server told this client it could not recover everything."""
-    frames = [*client.listener.receipts, *client.listener.messages]
-    return any(frame.headers.get("x-recovered") == "false" for frame in frames)
 
 
 @dataclass
