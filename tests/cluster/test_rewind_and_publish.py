@@ -11,11 +11,10 @@ from __future__ import annotations
 import json
 import subprocess
 import threading
-from collections.abc import Callable
 
 import pytest
 
-from tests.support.clients import StompPyClient, unique
+from tests.support.clients import unique
 from tests.support.cluster import ClusterFactory
 from tests.support.http import post_with_key
 from tests.support.nodes import AsgiNode
@@ -32,16 +31,10 @@ def start(cluster: ClusterFactory) -> list[AsgiNode]:
     return cluster(servers=["daphne", "uvicorn"], env={"STOMP_PUBLISH_KEY": KEY})
 
 
-def stomppy(node: AsgiNode, user: str, tokens: Callable[[str], str]) -> StompPyClient:
-    client = StompPyClient(node.ws_url, "1.2")
-    client.connect(user, tokens(user))
-    return client
-
-
-def test_rewind_with_stomppy_then_live_without_gap_or_duplicate(cluster, tokens):
+def test_rewind_with_stomppy_then_live_without_gap_or_duplicate(cluster, stomppy):
     node_a, node_b = start(cluster)
     tag = unique("rw")
-    sender = stomppy(node_b, "bob", tokens)
+    sender = stomppy(node_b, "bob")
     sent = [f"{tag} old {n}" for n in range(30)] + [f"{tag} live {n}" for n in range(100)]
     for body in sent[:29]:
         sender.send(CHAT, body)
@@ -51,7 +44,7 @@ def test_rewind_with_stomppy_then_live_without_gap_or_duplicate(cluster, tokens)
         for body in sent[30:]:
             sender.send(CHAT, body)
 
-    receiver = stomppy(node_a, "alice", tokens)
+    receiver = stomppy(node_a, "alice")
     live = threading.Thread(target=keep_sending)
     live.start()  # messages arrive while the subscription reads the history
     receiver.subscribe(CHAT, "chat", headers={"x-rewind": "20"}, receipt=False)
@@ -74,10 +67,10 @@ def test_rewind_with_stomppy_then_live_without_gap_or_duplicate(cluster, tokens)
     receiver.close()
 
 
-def test_rewind_with_stompjs_and_a_bad_count(cluster, tokens):
+def test_rewind_with_stompjs_and_a_bad_count(cluster, tokens, stomppy):
     node_a, node_b = start(cluster)
     tag = unique("js")
-    sender = stomppy(node_b, "bob", tokens)
+    sender = stomppy(node_b, "bob")
     for n in range(5):
         sender.send(CHAT, f"{tag} {n}", receipt=n == 4)
     with StompJsClient() as js:
@@ -97,13 +90,13 @@ def test_rewind_with_stompjs_and_a_bad_count(cluster, tokens):
     sender.close()
 
 
-def test_publish_over_http_reaches_subscribers_on_another_node(cluster, tokens):
+def test_publish_over_http_reaches_subscribers_on_another_node(cluster, stomppy):
     node_a, node_b = start(cluster)
     tag = unique("http")
-    chat = stomppy(node_a, "alice", tokens)
+    chat = stomppy(node_a, "alice")
     chat.subscribe(CHAT, "chat")
     queue = f"/queue/{tag}"
-    bob = stomppy(node_a, "bob", tokens)
+    bob = stomppy(node_a, "bob")
     bob.subscribe(f"/user{queue}", "mine")
     url = f"{node_b.http_url.rstrip('/')}/stomp/publish/"
 
